@@ -1,0 +1,88 @@
+#include "store/database.h"
+
+#include <fmt/format.h>
+
+namespace kervan::store {
+
+std::string_view DialectName(Dialect d) { return d == Dialect::kSqlite ? "sqlite" : "postgres"; }
+
+int64_t Row::Int(size_t i) const {
+  const Value& v = cols.at(i);
+  if (auto p = std::get_if<int64_t>(&v)) return *p;
+  if (auto p = std::get_if<double>(&v)) return static_cast<int64_t>(*p);
+  if (auto p = std::get_if<std::string>(&v)) return std::strtoll(p->c_str(), nullptr, 10);
+  return 0;
+}
+
+double Row::Real(size_t i) const {
+  const Value& v = cols.at(i);
+  if (auto p = std::get_if<double>(&v)) return *p;
+  if (auto p = std::get_if<int64_t>(&v)) return static_cast<double>(*p);
+  if (auto p = std::get_if<std::string>(&v)) return std::strtod(p->c_str(), nullptr);
+  return 0;
+}
+
+std::string Row::Text(size_t i) const {
+  const Value& v = cols.at(i);
+  if (auto p = std::get_if<std::string>(&v)) return *p;
+  if (auto p = std::get_if<int64_t>(&v)) return std::to_string(*p);
+  if (auto p = std::get_if<double>(&v)) return fmt::format("{}", *p);
+  return {};
+}
+
+PooledConnection::~PooledConnection() {
+  if (owner_ != nullptr) owner_->Release(std::move(conn_));
+}
+
+Database::Database(Dialect dialect, std::string description, ConnectionFactory factory,
+                   size_t pool_size)
+    : dialect_(dialect),
+      description_(std::move(description)),
+      factory_(std::move(factory)),
+      pool_size_(pool_size == 0 ? 1 : pool_size) {}
+
+Database::~Database() = default;
+
+Result<PooledConnection> Database::Acquire() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return !idle_.empty() || out_ < pool_size_; });
+  ++out_;
+  if (!idle_.empty()) {
+    auto conn = std::move(idle_.back());
+    idle_.pop_back();
+    return PooledConnection(this, std::move(conn));
+  }
+  lock.unlock();
+  auto opened = factory_();
+  if (!opened) {
+    std::lock_guard relock(mu_);
+    --out_;
+    cv_.notify_one();
+    return std::move(opened).error();
+  }
+  return PooledConnection(this, std::move(opened).value());
+}
+
+void Database::Release(std::unique_ptr<Connection> conn) {
+  std::lock_guard lock(mu_);
+  --out_;
+  if (conn) idle_.push_back(std::move(conn));
+  cv_.notify_one();
+}
+
+Status InTransaction(Connection& conn, const std::function<Status(Connection&)>& fn) {
+  RETURN_IF_ERROR(conn.Begin());
+  Status s = fn(conn);
+  if (!s) {
+    (void)conn.Rollback();
+    return s;
+  }
+  Status c = conn.Commit();
+  if (!c) {
+    (void)conn.Rollback();
+    return c;
+  }
+  return core::Ok();
+}
+
+}  // namespace kervan::store

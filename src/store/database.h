@@ -1,0 +1,131 @@
+// The database seam: a small SQL interface with two backends (SQLite, the
+// embedded default, and PostgreSQL through libpq), a connection pool, and
+// transactions. Part of store's public header (store/store.h).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/core.h"
+
+namespace kervan::store {
+
+using core::Result;
+using core::Status;
+
+enum class Dialect { kSqlite, kPostgres };
+std::string_view DialectName(Dialect d);
+
+// A bound parameter or a column value. Integers are 64-bit; text is UTF-8.
+using Value = std::variant<std::monostate, int64_t, double, std::string>;
+
+struct Row {
+  std::vector<Value> cols;
+
+  bool IsNull(size_t i) const { return std::holds_alternative<std::monostate>(cols.at(i)); }
+  // Integer column (text holding an integer is converted; NULL gives 0).
+  int64_t Int(size_t i) const;
+  double Real(size_t i) const;
+  // Text column (NULL gives ""; numbers are formatted).
+  std::string Text(size_t i) const;
+};
+using Rows = std::vector<Row>;
+
+// One connection. Not thread-safe: one thread at a time (the pool enforces it).
+//
+// SQL text uses '?' placeholders for both backends; the PostgreSQL backend
+// rewrites them to $1..$n (outside quoted literals). Write portable SQL:
+// INSERT ... ON CONFLICT, standard types, no backend-only functions.
+//
+// Errors: a unique/primary-key violation is kAlreadyExists; a lost or refused
+// connection is kUnavailable; anything else is kInternal with the backend's
+// message.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual Dialect dialect() const = 0;
+
+  // Runs one statement; returns the number of rows it changed.
+  virtual Result<int64_t> Exec(std::string_view sql, const std::vector<Value>& params = {}) = 0;
+  // Runs one statement and returns all its rows.
+  virtual Result<Rows> Query(std::string_view sql, const std::vector<Value>& params = {}) = 0;
+  // Runs several ';'-separated statements without parameters (migrations).
+  virtual Status ExecScript(std::string_view sql) = 0;
+
+  // Transactions. Begin() takes the write lock where the backend has one
+  // (SQLite: BEGIN IMMEDIATE) so a transaction never fails half-way on a
+  // lock upgrade.
+  virtual Status Begin() = 0;
+  virtual Status Commit() = 0;
+  virtual Status Rollback() = 0;
+};
+
+class Database;
+
+// A connection borrowed from a Database's pool; returned on destruction.
+class PooledConnection {
+ public:
+  PooledConnection(Database* owner, std::unique_ptr<Connection> conn)
+      : owner_(owner), conn_(std::move(conn)) {}
+  PooledConnection(PooledConnection&& other) noexcept
+      : owner_(std::exchange(other.owner_, nullptr)), conn_(std::move(other.conn_)) {}
+  PooledConnection& operator=(PooledConnection&&) = delete;
+  ~PooledConnection();
+
+  Connection* operator->() { return conn_.get(); }
+  Connection& operator*() { return *conn_; }
+  // Drops the connection instead of returning it (after a connection error).
+  void Discard() { conn_.reset(); }
+
+ private:
+  Database* owner_;
+  std::unique_ptr<Connection> conn_;
+};
+
+using ConnectionFactory = std::function<Result<std::unique_ptr<Connection>>()>;
+
+// A pool of connections to one database. Thread-safe. Backends are created
+// by OpenSqlite/OpenPostgres (store.h); nothing else names a backend.
+class Database {
+ public:
+  Database(Dialect dialect, std::string description, ConnectionFactory factory, size_t pool_size);
+  ~Database();
+
+  Dialect dialect() const { return dialect_; }
+  // Where it points, secrets masked: "sqlite:/var/lib/kervan/kervan.db".
+  const std::string& description() const { return description_; }
+
+  // Borrows a connection, opening one when none is idle and fewer than
+  // pool_size are out; otherwise waits for one to come back.
+  Result<PooledConnection> Acquire();
+  // Opens a connection outside the pool, owned by the caller (the event-log
+  // writer keeps one for its whole life).
+  Result<std::unique_ptr<Connection>> OpenDedicated() { return factory_(); }
+
+ private:
+  friend class PooledConnection;
+  void Release(std::unique_ptr<Connection> conn);
+
+  Dialect dialect_;
+  std::string description_;
+  ConnectionFactory factory_;
+  size_t pool_size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  size_t out_ = 0;
+};
+
+// Runs `fn` between Begin() and Commit(); rolls back when `fn` or the commit
+// fails and returns that error.
+Status InTransaction(Connection& conn, const std::function<Status(Connection&)>& fn);
+
+}  // namespace kervan::store
