@@ -74,16 +74,16 @@ Status ValidateEntityId(const std::string& id) {
   }
   for (char c : id) {
     bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
-              c == ':' || c == '/' || c == '@';
+              c == ':' || c == '@';
     if (!ok) {
       return core::InvalidArgument(
-          fmt::format("field \"id\": character '{}' is not allowed (use letters, digits, . _ - : / @)",
+          fmt::format("field \"id\": character '{}' is not allowed (use letters, digits, . _ - : @)",
                       c),
           "id");
     }
   }
-  if (id.front() == '/' || id.find("..") != std::string::npos) {
-    return core::InvalidArgument("field \"id\": must not start with '/' or contain \"..\"", "id");
+  if (id.find("..") != std::string::npos) {
+    return core::InvalidArgument("field \"id\": must not contain \"..\"", "id");
   }
   return core::Ok();
 }

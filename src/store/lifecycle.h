@@ -85,7 +85,7 @@ class Lifecycles {
   std::map<std::string, std::unique_ptr<core::StateMachine>> machines_;
 };
 
-// Ids of entities: 1..200 chars of [A-Za-z0-9._:/@-], not starting with '/'.
+// Ids of entities: 1..200 chars of [A-Za-z0-9._:@-], without "..".
 Status ValidateEntityId(const std::string& id);
 
 }  // namespace kervan::store

@@ -46,10 +46,13 @@ bool IsIdentChar(char c) {
 // Length of the dollar-quote opening tag ("$$" or "$tag$") at sql[i], or 0
 // when the '$' there does not open one ($1, or a '$' inside an identifier).
 size_t DollarTagLength(std::string_view sql, size_t i) {
-  if (i > 0 && IsIdentChar(sql[i - 1])) return 0;
+  if (i > 0 && IsIdentChar(sql[i - 1]))
+    return 0;
   size_t j = i + 1;
-  if (j < sql.size() && sql[j] >= '0' && sql[j] <= '9') return 0;
-  while (j < sql.size() && sql[j] != '$' && IsIdentChar(sql[j])) ++j;
+  if (j < sql.size() && sql[j] >= '0' && sql[j] <= '9')
+    return 0;
+  while (j < sql.size() && sql[j] != '$' && IsIdentChar(sql[j]))
+    ++j;
   return (j < sql.size() && sql[j] == '$') ? j - i + 1 : 0;
 }
 
@@ -83,7 +86,8 @@ size_t BlockCommentEnd(std::string_view sql, size_t i) {
       j += 2;
     } else if (sql[j] == '*' && sql[j + 1] == '/') {
       j += 2;
-      if (--depth == 0) return j;
+      if (--depth == 0)
+        return j;
     } else {
       ++j;
     }
@@ -106,14 +110,15 @@ std::string Rewrite(std::string_view sql, size_t* placeholders) {
       continue;
     }
     if (c == '\'') {
-      const bool escape_string = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
-                                 (i < 2 || !IsIdentChar(sql[i - 2]));
+      const bool escape_string =
+          i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') && (i < 2 || !IsIdentChar(sql[i - 2]));
       end = QuotedEnd(sql, i, '\'', escape_string);
     } else if (c == '"') {
       end = QuotedEnd(sql, i, '"', false);
     } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
       end = sql.find('\n', i);
-      if (end == std::string_view::npos) end = sql.size();
+      if (end == std::string_view::npos)
+        end = sql.size();
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
       end = BlockCommentEnd(sql, i);
     } else if (c == '$') {
@@ -131,9 +136,13 @@ std::string Rewrite(std::string_view sql, size_t* placeholders) {
 
 // ---------------------------------------------------------------- DSN masking
 
-bool IsSecretKey(std::string_view key) { return key == "password" || key == "sslpassword"; }
+bool IsSecretKey(std::string_view key) {
+  return key == "password" || key == "sslpassword";
+}
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 struct Span {
   size_t begin, end;
@@ -158,29 +167,37 @@ std::string MaskKeyValue(std::string_view dsn) {
   size_t i = 0;
   const size_t size = dsn.size();
   while (i < size) {
-    while (i < size && IsSpace(dsn[i])) ++i;
+    while (i < size && IsSpace(dsn[i]))
+      ++i;
     const size_t key_begin = i;
-    while (i < size && !IsSpace(dsn[i]) && dsn[i] != '=') ++i;
+    while (i < size && !IsSpace(dsn[i]) && dsn[i] != '=')
+      ++i;
     const std::string_view key = dsn.substr(key_begin, i - key_begin);
-    while (i < size && IsSpace(dsn[i])) ++i;
+    while (i < size && IsSpace(dsn[i]))
+      ++i;
     if (i >= size || dsn[i] != '=') {
       // Malformed (libpq rejects it): the rest may hold a secret that cannot
       // be delimited, so hide all of it.
-      if (key_begin < size) spans.push_back({key_begin, size});
+      if (key_begin < size)
+        spans.push_back({key_begin, size});
       break;
     }
     ++i;
-    while (i < size && IsSpace(dsn[i])) ++i;
+    while (i < size && IsSpace(dsn[i]))
+      ++i;
     const size_t value_begin = i;
     if (i < size && dsn[i] == '\'') {
       ++i;
-      while (i < size && dsn[i] != '\'') i += dsn[i] == '\\' ? 2 : 1;
+      while (i < size && dsn[i] != '\'')
+        i += dsn[i] == '\\' ? 2 : 1;
       i = std::min(i + 1, size);
     } else {
-      while (i < size && !IsSpace(dsn[i])) i += dsn[i] == '\\' ? 2 : 1;
+      while (i < size && !IsSpace(dsn[i]))
+        i += dsn[i] == '\\' ? 2 : 1;
       i = std::min(i, size);
     }
-    if (IsSecretKey(key)) spans.push_back({value_begin, i});
+    if (IsSecretKey(key))
+      spans.push_back({value_begin, i});
   }
   return ReplaceSpans(dsn, spans);
 }
@@ -193,7 +210,8 @@ std::string MaskUri(std::string_view dsn, size_t authority) {
   const size_t at = dsn.find_last_of('@');
   if (at != std::string_view::npos && at >= authority) {
     const size_t colon = dsn.find(':', authority);
-    if (colon < at) spans.push_back({colon + 1, at});
+    if (colon < at)
+      spans.push_back({colon + 1, at});
   }
   size_t q = dsn.find('?', at == std::string_view::npos ? authority : at);
   while (q != std::string_view::npos) {
@@ -211,7 +229,8 @@ std::string MaskUri(std::string_view dsn, size_t authority) {
 
 size_t UriAuthority(std::string_view dsn) {
   for (std::string_view scheme : {"postgresql://", "postgres://"}) {
-    if (dsn.substr(0, scheme.size()) == scheme) return scheme.size();
+    if (dsn.substr(0, scheme.size()) == scheme)
+      return scheme.size();
   }
   return 0;
 }
@@ -223,12 +242,14 @@ std::string OneLine(const char* text) {
   std::string out;
   for (const char* p = text == nullptr ? "" : text; *p != '\0'; ++p) {
     if (*p == '\n' || *p == '\r' || *p == '\t') {
-      if (!out.empty() && out.back() != ' ') out += ' ';
+      if (!out.empty() && out.back() != ' ')
+        out += ' ';
     } else {
       out += *p;
     }
   }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
+  while (!out.empty() && out.back() == ' ')
+    out.pop_back();
   return out;
 }
 
@@ -236,7 +257,8 @@ std::string OneLine(const char* text) {
 // malformed option value could still end up there.
 std::string Scrub(std::string message, const char* password) {
   const std::string_view secret = password == nullptr ? "" : password;
-  if (secret.size() < 3) return message;
+  if (secret.size() < 3)
+    return message;
   for (size_t at = message.find(secret); at != std::string::npos;
        at = message.find(secret, at + kMask.size())) {
     message.replace(at, secret.size(), kMask);
@@ -253,7 +275,8 @@ std::string Target(PGconn* conn) {
 }
 
 Error WithSqlState(Error error, std::string_view sqlstate) {
-  if (!sqlstate.empty()) error.details = nlohmann::json{{"sqlstate", std::string(sqlstate)}};
+  if (!sqlstate.empty())
+    error.details = nlohmann::json{{"sqlstate", std::string(sqlstate)}};
   return error;
 }
 
@@ -265,10 +288,13 @@ using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
 // ---------------------------------------------------------------- values
 
 Result<std::string> ParamText(const Value& value, size_t index) {
-  if (const auto* i = std::get_if<int64_t>(&value)) return std::to_string(*i);
+  if (const auto* i = std::get_if<int64_t>(&value))
+    return std::to_string(*i);
   if (const auto* d = std::get_if<double>(&value)) {
-    if (std::isnan(*d)) return std::string("NaN");
-    if (std::isinf(*d)) return std::string(*d > 0 ? "Infinity" : "-Infinity");
+    if (std::isnan(*d))
+      return std::string("NaN");
+    if (std::isinf(*d))
+      return std::string(*d > 0 ? "Infinity" : "-Infinity");
     // Shortest text that reads back as the same double (at most 17 digits):
     // exact for float8 columns, and numeric columns get "0.1", not
     // "0.10000000000000001".
@@ -291,7 +317,8 @@ Value ColumnValue(const char* text, int length, Oid type) {
     case kInt4Oid:
     case kInt8Oid: {
       int64_t v = 0;
-      if (std::from_chars(text, end, v).ec == std::errc()) return v;
+      if (std::from_chars(text, end, v).ec == std::errc())
+        return v;
       break;
     }
     case kFloat4Oid:
@@ -299,9 +326,11 @@ Value ColumnValue(const char* text, int length, Oid type) {
     case kNumericOid: {
       double v = 0;
       const auto [ptr, ec] = std::from_chars(text, end, v);
-      if (ec == std::errc() && ptr == end) return v;
+      if (ec == std::errc() && ptr == end)
+        return v;
       // A numeric beyond double's range: strtod gives +-HUGE_VAL or 0.
-      if (ec == std::errc::result_out_of_range) return std::strtod(text, nullptr);
+      if (ec == std::errc::result_out_of_range)
+        return std::strtod(text, nullptr);
       break;
     }
     default:
@@ -321,7 +350,8 @@ class PostgresConnection final : public Connection {
     // expand_dbname=1: dsn is expanded in place of "dbname", so settings it
     // holds (connect_timeout included) override the defaults before it.
     PGconn* raw = PQconnectdbParams(keywords, values, 1);
-    if (raw == nullptr) return core::Unavailable("postgres: cannot allocate a connection");
+    if (raw == nullptr)
+      return core::Unavailable("postgres: cannot allocate a connection");
     std::unique_ptr<PostgresConnection> conn(new PostgresConnection(raw));
     if (PQstatus(raw) != CONNECTION_OK) {
       return core::Unavailable("postgres: cannot connect to " + Target(raw) + ": " +
@@ -329,7 +359,8 @@ class PostgresConnection final : public Connection {
     }
     // NOTICEs (e.g. "relation already exists, skipping") are not errors and
     // would otherwise go to stderr.
-    PQsetNoticeProcessor(raw, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        raw, [](void*, const char*) {}, nullptr);
     RETURN_IF_ERROR(conn->Configure());
     return std::unique_ptr<Connection>(std::move(conn));
   }
@@ -353,7 +384,8 @@ class PostgresConnection final : public Connection {
     const int nrows = PQntuples(res.get());
     const int ncols = PQnfields(res.get());
     std::vector<Oid> types(static_cast<size_t>(ncols));
-    for (int c = 0; c < ncols; ++c) types[static_cast<size_t>(c)] = PQftype(res.get(), c);
+    for (int c = 0; c < ncols; ++c)
+      types[static_cast<size_t>(c)] = PQftype(res.get(), c);
     Rows rows(static_cast<size_t>(nrows));
     for (int r = 0; r < nrows; ++r) {
       auto& cols = rows[static_cast<size_t>(r)].cols;
@@ -411,8 +443,8 @@ class PostgresConnection final : public Connection {
   Status Configure() {
     ResultPtr res(PQexec(conn_, "SET client_min_messages = warning; SET TIME ZONE 'UTC'"));
     if (res == nullptr || PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      return core::Unavailable("postgres: cannot configure the session on " + Target(conn_) +
-                               ": " + OneLine(PQerrorMessage(conn_)));
+      return core::Unavailable("postgres: cannot configure the session on " + Target(conn_) + ": " +
+                               OneLine(PQerrorMessage(conn_)));
     }
     return core::Ok();
   }
@@ -431,7 +463,8 @@ class PostgresConnection final : public Connection {
   // broke inside a transaction does not: the transaction is gone, and running
   // the rest of it in autocommit would commit half of it. Rollback() resets.
   Status EnsureConnected() {
-    if (PQstatus(conn_) == CONNECTION_OK) return core::Ok();
+    if (PQstatus(conn_) == CONNECTION_OK)
+      return core::Ok();
     if (in_transaction_) {
       return core::Unavailable("postgres: connection to " + Target(conn_) +
                                " was lost inside a transaction; roll back and retry");
@@ -458,7 +491,8 @@ class PostgresConnection final : public Connection {
     texts.reserve(params.size());
     std::vector<const char*> values(params.size(), nullptr);
     for (size_t i = 0; i < params.size(); ++i) {
-      if (std::holds_alternative<std::monostate>(params[i])) continue;  // SQL NULL
+      if (std::holds_alternative<std::monostate>(params[i]))
+        continue;  // SQL NULL
       ASSIGN_OR_RETURN(std::string t, ParamText(params[i], i));
       texts.push_back(std::move(t));
       values[i] = texts.back().c_str();
@@ -487,7 +521,8 @@ class PostgresConnection final : public Connection {
     }
     if (res == nullptr || PQstatus(conn_) != CONNECTION_OK) {
       std::string message = OneLine(res != nullptr ? PQresultErrorMessage(res.get()) : "");
-      if (message.empty()) message = OneLine(PQerrorMessage(conn_));
+      if (message.empty())
+        message = OneLine(PQerrorMessage(conn_));
       return core::Unavailable("postgres: connection to " + Target(conn_) + " lost: " + message);
     }
     const ExecStatusType status = PQresultStatus(res.get());
@@ -515,7 +550,8 @@ class PostgresConnection final : public Connection {
     if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL)) {
       message += " (" + OneLine(detail) + ")";
     }
-    if (sqlstate == "23505") return WithSqlState(core::AlreadyExists(std::move(message)), sqlstate);
+    if (sqlstate == "23505")
+      return WithSqlState(core::AlreadyExists(std::move(message)), sqlstate);
     // Class 08: connection exceptions; 57P01-57P03: the server is shutting
     // down or starting up.
     if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P02" ||
@@ -532,9 +568,11 @@ class PostgresConnection final : public Connection {
     }
     if (status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH) {
       char* buf = nullptr;
-      while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
+      while (PQgetCopyData(conn_, &buf, 0) > 0)
+        PQfreemem(buf);
     }
-    while (PGresult* r = PQgetResult(conn_)) PQclear(r);
+    while (PGresult* r = PQgetResult(conn_))
+      PQclear(r);
   }
 
   PGconn* conn_;
@@ -546,9 +584,11 @@ class PostgresConnection final : public Connection {
 // Rejects a connection string libpq cannot parse. libpq's message may quote
 // the offending text, so it is shown only when the string holds no password.
 Status ValidateDsn(const std::string& dsn) {
-  if (dsn.empty()) return core::InvalidArgument("postgres: dsn is empty", "dsn");
+  if (dsn.empty())
+    return core::InvalidArgument("postgres: dsn is empty", "dsn");
   // A string with no '=' and no URI scheme is a bare database name to libpq.
-  if (dsn.find('=') == std::string::npos && UriAuthority(dsn) == 0) return core::Ok();
+  if (dsn.find('=') == std::string::npos && UriAuthority(dsn) == 0)
+    return core::Ok();
   char* err = nullptr;
   PQconninfoOption* options = PQconninfoParse(dsn.c_str(), &err);
   if (options != nullptr) {
@@ -557,8 +597,10 @@ Status ValidateDsn(const std::string& dsn) {
   }
   const std::string masked = MaskDsn(dsn);
   std::string why = err == nullptr ? "out of memory" : OneLine(err);
-  if (err != nullptr) PQfreemem(err);
-  if (masked != dsn) why = "libpq's message is withheld as it may quote the password";
+  if (err != nullptr)
+    PQfreemem(err);
+  if (masked != dsn)
+    why = "libpq's message is withheld as it may quote the password";
   return core::InvalidArgument("postgres: invalid dsn \"" + masked + "\": " + why, "dsn");
 }
 
@@ -571,9 +613,11 @@ std::string RewritePlaceholders(std::string_view sql) {
 
 std::string MaskDsn(std::string_view dsn) {
   const size_t authority = UriAuthority(dsn);
-  if (authority > 0) return MaskUri(dsn, authority);
+  if (authority > 0)
+    return MaskUri(dsn, authority);
   // No '=': libpq takes the whole string as a database name.
-  if (dsn.find('=') == std::string_view::npos) return std::string(dsn);
+  if (dsn.find('=') == std::string_view::npos)
+    return std::string(dsn);
   return MaskKeyValue(dsn);
 }
 
@@ -582,9 +626,7 @@ Result<std::unique_ptr<Database>> OpenPostgres(const PostgresOptions& options) {
   if (options.pool_size == 0) {
     return core::InvalidArgument("postgres: pool_size must be at least 1, got 0", "pool_size");
   }
-  {
-    ASSIGN_OR_RETURN(std::unique_ptr<Connection> probe, PostgresConnection::Open(options.dsn));
-  }
+  { ASSIGN_OR_RETURN(std::unique_ptr<Connection> probe, PostgresConnection::Open(options.dsn)); }
   const std::string dsn = options.dsn;
   ConnectionFactory factory = [dsn]() { return PostgresConnection::Open(dsn); };
   return std::make_unique<Database>(Dialect::kPostgres, "postgres:" + MaskDsn(dsn),

@@ -2,6 +2,8 @@
 // functions, then behaviour against a real server (DSN from
 // KERVAN_TEST_PG_DSN, e.g. from scripts/pg.sh start DIR). Without a DSN the
 // server tests skip loudly, unless KERVAN_REQUIRE_PG=1, where they fail.
+#include "store/postgres.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -12,15 +14,14 @@
 #include <string>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include "store/database.h"
-#include "store/postgres.h"
 
 namespace kervan::store {
 namespace {
@@ -176,7 +177,8 @@ std::string RandomSuffix() {
 std::string DsnValue(const std::string& dsn, const std::string& key) {
   const std::string needle = key + "=";
   for (size_t at = dsn.find(needle); at != std::string::npos; at = dsn.find(needle, at + 1)) {
-    if (at != 0 && dsn[at - 1] != ' ') continue;
+    if (at != 0 && dsn[at - 1] != ' ')
+      continue;
     const size_t begin = at + needle.size();
     return dsn.substr(begin, dsn.find(' ', begin) - begin);
   }
@@ -192,7 +194,8 @@ class PostgresServer : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const char* dsn = std::getenv("KERVAN_TEST_PG_DSN");
-    if (dsn == nullptr || *dsn == '\0') return;
+    if (dsn == nullptr || *dsn == '\0')
+      return;
     dsn_ = dsn;
     auto db = OpenPostgres({.dsn = dsn_, .pool_size = 4});
     if (!db) {
@@ -207,7 +210,8 @@ class PostgresServer : public ::testing::Test {
       return;
     }
     auto made = (*conn)->Exec("CREATE SCHEMA " + schema_);
-    if (!made) setup_error_ = made.error().ToString();
+    if (!made)
+      setup_error_ = made.error().ToString();
   }
 
   static void TearDownTestSuite() {
@@ -300,15 +304,9 @@ TEST_F(PostgresServer, ColumnTypesMapToValueAlternatives) {
       "CAST(NULL AS BIGINT), CAST(? AS BIGINT), ?",
       {int64_t{42}, int64_t{43}});
   ASSERT_EQ(rows.size(), 1u);
-  const std::vector<Value> want = {int64_t{7},
-                                   int64_t{-8},
-                                   int64_t{9},
-                                   0.5,
-                                   12345.678,
-                                   std::string("t"),
-                                   std::string("2024-01-01 10:00:00+00"),
-                                   std::monostate{},
-                                   int64_t{42},
+  const std::vector<Value> want = {int64_t{7}, int64_t{-8}, int64_t{9}, 0.5, 12345.678,
+                                   std::string("t"), std::string("2024-01-01 10:00:00+00"),
+                                   std::monostate{}, int64_t{42},
                                    // No context gives the parameter a type: it comes back as text.
                                    std::string("43")};
   EXPECT_EQ(rows[0].cols, want);
@@ -332,7 +330,8 @@ TEST_F(PostgresServer, QuestionMarksInLiteralsAreNotParameters) {
 
 TEST_F(PostgresServer, ExecReturnsRowsAffected) {
   MustExec("CREATE TABLE " + T("affected") + " (id BIGINT, v TEXT)");
-  auto inserted = conn().Exec("INSERT INTO " + T("affected") + " VALUES (1, 'a'), (2, 'a'), (3, 'b')");
+  auto inserted =
+      conn().Exec("INSERT INTO " + T("affected") + " VALUES (1, 'a'), (2, 'a'), (3, 'b')");
   ASSERT_TRUE(inserted) << inserted.error().ToString();
   EXPECT_EQ(*inserted, 3);
   auto updated = conn().Exec("UPDATE " + T("affected") + " SET v = ? WHERE v = ?", {"c", "a"});
@@ -355,8 +354,8 @@ TEST_F(PostgresServer, UniqueViolationIsAlreadyExists) {
   EXPECT_NE(again.error().message.find("duplicate key"), std::string::npos);
   EXPECT_EQ(SqlState(again.error()), "23505");
   // ON CONFLICT is the portable way around it.
-  auto upsert = conn().Exec("INSERT INTO " + T("uniq") + " VALUES (?) ON CONFLICT DO NOTHING",
-                            {"credit"});
+  auto upsert =
+      conn().Exec("INSERT INTO " + T("uniq") + " VALUES (?) ON CONFLICT DO NOTHING", {"credit"});
   ASSERT_TRUE(upsert);
   EXPECT_EQ(*upsert, 0);
 }
@@ -394,7 +393,8 @@ TEST_F(PostgresServer, NulByteInTextIsInvalidArgument) {
 }
 
 TEST_F(PostgresServer, WrongPasswordIsUnavailableWithoutThePassword) {
-  if (DsnValue(dsn_, "password").empty()) GTEST_SKIP() << "DSN has no password=";
+  if (DsnValue(dsn_, "password").empty())
+    GTEST_SKIP() << "DSN has no password=";
   auto db = OpenPostgres({.dsn = dsn_ + " password=Wrong-Hunter2-Secret"});
   ASSERT_FALSE(db);
   EXPECT_EQ(db.error().code, ErrorCode::kUnavailable);
@@ -437,7 +437,8 @@ TEST_F(PostgresServer, RollbackDiscardsAndCommitKeeps) {
 
   Status in_tx = InTransaction(conn(), [&](Connection& c) -> Status {
     auto r = c.Exec("INSERT INTO " + T("tx") + " VALUES (3)");
-    if (!r) return std::move(r).error();
+    if (!r)
+      return std::move(r).error();
     return core::Internal("changed my mind");
   });
   ASSERT_FALSE(in_tx);
@@ -497,8 +498,9 @@ TEST_F(PostgresServer, ExecScriptRunsSeveralStatementsAndStopsAtAnError) {
   ASSERT_TRUE(ok) << ok.error().ToString();
   EXPECT_EQ(Count("script"), 2);
 
-  Status bad = conn().ExecScript("INSERT INTO " + T("script") + " VALUES (3); SELEC 1; INSERT INTO " +
-                                 T("script") + " VALUES (4);");
+  Status bad =
+      conn().ExecScript("INSERT INTO " + T("script") + " VALUES (3); SELEC 1; INSERT INTO " +
+                        T("script") + " VALUES (4);");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, ErrorCode::kInternal);
   // One implicit transaction: the statement before the error is undone too.

@@ -1,0 +1,206 @@
+#include "app/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "store/store.h"
+
+namespace kervan::app {
+namespace {
+
+struct KeySpec {
+  const char* key;
+  const char* default_value;
+  const char* help;
+};
+
+// The one list of settings. Order is the order `config show` prints.
+constexpr KeySpec kKeys[] = {
+    {"data_dir", "./var/kervan", "directory for the SQLite database and local files"},
+    {"log.level", "info", "debug | info | warn | error"},
+    {"server.address", "127.0.0.1", "address to listen on"},
+    {"server.port", "8080", "port to listen on (0 = any free port)"},
+    {"server.io_threads", "2", "threads running network I/O"},
+    {"server.worker_threads", "8", "threads running blocking request work"},
+    {"server.max_body_bytes", "1048576", "largest request body accepted (413 above)"},
+    {"server.read_timeout_s", "30", "seconds to receive a whole request"},
+    {"server.shutdown_grace_s", "10", "seconds in-flight requests get on SIGTERM"},
+    {"server.access_log", "true", "one JSON log line per request"},
+    {"store.backend", "sqlite", "sqlite (embedded) | postgres"},
+    {"store.sqlite.path", "kervan.db", "SQLite file; relative to data_dir"},
+    {"store.postgres.dsn", "", "libpq connection string (secret: masked in output)"},
+    {"store.pool_size", "8", "database connections per server"},
+};
+
+bool IsSecretKey(const std::string& key) {
+  return key.find("dsn") != std::string::npos || key.find("password") != std::string::npos ||
+         key.find("secret") != std::string::npos || key.find("token") != std::string::npos;
+}
+
+std::string EnvName(const std::string& key) {
+  std::string out = "KERVAN_";
+  for (char c : key) out += c == '.' ? '_' : static_cast<char>(std::toupper(c));
+  return out;
+}
+
+core::Status Flatten(const YAML::Node& node, const std::string& prefix,
+                     std::map<std::string, std::string>& out, const std::string& file) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      std::string key = kv.first.as<std::string>();
+      RETURN_IF_ERROR(Flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out, file));
+    }
+    return core::Ok();
+  }
+  if (node.IsScalar()) {
+    out[prefix] = node.as<std::string>();
+    return core::Ok();
+  }
+  if (node.IsNull()) {
+    out[prefix] = "";
+    return core::Ok();
+  }
+  return core::InvalidArgument(fmt::format("{}: key \"{}\": must be a scalar", file, prefix), prefix);
+}
+
+core::Result<int64_t> IntValue(const Config& c, const std::string& key, int64_t min, int64_t max) {
+  const auto& [value, source] = c.effective.at(key);
+  char* end = nullptr;
+  errno = 0;
+  long long n = std::strtoll(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0' || errno != 0 || n < min || n > max) {
+    return core::InvalidArgument(fmt::format("config key \"{}\" (from {}): must be an integer "
+                                             "between {} and {}, got \"{}\"",
+                                             key, source, min, max, value),
+                                 key);
+  }
+  return static_cast<int64_t>(n);
+}
+
+core::Result<bool> BoolValue(const Config& c, const std::string& key) {
+  const auto& [value, source] = c.effective.at(key);
+  if (value == "true" || value == "1" || value == "yes") return true;
+  if (value == "false" || value == "0" || value == "no") return false;
+  return core::InvalidArgument(
+      fmt::format("config key \"{}\" (from {}): must be true or false, got \"{}\"", key, source, value),
+      key);
+}
+
+}  // namespace
+
+std::vector<std::string> ConfigKeys() {
+  std::vector<std::string> out;
+  for (const auto& k : kKeys) out.push_back(fmt::format("{} (env {}): {}", k.key, EnvName(k.key), k.help));
+  return out;
+}
+
+core::Result<Config> LoadConfig(const ConfigSources& sources) {
+  Config c;
+  for (const auto& k : kKeys) c.effective[k.key] = {k.default_value, "default"};
+  auto set = [&](const std::string& key, const std::string& value,
+                 const std::string& source) -> core::Status {
+    auto it = c.effective.find(key);
+    if (it == c.effective.end()) {
+      return core::InvalidArgument(
+          fmt::format("unknown config key \"{}\" (from {}); see `kervan config keys`", key, source),
+          key);
+    }
+    it->second = {value, source};
+    return core::Ok();
+  };
+
+  if (!sources.file.empty()) {
+    std::map<std::string, std::string> flat;
+    try {
+      YAML::Node root = YAML::LoadFile(sources.file);
+      if (!root.IsNull()) RETURN_IF_ERROR(Flatten(root, "", flat, sources.file));
+    } catch (const YAML::Exception& e) {
+      return core::InvalidArgument(fmt::format("config file {}: {}", sources.file, e.what()), "config");
+    }
+    for (const auto& [key, value] : flat) RETURN_IF_ERROR(set(key, value, "file:" + sources.file));
+  }
+  if (sources.read_env) {
+    for (const auto& k : kKeys) {
+      if (const char* v = std::getenv(EnvName(k.key).c_str())) {
+        RETURN_IF_ERROR(set(k.key, v, "env:" + EnvName(k.key)));
+      }
+    }
+  }
+  for (const auto& o : sources.overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos) {
+      return core::InvalidArgument(fmt::format("--set \"{}\": expected key=value", o), "set");
+    }
+    RETURN_IF_ERROR(set(o.substr(0, eq), o.substr(eq + 1), "flag"));
+  }
+
+  auto str = [&](const char* key) { return c.effective.at(key).first; };
+  c.data_dir = str("data_dir");
+  c.log_level = str("log.level");
+  core::LogLevel level;
+  if (!core::ParseLogLevel(c.log_level, &level)) {
+    return core::InvalidArgument(
+        fmt::format("config key \"log.level\": must be debug, info, warn or error, got \"{}\"",
+                    c.log_level),
+        "log.level");
+  }
+  c.server_address = str("server.address");
+  ASSIGN_OR_RETURN(c.server_port, IntValue(c, "server.port", 0, 65535));
+  ASSIGN_OR_RETURN(c.io_threads, IntValue(c, "server.io_threads", 1, 64));
+  ASSIGN_OR_RETURN(c.worker_threads, IntValue(c, "server.worker_threads", 1, 256));
+  ASSIGN_OR_RETURN(c.max_body_bytes, IntValue(c, "server.max_body_bytes", 1024, 1LL << 30));
+  ASSIGN_OR_RETURN(c.read_timeout_s, IntValue(c, "server.read_timeout_s", 1, 3600));
+  ASSIGN_OR_RETURN(c.shutdown_grace_s, IntValue(c, "server.shutdown_grace_s", 0, 3600));
+  ASSIGN_OR_RETURN(c.access_log, BoolValue(c, "server.access_log"));
+  c.store_backend = str("store.backend");
+  if (c.store_backend != "sqlite" && c.store_backend != "postgres") {
+    return core::InvalidArgument(
+        fmt::format("config key \"store.backend\": must be sqlite or postgres, got \"{}\"",
+                    c.store_backend),
+        "store.backend");
+  }
+  c.sqlite_path = str("store.sqlite.path");
+  if (!c.sqlite_path.empty() && std::filesystem::path(c.sqlite_path).is_relative()) {
+    c.sqlite_path = (std::filesystem::path(c.data_dir) / c.sqlite_path).string();
+  }
+  c.postgres_dsn = str("store.postgres.dsn");
+  if (c.store_backend == "postgres" && c.postgres_dsn.empty()) {
+    return core::InvalidArgument(
+        "config key \"store.postgres.dsn\": required when store.backend is postgres "
+        "(set it in the file or KERVAN_STORE_POSTGRES_DSN)",
+        "store.postgres.dsn");
+  }
+  ASSIGN_OR_RETURN(c.store_pool_size, IntValue(c, "store.pool_size", 1, 512));
+  return c;
+}
+
+std::string RenderConfig(const Config& config) {
+  std::string out;
+  for (const auto& k : kKeys) {
+    const auto& [value, source] = config.effective.at(k.key);
+    std::string shown = value;
+    if (IsSecretKey(k.key) && !value.empty()) {
+      shown = k.key == std::string("store.postgres.dsn") ? store::MaskDsn(value) : "*****";
+    }
+    out += fmt::format("{:<26} {:<40} # {}\n", std::string(k.key) + ":", "\"" + shown + "\"", source);
+  }
+  return out;
+}
+
+core::Json ConfigToJson(const Config& config) {
+  core::Json j = core::Json::object();
+  for (const auto& k : kKeys) {
+    const auto& [value, source] = config.effective.at(k.key);
+    std::string shown = value;
+    if (IsSecretKey(k.key) && !value.empty()) {
+      shown = k.key == std::string("store.postgres.dsn") ? store::MaskDsn(value) : "*****";
+    }
+    j[k.key] = {{"value", shown}, {"source", source}};
+  }
+  return j;
+}
+
+}  // namespace kervan::app

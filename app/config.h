@@ -1,0 +1,56 @@
+// Configuration: defaults, then a YAML file (config/dev.yaml, config/prod.yaml),
+// then KERVAN_* environment variables, then command-line --set key=value.
+// Every setting has one dotted key ("store.postgres.dsn"); its environment
+// variable is KERVAN_ plus the key upper-cased with '.' -> '_'
+// (KERVAN_STORE_POSTGRES_DSN). Unknown keys are errors, never ignored.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/core.h"
+
+namespace kervan::app {
+
+struct Config {
+  std::string data_dir;
+  std::string log_level;
+
+  std::string server_address;
+  int server_port = 8080;
+  int io_threads = 2;
+  int worker_threads = 8;
+  int64_t max_body_bytes = 1 << 20;
+  int read_timeout_s = 30;
+  int shutdown_grace_s = 10;
+  bool access_log = true;
+
+  std::string store_backend;  // "sqlite" | "postgres"
+  std::string sqlite_path;    // relative paths are under data_dir
+  std::string postgres_dsn;
+  int store_pool_size = 8;
+
+  // Every key with its effective value and where it came from
+  // ("default", "file:config/dev.yaml", "env:KERVAN_...", "flag").
+  std::map<std::string, std::pair<std::string, std::string>> effective;
+};
+
+struct ConfigSources {
+  std::string file;                      // empty: no file
+  std::vector<std::string> overrides;    // "key=value" from --set and shorthand flags
+  bool read_env = true;
+};
+
+// Loads and validates. Errors name the key and the source that set it.
+core::Result<Config> LoadConfig(const ConfigSources& sources);
+
+// The effective configuration as "key: value  # source" lines, secrets masked.
+std::string RenderConfig(const Config& config);
+core::Json ConfigToJson(const Config& config);
+
+// The config keys, for --help and docs.
+std::vector<std::string> ConfigKeys();
+
+}  // namespace kervan::app

@@ -1,0 +1,411 @@
+// http: Kervan's HTTP/1.1 server, router, middleware and client.
+//
+// Modules describe their endpoints as Routes (method, pattern, handler and
+// the permission the route needs) on a Router; app/ hands the finished Router
+// to a Server. The server owns the sockets, the I/O threads and a worker pool:
+// blocking handlers run on the pool, cheap in-memory ones inline on an I/O
+// thread. Every error leaves the server in one JSON envelope whose status
+// comes from HttpStatusFor(), the one ErrorCode -> HTTP status mapping.
+// Server-Sent Events streams are coroutines (StreamRoute, SseStream).
+// Client is a small synchronous client for the CLI, tests and tools.
+//
+// http depends only on core (and Boost.Asio/Beast); it must never depend on a
+// domain module — modules depend on http to register their routes.
+//
+// This is the module's one public header.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "core/json.h"
+#include "core/result.h"
+#include "http/asio.h"
+
+namespace kervan::http {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// ---------------------------------------------------------------------------
+// Requests and responses
+
+struct Request {
+  std::string method;        // "GET"
+  std::string path;          // target without the query, as sent (not decoded)
+  std::string query_string;  // raw text after '?', empty when none
+  std::map<std::string, std::string> query;   // percent-decoded; first value of a repeated key
+  HeaderList headers;                         // as received; use Header() to look one up
+  std::string body;
+  std::map<std::string, std::string> params;  // {name} path segments, percent-decoded
+  std::string request_id;                     // X-Request-Id (accepted or generated)
+  std::string actor;   // X-Kervan-Actor, "anonymous" when absent (placeholder until auth)
+  std::string route;   // the matched pattern, e.g. "/api/v1/entities/{kind}/{id}"
+
+  // Value of the first header named `name` (case-insensitive); "" when absent.
+  std::string Header(std::string_view name) const;
+
+  // The body parsed as JSON. kInvalidArgument with field "body" when the body
+  // is empty or malformed.
+  core::Result<core::Json> JsonBody() const;
+
+  // Decoded query value, or `def` when the key is absent.
+  std::string QueryOr(const std::string& key, std::string def) const;
+
+  // Every decoded value of a repeated query key (?id=a&id=b), in order.
+  std::vector<std::string> QueryAll(std::string_view key) const;
+
+  // Integer query value in [min, max], or `def` when absent. kInvalidArgument
+  // naming the parameter otherwise:
+  //   query parameter "limit": must be an integer between 1 and 1000, got "abc"
+  core::Result<int64_t> QueryInt(const std::string& key, int64_t def, int64_t min,
+                                 int64_t max) const;
+
+  // Param value for `name` ("" when the route has no such param).
+  const std::string& Param(const std::string& name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  HeaderList headers;  // extra headers; names and values must not contain CR or LF
+  // Set by FromError(): the server adds "request_id" to the envelope.
+  bool error_envelope = false;
+
+  // `value` serialized compactly; invalid UTF-8 is replaced, never thrown.
+  static Response Json(int status, const core::Json& value);
+  static Response Text(int status, std::string body, std::string content_type = "text/plain");
+  // The error envelope with status HttpStatusFor(error.code):
+  //   {"error":{"code":"not_found","message":"...","field":"..."(if set),
+  //             <every key of error.details>},"request_id":"..."}
+  static Response FromError(const core::Error& error);
+  // Json(ok_status, value) on success, FromError(error) otherwise.
+  static Response FromResult(const core::Result<core::Json>& result, int ok_status = 200);
+};
+
+// The one ErrorCode -> HTTP status mapping: invalid_argument 400, not_found
+// 404, already_exists / failed_precondition / aborted 409, permission_denied
+// 403, unauthenticated 401, resource_exhausted 429, unavailable 503,
+// deadline_exceeded 504, internal 500.
+int HttpStatusFor(core::ErrorCode code);
+
+// Percent-encodes everything except RFC 3986 unreserved characters, for
+// building request targets: "a b/c" -> "a%20b%2Fc".
+std::string PercentEncode(std::string_view text);
+// Decodes %XX escapes (and '+' as space when `plus_is_space`); a malformed
+// escape is kept as is.
+std::string PercentDecode(std::string_view text, bool plus_is_space = false);
+
+// ---------------------------------------------------------------------------
+// Server-Sent Events
+
+// Wakes coroutines waiting on it; the building block for streams that push
+// "something changed" (e.g. the event log committed new events).
+//
+// Notify() may be called from any thread. Wait() may be awaited from any
+// coroutine whose executor runs handlers one at a time (an io_context run by
+// one thread, as every Kervan I/O thread is, or a strand). Thread-safe.
+//
+// A Notify() with nobody waiting is not lost when the waiter passes the
+// generation it last saw:
+//   uint64_t seen = signal.generation();
+//   for (;;) { SendNewEvents(); co_await signal.Wait(15s, &seen); }
+class AsyncSignal {
+ public:
+  AsyncSignal() = default;
+  AsyncSignal(const AsyncSignal&) = delete;
+  AsyncSignal& operator=(const AsyncSignal&) = delete;
+
+  // Wakes every current waiter and advances the generation.
+  void Notify();
+
+  // Number of Notify() calls so far.
+  uint64_t generation() const;
+
+  // Returns true when notified, false when `timeout` passed first. With
+  // `seen`: returns true at once if the generation moved past *seen, and
+  // always leaves the current generation in *seen.
+  asio::awaitable<bool> Wait(std::chrono::milliseconds timeout, uint64_t* seen = nullptr);
+
+ private:
+  friend class SseStream;
+  struct Waiter;
+  // Registers `w` unless the generation moved past *seen; false then.
+  bool Register(const std::shared_ptr<Waiter>& w, uint64_t* seen);
+  void Unregister(const Waiter* w);
+
+  mutable std::mutex mu_;
+  uint64_t generation_ = 0;                        // GUARDED_BY(mu_)
+  std::vector<std::shared_ptr<Waiter>> waiters_;   // GUARDED_BY(mu_)
+};
+
+namespace detail {
+class StreamChannel;  // the server's side of a stream; see stream_channel.h
+}  // namespace detail
+
+// One open SSE response, handed to a StreamRoute handler by the server. The
+// response head (200, text/event-stream, no-cache, chunked) goes out with the
+// first Send/Comment/Wait. Not thread-safe: use it only from the handler's
+// coroutine. The server ends the stream (open() turns false, Wait returns
+// false, Send/Comment return false) when the client disconnects or the server
+// shuts down; the handler should then return promptly.
+class SseStream {
+ public:
+  explicit SseStream(detail::StreamChannel& channel) : channel_(&channel) {}
+  SseStream(const SseStream&) = delete;
+  SseStream& operator=(const SseStream&) = delete;
+
+  // Sends one event; `id` and `event` lines are left out when empty, and
+  // every line of `data` becomes its own "data:" line. False when the stream
+  // is closed (client gone, write timed out, server shutting down).
+  asio::awaitable<bool> Send(std::string_view id, std::string_view event, std::string_view data);
+  // Sends a comment line (": text"), e.g. as a keep-alive. False when closed.
+  asio::awaitable<bool> Comment(std::string_view text);
+  // Waits for `signal` (see AsyncSignal::Wait) or the stream closing. True
+  // when the signal was notified; false on timeout or when the stream closed
+  // (check open()).
+  asio::awaitable<bool> Wait(AsyncSignal& signal, std::chrono::milliseconds timeout,
+                             uint64_t* seen = nullptr);
+  bool open() const;
+
+  // Answers the request with `error`'s envelope instead of a stream.
+  // REQUIRES: nothing was sent yet. The handler should return right after.
+  void Fail(const core::Error& error);
+
+ private:
+  detail::StreamChannel* channel_;
+};
+
+// ---------------------------------------------------------------------------
+// Routing
+
+using Handler = std::function<Response(const Request&)>;
+using StreamHandler = std::function<asio::awaitable<void>(const Request&, SseStream&)>;
+
+struct Route {
+  std::string method;   // "GET", "POST", ...
+  std::string pattern;  // "/api/v1/entities/{kind}/{id}": literal or {param} segments
+  Handler handler;
+  // true: runs on the worker pool, never on an I/O thread (anything touching
+  // a database, a file or a lock held for long). false: a cheap in-memory
+  // handler run inline on the I/O thread.
+  bool blocking = true;
+  std::string permission;     // the permission a caller needs, e.g. "model_version.read"
+  bool public_route = false;  // true: no permission needed (health probes)
+};
+
+struct StreamRoute {
+  std::string method = "GET";
+  std::string pattern;
+  StreamHandler handler;  // runs on the connection's I/O thread; must not block
+  std::string permission;
+  bool public_route = false;
+};
+
+struct RouteInfo {
+  std::string method;
+  std::string pattern;
+  std::string permission;
+  bool public_route = false;
+  bool stream = false;
+};
+
+// What Router::Match found for a method and path.
+struct RouteMatch {
+  const Route* route = nullptr;         // set when a plain route matched
+  const StreamRoute* stream = nullptr;  // set when a stream route matched
+  int index = -1;                       // dense id of the matched route (0..size()-1)
+  const std::string* pattern = nullptr;
+  std::map<std::string, std::string> params;  // percent-decoded
+  // When nothing matched: the methods the path does support ("GET, POST"),
+  // empty when the path is unknown (404) rather than the method (405).
+  std::string allow;
+};
+
+// Routes by method and segment pattern. Literal segments beat {param}
+// segments at the same position. Not thread-safe while routes are added;
+// safe to share once built (the server takes a shared_ptr<const Router>).
+class Router {
+ public:
+  Router();
+  ~Router();
+  Router(Router&&) noexcept;
+  Router& operator=(Router&&) noexcept;
+
+  // kInvalidArgument when the route has no handler, a bad method or pattern,
+  // an empty permission without public_route (no route is open by
+  // accident), or the same method and pattern shape as an existing route.
+  core::Status Add(Route route);
+  core::Status AddStream(StreamRoute route);
+
+  RouteMatch Match(std::string_view method, std::string_view path) const;
+
+  // Every route in registration order, for docs and tests.
+  std::vector<RouteInfo> Routes() const;
+  size_t size() const;
+
+ private:
+  struct Node;
+  struct Entry;
+  core::Status Insert(const std::string& method, const std::string& pattern,
+                      const std::string& permission, bool public_route, bool has_handler,
+                      size_t* entry);
+
+  std::unique_ptr<Node> root_;
+  std::vector<Entry> entries_;
+};
+
+// ---------------------------------------------------------------------------
+// Worker pools
+
+// Runs `fn` on `pool` and resumes the awaiting coroutine on its own executor
+// with fn's result; an exception thrown by `fn` is rethrown in the coroutine.
+// REQUIRES: fn returns a non-void, move-constructible value.
+template <typename Fn>
+asio::awaitable<std::invoke_result_t<Fn&>> Offload(asio::thread_pool& pool, Fn fn) {
+  using T = std::invoke_result_t<Fn&>;
+  auto initiate = [&pool, fn = std::move(fn)](auto handler) mutable {
+    asio::post(pool, [fn = std::move(fn), handler = std::move(handler)]() mutable {
+      std::exception_ptr error;
+      std::optional<T> value;
+      try {
+        value.emplace(fn());
+      } catch (...) {
+        error = std::current_exception();
+      }
+      // The handler resumes the coroutine wherever it is invoked: post it
+      // back to the coroutine's executor rather than calling it here.
+      auto ex = asio::get_associated_executor(handler);
+      asio::post(ex, [handler = std::move(handler), error, value = std::move(value)]() mutable {
+        std::move(handler)(error, std::move(value));
+      });
+    });
+  };
+  std::optional<T> result =
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                    void(std::exception_ptr, std::optional<T>)>(
+          std::move(initiate), asio::use_awaitable);
+  co_return std::move(*result);
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 8080;  // 0 = an ephemeral port; see Server::port()
+  int io_threads = 2;
+  int worker_threads = 8;
+  size_t max_body_bytes = 1 << 20;
+  // Longest time to receive one request once its first byte arrived, and to
+  // write one response (or one SSE write).
+  std::chrono::seconds read_timeout{30};
+  // Longest a keep-alive connection may wait for its next request.
+  std::chrono::seconds idle_timeout{60};
+  bool access_log = true;  // one ECS log line per request (benchmarks turn it off)
+};
+
+// Serves a Router over HTTP/1.1 with keep-alive.
+//
+// Middleware on every request: a request id (X-Request-Id accepted when it is
+// 1..128 characters of [A-Za-z0-9._-], otherwise a new UUIDv7; echoed in the
+// response), the actor, the access log line and the metrics
+// kervan_http_requests_total{method,route,status} and
+// kervan_http_request_duration_seconds{method,route}.
+//
+// Start/Shutdown/Wait are thread-safe; Shutdown must not be called from a
+// handler (it waits for handlers to finish).
+class Server {
+ public:
+  Server(ServerOptions options, std::shared_ptr<const Router> router);
+  ~Server();  // Shutdown(0) if still running
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds, listens and starts the I/O threads and the worker pool.
+  // kUnavailable naming address:port when the address cannot be bound;
+  // kFailedPrecondition when called twice.
+  core::Status Start();
+
+  // The bound port (the ephemeral one when options.port was 0).
+  uint16_t port() const;
+
+  // Graceful stop: stops accepting, closes idle keep-alive connections, ends
+  // SSE streams, lets in-flight requests finish and send their responses
+  // (with Connection: close) for up to `grace`, then closes what is left and
+  // joins every thread. A blocking handler still running is waited for (it
+  // cannot be interrupted). Idempotent; later calls wait for the first.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  // Blocks until Shutdown() has completed.
+  void Wait();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Client
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lowercase names
+
+  std::string Header(const std::string& lowercase_name) const;
+};
+
+// A synchronous HTTP/1.1 client for a Kervan server: one connection per call,
+// its own io_context, thread-safe (calls share nothing).
+class Client {
+ public:
+  // "http://host:port" (port defaults to 80). https is not supported yet; a
+  // bad or https URL makes every call fail with kInvalidArgument.
+  explicit Client(std::string base_url);
+
+  // Sends one request and reads the whole response. Errors:
+  //  kUnavailable: "cannot reach Kervan server at <base_url>: <reason>" or
+  //    the connection broke;
+  //  kDeadlineExceeded: no complete response within `timeout`.
+  // Any HTTP status is a successful call; see ErrorFromResponse().
+  core::Result<ClientResponse> Send(std::string method, std::string target, std::string body = {},
+                                    HeaderList headers = {},
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(30))
+      const;
+
+  // GETs `target` and hands each piece of the body to `on_data` as it
+  // arrives, until the server ends the response or on_data returns false.
+  // `timeout` bounds connecting and each silence between pieces. A non-2xx
+  // status becomes its envelope's error (ErrorFromResponse).
+  core::Status ReadStream(std::string target, HeaderList headers,
+                          const std::function<bool(std::string_view chunk)>& on_data,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+
+  const std::string& base_url() const { return base_url_; }
+
+ private:
+  std::string base_url_;
+  std::string host_;
+  std::string port_;
+  std::optional<core::Error> url_error_;
+};
+
+// The core::Error an error response carries (code, message, field and the
+// other envelope keys as details); falls back to a code derived from the
+// status when the body is not an envelope.
+core::Error ErrorFromResponse(const ClientResponse& response);
+
+}  // namespace kervan::http
