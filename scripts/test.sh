@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it (README command 2):
+#   formatting check -> build (warnings are errors) -> unit tests under
+#   AddressSanitizer + UndefinedBehaviorSanitizer -> every test, including the
+#   store conformance suite and API tests against a real PostgreSQL server
+#   started here on loopback and stopped afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-$(nproc)}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing dependencies (Debian packages)"
+bash scripts/setup.sh
+
+step "checking formatting (clang-format, config in .clang-format)"
+mapfile -t sources < <(git ls-files '*.h' '*.cc')
+if ! clang-format --dry-run --Werror "${sources[@]}"; then
+  echo "formatting differs: run 'make format'" >&2
+  exit 1
+fi
+
+step "building (RelWithDebInfo, -Wall -Wextra -Werror)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$JOBS"
+
+step "building unit tests with AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1" \
+  -DKERVAN_SANITIZE=ON -DKERVAN_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$JOBS" --target core_test store_test http_test
+
+step "starting a throwaway PostgreSQL on loopback"
+PGDIR=$(mktemp -d /var/tmp/kervan-test-pg.XXXXXX)
+cleanup() { "$ROOT/scripts/pg.sh" stop "$PGDIR" >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
+trap cleanup EXIT
+scripts/pg.sh start "$PGDIR" >/dev/null
+export KERVAN_TEST_PG_DSN
+KERVAN_TEST_PG_DSN=$(cat "$PGDIR/dsn")
+# The test command never skips the real-server tests: missing servers fail.
+export KERVAN_REQUIRE_PG=1 KERVAN_REQUIRE_TOOLS=1
+
+step "unit tests under ASan + UBSan (SQLite and PostgreSQL)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan -L unit --output-on-failure -j "$JOBS"
+
+step "all tests (unit, store conformance on SQLite and PostgreSQL, API over real HTTP)"
+ctest --test-dir build --output-on-failure -j "$JOBS"
