@@ -1,11 +1,12 @@
 #include "app/cli.h"
 
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <iostream>
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "app/config.h"
 #include "app/server.h"
@@ -32,26 +33,31 @@ std::string EnvOr(const char* name, std::string def) {
 std::string Table(const std::vector<std::string>& header,
                   const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (size_t i = 0; i < header.size(); ++i)
+    width[i] = header[i].size();
   for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
   }
   auto line = [&](const std::vector<std::string>& r) {
     std::string out;
     for (size_t i = 0; i < r.size(); ++i) {
       out += i + 1 == r.size() ? r[i] : fmt::format("{:<{}}  ", r[i], width[i]);
     }
-    while (!out.empty() && out.back() == ' ') out.pop_back();
+    while (!out.empty() && out.back() == ' ')
+      out.pop_back();
     return out + "\n";
   };
   std::string out = line(header);
-  for (const auto& r : rows) out += line(r);
+  for (const auto& r : rows)
+    out += line(r);
   return out;
 }
 
 std::string Str(const Json& j, const char* key) {
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return "";
+  if (it == j.end() || it->is_null())
+    return "";
   return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
@@ -61,7 +67,8 @@ std::optional<Json> Call(const ClientOptions& o, const std::string& method,
                          const std::string& target, const std::optional<Json>& body = {}) {
   http::Client client(o.url);
   http::HeaderList headers = {{"X-Kervan-Actor", o.actor}, {"Accept", "application/json"}};
-  if (body) headers.emplace_back("Content-Type", "application/json");
+  if (body)
+    headers.emplace_back("Content-Type", "application/json");
   auto resp = client.Send(method, target, body ? body->dump() : "", headers);
   if (!resp) {
     std::cerr << "error: " << resp.error().message
@@ -72,8 +79,10 @@ std::optional<Json> Call(const ClientOptions& o, const std::string& method,
   if (resp->status >= 400) {
     if (!parsed.is_discarded() && parsed.contains("error")) {
       const Json& e = parsed["error"];
-      std::cerr << fmt::format("error: {} ({}): {}\n", resp->status, Str(e, "code"), Str(e, "message"));
-      if (e.contains("current_state")) std::cerr << "  current state: " << Str(e, "current_state") << "\n";
+      std::cerr << fmt::format("error: {} ({}): {}\n", resp->status, Str(e, "code"),
+                               Str(e, "message"));
+      if (e.contains("current_state"))
+        std::cerr << "  current state: " << Str(e, "current_state") << "\n";
       if (e.contains("allowed_transitions")) {
         std::string names;
         for (const auto& t : e["allowed_transitions"]) {
@@ -81,7 +90,8 @@ std::optional<Json> Call(const ClientOptions& o, const std::string& method,
         }
         std::cerr << "  allowed transitions: " << (names.empty() ? "(none)" : names) << "\n";
       }
-      if (!Str(parsed, "request_id").empty()) std::cerr << "  request id: " << Str(parsed, "request_id") << "\n";
+      if (!Str(parsed, "request_id").empty())
+        std::cerr << "  request id: " << Str(parsed, "request_id") << "\n";
     } else {
       std::cerr << fmt::format("error: HTTP {}: {}\n", resp->status, resp->body);
     }
@@ -97,7 +107,8 @@ std::optional<Json> Call(const ClientOptions& o, const std::string& method,
 std::string Query(const std::vector<std::pair<std::string, std::string>>& params) {
   std::string q;
   for (const auto& [k, v] : params) {
-    if (v.empty()) continue;
+    if (v.empty())
+      continue;
     q += (q.empty() ? "?" : "&") + k + "=" + http::PercentEncode(v);
   }
   return q;
@@ -105,10 +116,11 @@ std::string Query(const std::vector<std::pair<std::string, std::string>>& params
 
 std::vector<std::string> EventRow(const Json& e) {
   std::string time = Str(e, "time");
-  if (time.size() > 23) time = time.substr(0, 23) + "Z";  // milliseconds are enough on screen
-  return {Str(e, "seq"), time, Str(e, "type"),
-          Str(e["subject"], "kind") + "/" + Str(e["subject"], "id"), Str(e, "actor"),
-          Str(e, "reason")};
+  if (time.size() > 23)
+    time = time.substr(0, 23) + "Z";  // milliseconds are enough on screen
+  return {Str(e, "seq"),   time,
+          Str(e, "type"),  Str(e["subject"], "kind") + "/" + Str(e["subject"], "id"),
+          Str(e, "actor"), Str(e, "reason")};
 }
 
 const std::vector<std::string> kEventHeader = {"SEQ", "TIME", "TYPE", "SUBJECT", "ACTOR", "REASON"};
@@ -119,7 +131,8 @@ int PrintEvents(const ClientOptions& o, const Json& events, const Json& whole) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const auto& e : events) rows.push_back(EventRow(e));
+  for (const auto& e : events)
+    rows.push_back(EventRow(e));
   std::cout << Table(kEventHeader, rows);
   return 0;
 }
@@ -136,7 +149,8 @@ int PrintEntity(const ClientOptions& o, const Json& e) {
 }
 
 core::Result<Json> ParseDataFlag(const std::string& text) {
-  if (text.empty()) return Json::object();
+  if (text.empty())
+    return Json::object();
   auto j = core::ParseJson(text);
   if (!j || !j->is_object()) {
     return core::InvalidArgument("--data: must be a JSON object, e.g. '{\"auc\":0.91}'", "data");
@@ -174,14 +188,18 @@ int RunCli(int argc, char** argv) {
   ConfigSources sources;
   std::string port, data_dir, ready_file;
   auto add_config_flags = [&](CLI::App* cmd) {
-    cmd->add_option("-c,--config", sources.file, "YAML config file (config/dev.yaml, config/prod.yaml)");
-    cmd->add_option("--set", sources.overrides, "override a key: --set server.port=9090 (repeatable)");
+    cmd->add_option("-c,--config", sources.file,
+                    "YAML config file (config/dev.yaml, config/prod.yaml)");
+    cmd->add_option("--set", sources.overrides,
+                    "override a key: --set server.port=9090 (repeatable)");
     cmd->add_option("--port", port, "shorthand for --set server.port=N");
     cmd->add_option("--data-dir", data_dir, "shorthand for --set data_dir=DIR");
   };
   auto load = [&]() -> core::Result<Config> {
-    if (!port.empty()) sources.overrides.push_back("server.port=" + port);
-    if (!data_dir.empty()) sources.overrides.push_back("data_dir=" + data_dir);
+    if (!port.empty())
+      sources.overrides.push_back("server.port=" + port);
+    if (!data_dir.empty())
+      sources.overrides.push_back("data_dir=" + data_dir);
     return LoadConfig(sources);
   };
 
@@ -201,9 +219,11 @@ int RunCli(int argc, char** argv) {
   auto* config_cmd = app.add_subcommand("config", "Show the effective configuration");
   config_cmd->require_subcommand(1);
   std::string config_output = "table";
-  auto* show = config_cmd->add_subcommand("show", "Print every key, its value (secrets masked) and its source");
+  auto* show = config_cmd->add_subcommand(
+      "show", "Print every key, its value (secrets masked) and its source");
   add_config_flags(show);
-  show->add_option("-o,--output", config_output, "output format")->check(CLI::IsMember({"table", "json"}));
+  show->add_option("-o,--output", config_output, "output format")
+      ->check(CLI::IsMember({"table", "json"}));
   show->callback([&] {
     auto config = load();
     if (!config) {
@@ -211,11 +231,13 @@ int RunCli(int argc, char** argv) {
       rc = 2;
       return;
     }
-    std::cout << (config_output == "json" ? ConfigToJson(*config).dump(2) + "\n" : RenderConfig(*config));
+    std::cout << (config_output == "json" ? ConfigToJson(*config).dump(2) + "\n"
+                                          : RenderConfig(*config));
   });
   config_cmd->add_subcommand("keys", "List every config key with its environment variable")
       ->callback([] {
-        for (const auto& k : ConfigKeys()) std::cout << k << "\n";
+        for (const auto& k : ConfigKeys())
+          std::cout << k << "\n";
       });
 
   auto* migrate = app.add_subcommand("migrate", "Apply database migrations and exit");
@@ -242,26 +264,32 @@ int RunCli(int argc, char** argv) {
   AddClientFlags(lifecycles, client);
   lifecycles->add_option("kind", kind_arg, "show one kind's states and transitions");
   lifecycles->callback([&] {
-    auto r = Call(client, "GET", kind_arg.empty() ? "/api/v1/lifecycles"
-                                                  : "/api/v1/lifecycles/" + http::PercentEncode(kind_arg));
-    if (!r) return void(rc = 1);
-    if (client.output == "json") return void(std::cout << r->dump(2) << "\n");
-    std::vector<Json> machines = kind_arg.empty() ? (*r)["items"].get<std::vector<Json>>()
-                                                  : std::vector<Json>{*r};
+    auto r = Call(client, "GET",
+                  kind_arg.empty() ? "/api/v1/lifecycles"
+                                   : "/api/v1/lifecycles/" + http::PercentEncode(kind_arg));
+    if (!r)
+      return void(rc = 1);
+    if (client.output == "json")
+      return void(std::cout << r->dump(2) << "\n");
+    std::vector<Json> machines =
+        kind_arg.empty() ? (*r)["items"].get<std::vector<Json>>() : std::vector<Json>{*r};
     for (const auto& m : machines) {
       std::cout << Str(m, "kind") << " (initial " << Str(m, "initial_state") << ")\n";
       std::vector<std::vector<std::string>> rows;
       for (const auto& t : m["transitions"]) {
         std::string from;
-        for (const auto& f : t["from"]) from += (from.empty() ? "" : ",") + f.get<std::string>();
+        for (const auto& f : t["from"])
+          from += (from.empty() ? "" : ",") + f.get<std::string>();
         rows.push_back({Str(t, "name"), from, Str(t, "to"), Str(t, "event"),
                         t.value("reason_required", false) ? "yes" : "no", Str(t, "permission")});
       }
-      std::cout << Table({"TRANSITION", "FROM", "TO", "EVENT", "REASON", "PERMISSION"}, rows) << "\n";
+      std::cout << Table({"TRANSITION", "FROM", "TO", "EVENT", "REASON", "PERMISSION"}, rows)
+                << "\n";
     }
   });
 
-  auto* entity = app.add_subcommand("entity", "Create, read and move entities through their lifecycle");
+  auto* entity =
+      app.add_subcommand("entity", "Create, read and move entities through their lifecycle");
   entity->require_subcommand(1);
   std::string id_arg, data_arg, state_arg, transition_arg, reason_arg;
 
@@ -272,9 +300,11 @@ int RunCli(int argc, char** argv) {
   create->add_option("--data", data_arg, "JSON object stored with the entity");
   create->callback([&] {
     auto data = ParseDataFlag(data_arg);
-    if (!data) return void((std::cerr << "error: " << data.error().message << "\n", rc = 2));
+    if (!data)
+      return void((std::cerr << "error: " << data.error().message << "\n", rc = 2));
     Json body = {{"data", *data}};
-    if (!id_arg.empty()) body["id"] = id_arg;
+    if (!id_arg.empty())
+      body["id"] = id_arg;
     auto r = Call(client, "POST", "/api/v1/entities/" + http::PercentEncode(kind_arg), body);
     rc = r ? PrintEntity(client, *r) : 1;
   });
@@ -284,8 +314,9 @@ int RunCli(int argc, char** argv) {
   get->add_option("kind", kind_arg)->required();
   get->add_option("id", id_arg)->required();
   get->callback([&] {
-    auto r = Call(client, "GET",
-                  "/api/v1/entities/" + http::PercentEncode(kind_arg) + "/" + http::PercentEncode(id_arg));
+    auto r = Call(
+        client, "GET",
+        "/api/v1/entities/" + http::PercentEncode(kind_arg) + "/" + http::PercentEncode(id_arg));
     rc = r ? PrintEntity(client, *r) : 1;
   });
 
@@ -294,10 +325,13 @@ int RunCli(int argc, char** argv) {
   list->add_option("kind", kind_arg)->required();
   list->add_option("--state", state_arg, "only entities in this state");
   list->callback([&] {
-    auto r = Call(client, "GET",
-                  "/api/v1/entities/" + http::PercentEncode(kind_arg) + Query({{"state", state_arg}}));
-    if (!r) return void(rc = 1);
-    if (client.output == "json") return void(std::cout << r->dump(2) << "\n");
+    auto r =
+        Call(client, "GET",
+             "/api/v1/entities/" + http::PercentEncode(kind_arg) + Query({{"state", state_arg}}));
+    if (!r)
+      return void(rc = 1);
+    if (client.output == "json")
+      return void(std::cout << r->dump(2) << "\n");
     std::vector<std::vector<std::string>> rows;
     for (const auto& e : (*r)["items"]) {
       rows.push_back({Str(e, "id"), Str(e, "state"), Str(e, "updated_seq"), Str(e, "updated_at")});
@@ -310,14 +344,17 @@ int RunCli(int argc, char** argv) {
   AddClientFlags(transition, client);
   transition->add_option("kind", kind_arg)->required();
   transition->add_option("id", id_arg)->required();
-  transition->add_option("transition", transition_arg, "e.g. validate, approve, archive")->required();
+  transition->add_option("transition", transition_arg, "e.g. validate, approve, archive")
+      ->required();
   transition->add_option("-r,--reason", reason_arg, "why (required for manual interventions)");
   transition->add_option("--data", data_arg, "JSON evidence recorded in the event");
   transition->callback([&] {
     auto data = ParseDataFlag(data_arg);
-    if (!data) return void((std::cerr << "error: " << data.error().message << "\n", rc = 2));
+    if (!data)
+      return void((std::cerr << "error: " << data.error().message << "\n", rc = 2));
     Json body = {{"transition", transition_arg}, {"data", *data}};
-    if (!reason_arg.empty()) body["reason"] = reason_arg;
+    if (!reason_arg.empty())
+      body["reason"] = reason_arg;
     auto r = Call(client, "POST",
                   "/api/v1/entities/" + http::PercentEncode(kind_arg) + "/" +
                       http::PercentEncode(id_arg) + "/transitions",
@@ -325,7 +362,8 @@ int RunCli(int argc, char** argv) {
     rc = r ? PrintEntity(client, *r) : 1;
   });
 
-  auto* history = entity->add_subcommand("history", "The entity's timeline, read from the event log");
+  auto* history =
+      entity->add_subcommand("history", "The entity's timeline, read from the event log");
   AddClientFlags(history, client);
   history->add_option("kind", kind_arg)->required();
   history->add_option("id", id_arg)->required();
@@ -364,11 +402,13 @@ int RunCli(int argc, char** argv) {
 
   auto* audit = app.add_subcommand("audit", "Verify and read the tamper-evident audit trail");
   audit->require_subcommand(1);
-  auto* verify = audit->add_subcommand("verify", "Recompute the event log's hash chain on the server's store");
+  auto* verify =
+      audit->add_subcommand("verify", "Recompute the event log's hash chain on the server's store");
   AddClientFlags(verify, client);
   verify->callback([&] {
     auto r = Call(client, "POST", "/api/v1/audit/verify");
-    if (!r) return void(rc = 1);
+    if (!r)
+      return void(rc = 1);
     if (client.output == "json") {
       std::cout << r->dump(2) << "\n";
     } else if ((*r)["ok"] == true) {

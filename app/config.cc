@@ -1,10 +1,10 @@
 #include "app/config.h"
 
-#include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
-
 #include <cstdlib>
 #include <filesystem>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 #include "store/store.h"
 
@@ -42,7 +42,8 @@ bool IsSecretKey(const std::string& key) {
 
 std::string EnvName(const std::string& key) {
   std::string out = "KERVAN_";
-  for (char c : key) out += c == '.' ? '_' : static_cast<char>(std::toupper(c));
+  for (char c : key)
+    out += c == '.' ? '_' : static_cast<char>(std::toupper(c));
   return out;
 }
 
@@ -63,7 +64,8 @@ core::Status Flatten(const YAML::Node& node, const std::string& prefix,
     out[prefix] = "";
     return core::Ok();
   }
-  return core::InvalidArgument(fmt::format("{}: key \"{}\": must be a scalar", file, prefix), prefix);
+  return core::InvalidArgument(fmt::format("{}: key \"{}\": must be a scalar", file, prefix),
+                               prefix);
 }
 
 core::Result<int64_t> IntValue(const Config& c, const std::string& key, int64_t min, int64_t max) {
@@ -82,10 +84,13 @@ core::Result<int64_t> IntValue(const Config& c, const std::string& key, int64_t 
 
 core::Result<bool> BoolValue(const Config& c, const std::string& key) {
   const auto& [value, source] = c.effective.at(key);
-  if (value == "true" || value == "1" || value == "yes") return true;
-  if (value == "false" || value == "0" || value == "no") return false;
+  if (value == "true" || value == "1" || value == "yes")
+    return true;
+  if (value == "false" || value == "0" || value == "no")
+    return false;
   return core::InvalidArgument(
-      fmt::format("config key \"{}\" (from {}): must be true or false, got \"{}\"", key, source, value),
+      fmt::format("config key \"{}\" (from {}): must be true or false, got \"{}\"", key, source,
+                  value),
       key);
 }
 
@@ -93,13 +98,15 @@ core::Result<bool> BoolValue(const Config& c, const std::string& key) {
 
 std::vector<std::string> ConfigKeys() {
   std::vector<std::string> out;
-  for (const auto& k : kKeys) out.push_back(fmt::format("{} (env {}): {}", k.key, EnvName(k.key), k.help));
+  for (const auto& k : kKeys)
+    out.push_back(fmt::format("{} (env {}): {}", k.key, EnvName(k.key), k.help));
   return out;
 }
 
 core::Result<Config> LoadConfig(const ConfigSources& sources) {
   Config c;
-  for (const auto& k : kKeys) c.effective[k.key] = {k.default_value, "default"};
+  for (const auto& k : kKeys)
+    c.effective[k.key] = {k.default_value, "default"};
   auto set = [&](const std::string& key, const std::string& value,
                  const std::string& source) -> core::Status {
     auto it = c.effective.find(key);
@@ -116,11 +123,14 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
     std::map<std::string, std::string> flat;
     try {
       YAML::Node root = YAML::LoadFile(sources.file);
-      if (!root.IsNull()) RETURN_IF_ERROR(Flatten(root, "", flat, sources.file));
+      if (!root.IsNull())
+        RETURN_IF_ERROR(Flatten(root, "", flat, sources.file));
     } catch (const YAML::Exception& e) {
-      return core::InvalidArgument(fmt::format("config file {}: {}", sources.file, e.what()), "config");
+      return core::InvalidArgument(fmt::format("config file {}: {}", sources.file, e.what()),
+                                   "config");
     }
-    for (const auto& [key, value] : flat) RETURN_IF_ERROR(set(key, value, "file:" + sources.file));
+    for (const auto& [key, value] : flat)
+      RETURN_IF_ERROR(set(key, value, "file:" + sources.file));
   }
   if (sources.read_env) {
     for (const auto& k : kKeys) {
@@ -185,7 +195,8 @@ std::string RenderConfig(const Config& config) {
     if (IsSecretKey(k.key) && !value.empty()) {
       shown = k.key == std::string("store.postgres.dsn") ? store::MaskDsn(value) : "*****";
     }
-    out += fmt::format("{:<26} {:<40} # {}\n", std::string(k.key) + ":", "\"" + shown + "\"", source);
+    out +=
+        fmt::format("{:<26} {:<40} # {}\n", std::string(k.key) + ":", "\"" + shown + "\"", source);
   }
   return out;
 }

@@ -38,8 +38,8 @@ struct Config {
 };
 
 struct ConfigSources {
-  std::string file;                      // empty: no file
-  std::vector<std::string> overrides;    // "key=value" from --set and shorthand flags
+  std::string file;                    // empty: no file
+  std::vector<std::string> overrides;  // "key=value" from --set and shorthand flags
   bool read_env = true;
 };
 

@@ -1,8 +1,8 @@
 #include "app/routes.h"
 
-#include <fmt/format.h>
-
 #include <set>
+
+#include <fmt/format.h>
 
 namespace kervan::app {
 namespace {
@@ -22,21 +22,24 @@ core::Status CheckQuery(const Request& req, std::initializer_list<std::string_vi
   for (const auto& [key, _] : req.query) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
       std::string names;
-      for (auto a : allowed) names += (names.empty() ? "" : ", ") + std::string(a);
-      return core::InvalidArgument(
-          fmt::format("query parameter \"{}\": unknown (allowed: {})", key,
-                      names.empty() ? "none" : names),
-          key);
+      for (auto a : allowed)
+        names += (names.empty() ? "" : ", ") + std::string(a);
+      return core::InvalidArgument(fmt::format("query parameter \"{}\": unknown (allowed: {})", key,
+                                               names.empty() ? "none" : names),
+                                   key);
     }
   }
   return core::Ok();
 }
 
-store::CommandContext Context(const Request& req) { return {req.actor, req.request_id, ""}; }
+store::CommandContext Context(const Request& req) {
+  return {req.actor, req.request_id, ""};
+}
 
 Json EventsJson(const std::vector<store::Event>& events) {
   Json out = Json::array();
-  for (const auto& e : events) out.push_back(e.ToJson());
+  for (const auto& e : events)
+    out.push_back(e.ToJson());
   return out;
 }
 
@@ -72,8 +75,8 @@ Result<Json> TransitionEntity(Services& s, const Request& req) {
   ASSIGN_OR_RETURN(auto reason, r.OptionalString("reason"));
   ASSIGN_OR_RETURN(Json data, r.OptionalObject("data"));
   RETURN_IF_ERROR(r.Finish());
-  core::TransitionRequest t{.transition = transition, .reason = reason.value_or(""),
-                            .request_data = &data};
+  core::TransitionRequest t{
+      .transition = transition, .reason = reason.value_or(""), .request_data = &data};
   ASSIGN_OR_RETURN(store::Entity e,
                    s.lifecycles.Transition(req.Param("kind"), req.Param("id"), t, Context(req)));
   return e.ToJson();
@@ -87,9 +90,11 @@ Result<Json> ListEntities(Services& s, const Request& req) {
                                                  .after_id = req.QueryOr("after", ""),
                                                  .limit = static_cast<int>(limit)}));
   Json items = Json::array();
-  for (const auto& e : list) items.push_back(e.ToJson());
+  for (const auto& e : list)
+    items.push_back(e.ToJson());
   Json out = {{"items", items}};
-  if (static_cast<int64_t>(list.size()) == limit) out["next_after"] = list.back().id;
+  if (static_cast<int64_t>(list.size()) == limit)
+    out["next_after"] = list.back().id;
   return out;
 }
 
@@ -105,7 +110,8 @@ Result<Json> EntityHistory(Services& s, const Request& req) {
 
 Result<Json> LifecycleJson(Services& s, const std::string& kind) {
   const core::StateMachine* m = s.lifecycles.Find(kind);
-  if (m == nullptr) return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
+  if (m == nullptr)
+    return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
   return m->Describe();
 }
 
@@ -120,10 +126,12 @@ Result<Json> ListEvents(Services& s, const Request& req) {
   for (;;) {
     int64_t head = s.log.head_seq();
     ASSIGN_OR_RETURN(events, s.log.Read(q));
-    if (!events.empty() || wait_s == 0) break;
+    if (!events.empty() || wait_s == 0)
+      break;
     // Long-poll: nothing matched yet; skip what we have seen and wait.
     q.after_seq = std::max(q.after_seq, head);
-    if (!s.log.WaitForNewer(head, deadline)) break;
+    if (!s.log.WaitForNewer(head, deadline))
+      break;
   }
   Json out = {{"events", EventsJson(events)}, {"head_seq", s.log.head_seq()}};
   out["next_after"] = events.empty() ? q.after_seq : events.back().seq;
@@ -165,15 +173,19 @@ asio::awaitable<void> StreamEvents(Services& s, asio::thread_pool& pool, const R
       co_return;
     }
     for (const auto& e : *events) {
-      if (!co_await stream.Send(std::to_string(e.seq), e.type, e.ToJson().dump())) co_return;
+      if (!co_await stream.Send(std::to_string(e.seq), e.type, e.ToJson().dump()))
+        co_return;
       q->after_seq = e.seq;
     }
-    if (events->size() == static_cast<size_t>(q->limit)) continue;  // more to catch up on
-    if (!events->empty()) continue;
+    if (events->size() == static_cast<size_t>(q->limit))
+      continue;  // more to catch up on
+    if (!events->empty())
+      continue;
     // Caught up: sleep until the next commit; a comment every 15 s keeps
     // proxies from closing an idle stream.
     if (!co_await stream.Wait(s.commits, std::chrono::seconds(15), &seen)) {
-      if (!stream.open() || !co_await stream.Comment("keep-alive")) co_return;
+      if (!stream.open() || !co_await stream.Comment("keep-alive"))
+        co_return;
     }
   }
 }
@@ -184,73 +196,89 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
   auto json_route = [&](std::string method, std::string pattern, std::string permission,
                         std::function<Result<Json>(const Request&)> fn,
                         int ok_status = 200) -> core::Status {
-    return router.Add({.method = std::move(method),
-                       .pattern = std::move(pattern),
-                       .handler = [fn = std::move(fn), ok_status](const Request& req) {
-                         return Response::FromResult(fn(req), ok_status);
-                       },
-                       .blocking = true,
-                       .permission = std::move(permission)});
+    return router.Add(
+        {.method = std::move(method),
+         .pattern = std::move(pattern),
+         .handler = [fn = std::move(fn), ok_status](
+                        const Request& req) { return Response::FromResult(fn(req), ok_status); },
+         .blocking = true,
+         .permission = std::move(permission)});
   };
 
   // Probes and metrics: the only routes without a permission.
-  RETURN_IF_ERROR(router.Add({.method = "GET", .pattern = "/healthz",
-                              .handler = [](const Request&) {
-                                return Response::Json(200, {{"status", "ok"}});
-                              },
-                              .blocking = false, .public_route = true}));
+  RETURN_IF_ERROR(router.Add({.method = "GET",
+                              .pattern = "/healthz",
+                              .handler =
+                                  [](const Request&) {
+                                    return Response::Json(200, {{"status", "ok"}});
+                                  },
+                              .blocking = false,
+                              .public_route = true}));
   RETURN_IF_ERROR(router.Add(
-      {.method = "GET", .pattern = "/readyz",
-       .handler = [&s](const Request&) {
-         auto current = store::MigrationsCurrent(s.db);
-         if (!current) {
-           return Response::Json(503, {{"status", "unavailable"},
-                                       {"store", current.error().message}});
-         }
-         if (!*current) {
-           return Response::Json(503, {{"status", "unavailable"},
-                                       {"store", "migrations not applied"}});
-         }
-         return Response::Json(200, {{"status", "ready"},
-                                     {"store", std::string(store::DialectName(s.db.dialect()))},
-                                     {"head_seq", s.log.head_seq()}});
-       },
-       .blocking = true, .public_route = true}));
-  RETURN_IF_ERROR(router.Add({.method = "GET", .pattern = "/metrics",
-                              .handler = [](const Request&) {
-                                return Response::Text(200, core::GlobalMetrics().Render(),
-                                                      "text/plain; version=0.0.4; charset=utf-8");
-                              },
-                              .blocking = true, .public_route = true}));
+      {.method = "GET",
+       .pattern = "/readyz",
+       .handler =
+           [&s](const Request&) {
+             auto current = store::MigrationsCurrent(s.db);
+             if (!current) {
+               return Response::Json(
+                   503, {{"status", "unavailable"}, {"store", current.error().message}});
+             }
+             if (!*current) {
+               return Response::Json(
+                   503, {{"status", "unavailable"}, {"store", "migrations not applied"}});
+             }
+             return Response::Json(200, {{"status", "ready"},
+                                         {"store", std::string(store::DialectName(s.db.dialect()))},
+                                         {"head_seq", s.log.head_seq()}});
+           },
+       .blocking = true,
+       .public_route = true}));
+  RETURN_IF_ERROR(router.Add({.method = "GET",
+                              .pattern = "/metrics",
+                              .handler =
+                                  [](const Request&) {
+                                    return Response::Text(
+                                        200, core::GlobalMetrics().Render(),
+                                        "text/plain; version=0.0.4; charset=utf-8");
+                                  },
+                              .blocking = true,
+                              .public_route = true}));
 
   // A small, constant, in-memory answer: also what the HTTP benchmark hits.
   RETURN_IF_ERROR(router.Add(
-      {.method = "GET", .pattern = "/api/v1/version",
-       .handler = [body = Json{{"name", "kervan"}, {"version", kVersion}, {"api", "v1"},
-                               {"build", "release"}}
-                              .dump()](const Request&) {
-         return Response{.status = 200, .content_type = "application/json", .body = body};
-       },
-       .blocking = false, .permission = "system.read"}));
+      {.method = "GET",
+       .pattern = "/api/v1/version",
+       .handler =
+           [body =
+                Json{{"name", "kervan"}, {"version", kVersion}, {"api", "v1"}, {"build", "release"}}
+                    .dump()](const Request&) {
+             return Response{.status = 200, .content_type = "application/json", .body = body};
+           },
+       .blocking = false,
+       .permission = "system.read"}));
 
   RETURN_IF_ERROR(json_route("GET", "/api/v1/lifecycles", "lifecycle.read",
                              [&s](const Request& req) -> Result<Json> {
                                RETURN_IF_ERROR(CheckQuery(req, {}));
                                Json items = Json::array();
-                               for (const auto* m : s.lifecycles.All()) items.push_back(m->Describe());
+                               for (const auto* m : s.lifecycles.All())
+                                 items.push_back(m->Describe());
                                return Json{{"items", items}};
                              }));
-  RETURN_IF_ERROR(json_route("GET", "/api/v1/lifecycles/{kind}", "lifecycle.read",
-                             [&s](const Request& req) { return LifecycleJson(s, req.Param("kind")); }));
+  RETURN_IF_ERROR(
+      json_route("GET", "/api/v1/lifecycles/{kind}", "lifecycle.read",
+                 [&s](const Request& req) { return LifecycleJson(s, req.Param("kind")); }));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}", "entity.read",
                              [&s](const Request& req) { return ListEntities(s, req); }));
-  RETURN_IF_ERROR(json_route("POST", "/api/v1/entities/{kind}", "entity.create",
-                             [&s](const Request& req) { return CreateEntity(s, req); }, 201));
+  RETURN_IF_ERROR(json_route(
+      "POST", "/api/v1/entities/{kind}", "entity.create",
+      [&s](const Request& req) { return CreateEntity(s, req); }, 201));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}/{id}", "entity.read",
                              [&s](const Request& req) -> Result<Json> {
                                RETURN_IF_ERROR(CheckQuery(req, {}));
-                               ASSIGN_OR_RETURN(auto e, s.lifecycles.Get(req.Param("kind"),
-                                                                         req.Param("id")));
+                               ASSIGN_OR_RETURN(
+                                   auto e, s.lifecycles.Get(req.Param("kind"), req.Param("id")));
                                return e.ToJson();
                              }));
   RETURN_IF_ERROR(json_route("POST", "/api/v1/entities/{kind}/{id}/transitions",
@@ -262,7 +290,8 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
   RETURN_IF_ERROR(json_route("GET", "/api/v1/events", "event.read",
                              [&s](const Request& req) { return ListEvents(s, req); }));
   RETURN_IF_ERROR(router.AddStream(
-      {.method = "GET", .pattern = "/api/v1/events/stream",
+      {.method = "GET",
+       .pattern = "/api/v1/events/stream",
        .handler = [&s](const Request& req, http::SseStream& stream) -> asio::awaitable<void> {
          return StreamEvents(s, s.stream_pool, req, stream);
        },

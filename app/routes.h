@@ -12,7 +12,7 @@ struct Services {
   store::Database& db;
   store::EventLog& log;
   store::Lifecycles& lifecycles;
-  http::AsyncSignal& commits;      // notified after every durable commit
+  http::AsyncSignal& commits;            // notified after every durable commit
   http::asio::thread_pool& stream_pool;  // blocking reads for SSE streams, off the I/O threads
 };
 

@@ -1,10 +1,11 @@
 #include "app/server.h"
 
-#include <fmt/format.h>
-#include <signal.h>
-
 #include <filesystem>
 #include <fstream>
+
+#include <signal.h>
+
+#include <fmt/format.h>
 
 #include "app/routes.h"
 #include "http/http.h"
@@ -15,21 +16,25 @@ namespace kervan::app {
 core::Result<std::unique_ptr<store::Database>> OpenStore(const Config& config) {
   std::unique_ptr<store::Database> db;
   if (config.store_backend == "postgres") {
-    ASSIGN_OR_RETURN(db, store::OpenPostgres({.dsn = config.postgres_dsn,
-                                              .pool_size = static_cast<size_t>(config.store_pool_size)}));
+    ASSIGN_OR_RETURN(
+        db, store::OpenPostgres({.dsn = config.postgres_dsn,
+                                 .pool_size = static_cast<size_t>(config.store_pool_size)}));
   } else {
     std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(config.sqlite_path).parent_path(), ec);
+    std::filesystem::create_directories(std::filesystem::path(config.sqlite_path).parent_path(),
+                                        ec);
     if (ec) {
       return core::Unavailable(
           fmt::format("cannot create data directory for {}: {}", config.sqlite_path, ec.message()));
     }
-    ASSIGN_OR_RETURN(db, store::OpenSqlite({.path = config.sqlite_path,
-                                            .pool_size = static_cast<size_t>(config.store_pool_size)}));
+    ASSIGN_OR_RETURN(db,
+                     store::OpenSqlite({.path = config.sqlite_path,
+                                        .pool_size = static_cast<size_t>(config.store_pool_size)}));
   }
   ASSIGN_OR_RETURN(auto applied, store::ApplyMigrations(*db));
-  core::LogInfo(fmt::format("store ready: {} ({} new migrations)", db->description(), applied.size()),
-                {{"event.action", "store.opened"}});
+  core::LogInfo(
+      fmt::format("store ready: {} ({} new migrations)", db->description(), applied.size()),
+      {{"event.action", "store.opened"}});
   return db;
 }
 
@@ -47,33 +52,38 @@ int RunServer(const ServerRunOptions& options) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   auto fail = [](const core::Error& e, std::string_view what) {
-    core::LogError(fmt::format("{}: {}", what, e.message), {{"event.action", "server.start_failed"}});
+    core::LogError(fmt::format("{}: {}", what, e.message),
+                   {{"event.action", "server.start_failed"}});
     return 1;
   };
   auto db = OpenStore(config);
-  if (!db) return fail(db.error(), "cannot open store");
+  if (!db)
+    return fail(db.error(), "cannot open store");
   auto log = store::EventLog::Open(**db);
-  if (!log) return fail(log.error(), "cannot open event log");
+  if (!log)
+    return fail(log.error(), "cannot open event log");
   store::Lifecycles lifecycles(**log);
-  if (auto s = RegisterLifecycles(lifecycles); !s) return fail(s.error(), "bad lifecycle");
+  if (auto s = RegisterLifecycles(lifecycles); !s)
+    return fail(s.error(), "bad lifecycle");
 
   http::AsyncSignal commits;
   (*log)->AddCommitListener([&commits](int64_t) { commits.Notify(); });
   http::asio::thread_pool stream_pool(2);
   Services services{**db, **log, lifecycles, commits, stream_pool};
   auto router = std::make_shared<http::Router>();
-  if (auto s = RegisterRoutes(*router, services); !s) return fail(s.error(), "bad route");
+  if (auto s = RegisterRoutes(*router, services); !s)
+    return fail(s.error(), "bad route");
 
-  http::Server server(
-      {.address = config.server_address,
-       .port = static_cast<uint16_t>(config.server_port),
-       .io_threads = config.io_threads,
-       .worker_threads = config.worker_threads,
-       .max_body_bytes = static_cast<size_t>(config.max_body_bytes),
-       .read_timeout = std::chrono::seconds(config.read_timeout_s),
-       .access_log = config.access_log},
-      router);
-  if (auto s = server.Start(); !s) return fail(s.error(), "cannot start HTTP server");
+  http::Server server({.address = config.server_address,
+                       .port = static_cast<uint16_t>(config.server_port),
+                       .io_threads = config.io_threads,
+                       .worker_threads = config.worker_threads,
+                       .max_body_bytes = static_cast<size_t>(config.max_body_bytes),
+                       .read_timeout = std::chrono::seconds(config.read_timeout_s),
+                       .access_log = config.access_log},
+                      router);
+  if (auto s = server.Start(); !s)
+    return fail(s.error(), "cannot start HTTP server");
   core::LogInfo(fmt::format("kervan serving on http://{}:{} (store {})", config.server_address,
                             server.port(), (*db)->description()),
                 {{"event.action", "server.started"},

@@ -4,17 +4,28 @@ namespace kervan::core {
 
 std::string_view ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kNotFound: return "not_found";
-    case ErrorCode::kAlreadyExists: return "already_exists";
-    case ErrorCode::kFailedPrecondition: return "failed_precondition";
-    case ErrorCode::kAborted: return "aborted";
-    case ErrorCode::kPermissionDenied: return "permission_denied";
-    case ErrorCode::kUnauthenticated: return "unauthenticated";
-    case ErrorCode::kResourceExhausted: return "resource_exhausted";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kDeadlineExceeded: return "deadline_exceeded";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kAlreadyExists:
+      return "already_exists";
+    case ErrorCode::kFailedPrecondition:
+      return "failed_precondition";
+    case ErrorCode::kAborted:
+      return "aborted";
+    case ErrorCode::kPermissionDenied:
+      return "permission_denied";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
+    case ErrorCode::kResourceExhausted:
+      return "resource_exhausted";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kDeadlineExceeded:
+      return "deadline_exceeded";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "internal";
 }
@@ -29,7 +40,9 @@ std::string Error::ToString() const {
 Error InvalidArgument(std::string message, std::string field) {
   return {ErrorCode::kInvalidArgument, std::move(message), std::move(field), nullptr};
 }
-Error NotFound(std::string message) { return {ErrorCode::kNotFound, std::move(message), {}, nullptr}; }
+Error NotFound(std::string message) {
+  return {ErrorCode::kNotFound, std::move(message), {}, nullptr};
+}
 Error AlreadyExists(std::string message) {
   return {ErrorCode::kAlreadyExists, std::move(message), {}, nullptr};
 }
@@ -39,6 +52,8 @@ Error FailedPrecondition(std::string message, nlohmann::json details) {
 Error Unavailable(std::string message) {
   return {ErrorCode::kUnavailable, std::move(message), {}, nullptr};
 }
-Error Internal(std::string message) { return {ErrorCode::kInternal, std::move(message), {}, nullptr}; }
+Error Internal(std::string message) {
+  return {ErrorCode::kInternal, std::move(message), {}, nullptr};
+}
 
 }  // namespace kervan::core

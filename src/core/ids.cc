@@ -14,7 +14,7 @@ std::string NewUuidV7() {
                                           .count());
   uint64_t r1 = rng();
   uint64_t r2 = rng();
-  uint64_t hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);            // version 7
+  uint64_t hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);                   // version 7
   uint64_t lo = (r2 & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
   char buf[37];
   std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),

@@ -26,15 +26,23 @@ std::string CanonicalJson(const Json& value) {
 
 std::string_view JsonTypeName(const Json& value) {
   switch (value.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::object: return "object";
-    case Json::value_t::array: return "array";
-    case Json::value_t::string: return "string";
-    case Json::value_t::boolean: return "boolean";
+    case Json::value_t::null:
+      return "null";
+    case Json::value_t::object:
+      return "object";
+    case Json::value_t::array:
+      return "array";
+    case Json::value_t::string:
+      return "string";
+    case Json::value_t::boolean:
+      return "boolean";
     case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned: return "integer";
-    case Json::value_t::number_float: return "number";
-    default: return "unknown";
+    case Json::value_t::number_unsigned:
+      return "integer";
+    case Json::value_t::number_float:
+      return "number";
+    default:
+      return "unknown";
   }
 }
 
@@ -51,21 +59,24 @@ Result<ObjectReader> ObjectReader::Of(const Json& value, std::string prefix) {
 const Json* ObjectReader::Find(const std::string& key) {
   seen_.insert(key);
   auto it = value_->find(key);
-  if (it == value_->end() || it->is_null()) return nullptr;
+  if (it == value_->end() || it->is_null())
+    return nullptr;
   return &*it;
 }
 
 Result<std::string> ObjectReader::RequiredString(const std::string& key) {
   ASSIGN_OR_RETURN(std::optional<std::string> v, OptionalString(key));
   if (!v || v->empty()) {
-    return InvalidArgument(fmt::format("field \"{}\": is required", FieldName(key)), FieldName(key));
+    return InvalidArgument(fmt::format("field \"{}\": is required", FieldName(key)),
+                           FieldName(key));
   }
   return *v;
 }
 
 Result<std::optional<std::string>> ObjectReader::OptionalString(const std::string& key) {
   const Json* v = Find(key);
-  if (v == nullptr) return std::optional<std::string>();
+  if (v == nullptr)
+    return std::optional<std::string>();
   if (!v->is_string()) {
     return InvalidArgument(
         fmt::format("field \"{}\": must be a string, got {}", FieldName(key), JsonTypeName(*v)),
@@ -77,7 +88,8 @@ Result<std::optional<std::string>> ObjectReader::OptionalString(const std::strin
 Result<std::optional<int64_t>> ObjectReader::OptionalInt(const std::string& key, int64_t min,
                                                          int64_t max) {
   const Json* v = Find(key);
-  if (v == nullptr) return std::optional<int64_t>();
+  if (v == nullptr)
+    return std::optional<int64_t>();
   if (!v->is_number_integer()) {
     return InvalidArgument(
         fmt::format("field \"{}\": must be an integer, got {}", FieldName(key), JsonTypeName(*v)),
@@ -96,7 +108,8 @@ Result<std::optional<int64_t>> ObjectReader::OptionalInt(const std::string& key,
 
 Result<std::optional<bool>> ObjectReader::OptionalBool(const std::string& key) {
   const Json* v = Find(key);
-  if (v == nullptr) return std::optional<bool>();
+  if (v == nullptr)
+    return std::optional<bool>();
   if (!v->is_boolean()) {
     return InvalidArgument(
         fmt::format("field \"{}\": must be a boolean, got {}", FieldName(key), JsonTypeName(*v)),
@@ -107,7 +120,8 @@ Result<std::optional<bool>> ObjectReader::OptionalBool(const std::string& key) {
 
 Result<Json> ObjectReader::OptionalObject(const std::string& key) {
   const Json* v = Find(key);
-  if (v == nullptr) return Json::object();
+  if (v == nullptr)
+    return Json::object();
   if (!v->is_object()) {
     return InvalidArgument(
         fmt::format("field \"{}\": must be an object, got {}", FieldName(key), JsonTypeName(*v)),

@@ -14,18 +14,26 @@ std::mutex g_write_mu;
 
 std::string_view LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
 
 }  // namespace
 
-void SetLogOutput(std::FILE* out) { g_out.store(out); }
-void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogOutput(std::FILE* out) {
+  g_out.store(out);
+}
+void SetLogLevel(LogLevel level) {
+  g_level.store(static_cast<int>(level));
+}
 
 bool ParseLogLevel(std::string_view text, LogLevel* out) {
   for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
@@ -38,7 +46,8 @@ bool ParseLogLevel(std::string_view text, LogLevel* out) {
 }
 
 void Log(LogLevel level, std::string_view message, const Json& fields) {
-  if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
+  if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed))
+    return;
   Json line = fields.is_object() ? fields : Json::object();
   line["@timestamp"] = FormatRfc3339(NowMicros());
   line["log.level"] = LevelName(level);
@@ -48,7 +57,8 @@ void Log(LogLevel level, std::string_view message, const Json& fields) {
   std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace);
   text.push_back('\n');
   std::FILE* out = g_out.load();
-  if (out == nullptr) out = stderr;
+  if (out == nullptr)
+    out = stderr;
   std::lock_guard lock(g_write_mu);
   std::fwrite(text.data(), 1, text.size(), out);
   std::fflush(out);

@@ -20,8 +20,12 @@ bool ParseLogLevel(std::string_view text, LogLevel* out);
 // `fields` is a flat object of ECS keys, e.g. {{"event.action", "server.started"}}.
 void Log(LogLevel level, std::string_view message, const Json& fields = Json::object());
 
-inline void LogInfo(std::string_view m, const Json& f = Json::object()) { Log(LogLevel::kInfo, m, f); }
-inline void LogWarn(std::string_view m, const Json& f = Json::object()) { Log(LogLevel::kWarn, m, f); }
+inline void LogInfo(std::string_view m, const Json& f = Json::object()) {
+  Log(LogLevel::kInfo, m, f);
+}
+inline void LogWarn(std::string_view m, const Json& f = Json::object()) {
+  Log(LogLevel::kWarn, m, f);
+}
 inline void LogError(std::string_view m, const Json& f = Json::object()) {
   Log(LogLevel::kError, m, f);
 }

@@ -1,8 +1,8 @@
 #include "core/metrics.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
+
+#include <fmt/format.h>
 
 namespace kervan::core {
 namespace {
@@ -16,18 +16,25 @@ void AtomicAdd(std::atomic<double>& a, double by) {
 std::string EscapeLabel(const std::string& v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
 
 std::string FormatValue(double v) {
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (std::isnan(v)) return "NaN";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<int64_t>(v));
+  if (std::isinf(v))
+    return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v))
+    return "NaN";
+  if (v == std::floor(v) && std::fabs(v) < 1e15)
+    return fmt::format("{}", static_cast<int64_t>(v));
   return fmt::format("{}", v);
 }
 
@@ -35,34 +42,41 @@ std::string LabelSet(const std::vector<std::string>& names, const LabelValues& v
                      const std::string& extra = {}) {
   std::string out;
   for (size_t i = 0; i < names.size() && i < values.size(); ++i) {
-    if (!out.empty()) out += ',';
+    if (!out.empty())
+      out += ',';
     out += names[i] + "=\"" + EscapeLabel(values[i]) + "\"";
   }
   if (!extra.empty()) {
-    if (!out.empty()) out += ',';
+    if (!out.empty())
+      out += ',';
     out += extra;
   }
   return out.empty() ? std::string() : "{" + out + "}";
 }
 
-void Header(std::string& out, const std::string& name, const std::string& help,
-            const char* type) {
+void Header(std::string& out, const std::string& name, const std::string& help, const char* type) {
   out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
 }  // namespace
 
-void Counter::Inc(double by) { AtomicAdd(value_, by); }
-void Gauge::Add(double by) { AtomicAdd(value_, by); }
+void Counter::Inc(double by) {
+  AtomicAdd(value_, by);
+}
+void Gauge::Add(double by) {
+  AtomicAdd(value_, by);
+}
 
 Histogram::Histogram(const std::vector<double>* bounds)
     : bounds_(bounds), counts_(new std::atomic<uint64_t>[bounds->size() + 1]) {
-  for (size_t i = 0; i <= bounds_->size(); ++i) counts_[i].store(0);
+  for (size_t i = 0; i <= bounds_->size(); ++i)
+    counts_[i].store(0);
 }
 
 void Histogram::Observe(double v) {
   size_t i = 0;
-  while (i < bounds_->size() && v > (*bounds_)[i]) ++i;
+  while (i < bounds_->size() && v > (*bounds_)[i])
+    ++i;
   counts_[i].fetch_add(1, std::memory_order_relaxed);
   AtomicAdd(sum_, v);
 }
@@ -124,7 +138,8 @@ std::string MetricsRegistry::Render() {
     std::lock_guard lock(mu_);
     collectors = collectors_;
   }
-  for (auto& c : collectors) c();
+  for (auto& c : collectors)
+    c();
 
   std::lock_guard lock(mu_);
   std::map<std::string, std::string> blocks;  // name -> text, for a stable order
@@ -162,7 +177,8 @@ std::string MetricsRegistry::Render() {
     blocks[name] = std::move(out);
   }
   std::string text;
-  for (auto& [_, block] : blocks) text += block;
+  for (auto& [_, block] : blocks)
+    text += block;
   return text;
 }
 
@@ -172,8 +188,8 @@ MetricsRegistry& GlobalMetrics() {
 }
 
 std::vector<double> LatencyBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-          5, 10};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 }  // namespace kervan::core

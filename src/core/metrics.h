@@ -56,21 +56,25 @@ class Family {
  public:
   Family(std::string name, std::string help, std::vector<std::string> label_names,
          std::function<std::unique_ptr<T>()> make)
-      : name_(std::move(name)), help_(std::move(help)), labels_(std::move(label_names)),
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        labels_(std::move(label_names)),
         make_(std::move(make)) {}
 
   // REQUIRES: values.size() == number of label names.
   T& With(const LabelValues& values) {
     std::lock_guard lock(mu_);
     auto& slot = children_[values];
-    if (!slot) slot = make_();
+    if (!slot)
+      slot = make_();
     return *slot;
   }
 
   template <typename Fn>
   void ForEach(Fn&& fn) const {
     std::lock_guard lock(mu_);
-    for (const auto& [values, child] : children_) fn(values, *child);
+    for (const auto& [values, child] : children_)
+      fn(values, *child);
   }
 
   const std::string& name() const { return name_; }

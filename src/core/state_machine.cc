@@ -1,9 +1,9 @@
 #include "core/state_machine.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <set>
+
+#include <fmt/format.h>
 
 namespace kervan::core {
 
@@ -14,7 +14,8 @@ Result<StateMachine> StateMachine::Build(std::string kind, std::vector<std::stri
   std::set<std::string> state_set;
   for (const auto& s : states) {
     if (s.empty() || !state_set.insert(s).second) {
-      return InvalidArgument(fmt::format("state machine {}: duplicate or empty state \"{}\"", kind, s));
+      return InvalidArgument(
+          fmt::format("state machine {}: duplicate or empty state \"{}\"", kind, s));
     }
   }
   if (!state_set.contains(initial)) {
@@ -37,14 +38,15 @@ Result<StateMachine> StateMachine::Build(std::string kind, std::vector<std::stri
     }
     for (const auto& f : t.from) {
       if (!state_set.contains(f)) {
-        return InvalidArgument(fmt::format(
-            "state machine {}: transition \"{}\" starts from undeclared state \"{}\"", kind,
-            t.name, f));
+        return InvalidArgument(
+            fmt::format("state machine {}: transition \"{}\" starts from undeclared state \"{}\"",
+                        kind, t.name, f));
       }
     }
     if (!state_set.contains(t.to)) {
-      return InvalidArgument(fmt::format(
-          "state machine {}: transition \"{}\" ends in undeclared state \"{}\"", kind, t.name, t.to));
+      return InvalidArgument(
+          fmt::format("state machine {}: transition \"{}\" ends in undeclared state \"{}\"", kind,
+                      t.name, t.to));
     }
     m.by_name_[t.name] = i;
   }
@@ -62,7 +64,8 @@ bool StateMachine::HasState(const std::string& s) const {
 std::vector<const TransitionSpec*> StateMachine::AllowedFrom(const std::string& state) const {
   std::vector<const TransitionSpec*> out;
   for (const auto& t : transitions_) {
-    if (std::find(t.from.begin(), t.from.end(), state) != t.from.end()) out.push_back(&t);
+    if (std::find(t.from.begin(), t.from.end(), state) != t.from.end())
+      out.push_back(&t);
   }
   return out;
 }
@@ -83,7 +86,8 @@ Result<const TransitionSpec*> StateMachine::Check(const std::string& current_sta
     Error e = InvalidArgument(fmt::format("field \"transition\": unknown transition \"{}\" for {}",
                                           request.transition, kind_),
                               "transition");
-    e.details = {{"current_state", current_state}, {"allowed_transitions", AllowedJson(current_state)}};
+    e.details = {{"current_state", current_state},
+                 {"allowed_transitions", AllowedJson(current_state)}};
     return e;
   }
   const TransitionSpec& t = transitions_[it->second];

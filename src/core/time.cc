@@ -42,11 +42,14 @@ std::optional<int64_t> ParseRfc3339(std::string_view text) {
   if (pos < s.size() && s[pos] == '.') {
     int digits = 0;
     for (++pos; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos) {
-      if (digits < 6) frac = frac * 10 + (s[pos] - '0'), ++digits;
+      if (digits < 6)
+        frac = frac * 10 + (s[pos] - '0'), ++digits;
     }
-    while (digits++ < 6) frac *= 10;
+    while (digits++ < 6)
+      frac *= 10;
   }
-  if (pos + 1 != s.size() || s[pos] != 'Z') return std::nullopt;
+  if (pos + 1 != s.size() || s[pos] != 'Z')
+    return std::nullopt;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   return static_cast<int64_t>(timegm(&tm)) * 1'000'000 + frac;

@@ -4,34 +4,46 @@
 
 namespace kervan::store {
 
-std::string_view DialectName(Dialect d) { return d == Dialect::kSqlite ? "sqlite" : "postgres"; }
+std::string_view DialectName(Dialect d) {
+  return d == Dialect::kSqlite ? "sqlite" : "postgres";
+}
 
 int64_t Row::Int(size_t i) const {
   const Value& v = cols.at(i);
-  if (auto p = std::get_if<int64_t>(&v)) return *p;
-  if (auto p = std::get_if<double>(&v)) return static_cast<int64_t>(*p);
-  if (auto p = std::get_if<std::string>(&v)) return std::strtoll(p->c_str(), nullptr, 10);
+  if (auto p = std::get_if<int64_t>(&v))
+    return *p;
+  if (auto p = std::get_if<double>(&v))
+    return static_cast<int64_t>(*p);
+  if (auto p = std::get_if<std::string>(&v))
+    return std::strtoll(p->c_str(), nullptr, 10);
   return 0;
 }
 
 double Row::Real(size_t i) const {
   const Value& v = cols.at(i);
-  if (auto p = std::get_if<double>(&v)) return *p;
-  if (auto p = std::get_if<int64_t>(&v)) return static_cast<double>(*p);
-  if (auto p = std::get_if<std::string>(&v)) return std::strtod(p->c_str(), nullptr);
+  if (auto p = std::get_if<double>(&v))
+    return *p;
+  if (auto p = std::get_if<int64_t>(&v))
+    return static_cast<double>(*p);
+  if (auto p = std::get_if<std::string>(&v))
+    return std::strtod(p->c_str(), nullptr);
   return 0;
 }
 
 std::string Row::Text(size_t i) const {
   const Value& v = cols.at(i);
-  if (auto p = std::get_if<std::string>(&v)) return *p;
-  if (auto p = std::get_if<int64_t>(&v)) return std::to_string(*p);
-  if (auto p = std::get_if<double>(&v)) return fmt::format("{}", *p);
+  if (auto p = std::get_if<std::string>(&v))
+    return *p;
+  if (auto p = std::get_if<int64_t>(&v))
+    return std::to_string(*p);
+  if (auto p = std::get_if<double>(&v))
+    return fmt::format("{}", *p);
   return {};
 }
 
 PooledConnection::~PooledConnection() {
-  if (owner_ != nullptr) owner_->Release(std::move(conn_));
+  if (owner_ != nullptr)
+    owner_->Release(std::move(conn_));
 }
 
 Database::Database(Dialect dialect, std::string description, ConnectionFactory factory,
@@ -66,7 +78,8 @@ Result<PooledConnection> Database::Acquire() {
 void Database::Release(std::unique_ptr<Connection> conn) {
   std::lock_guard lock(mu_);
   --out_;
-  if (conn) idle_.push_back(std::move(conn));
+  if (conn)
+    idle_.push_back(std::move(conn));
   cv_.notify_one();
 }
 

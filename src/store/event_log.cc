@@ -1,8 +1,8 @@
 #include "store/event_log.h"
 
-#include <fmt/format.h>
-
 #include <future>
+
+#include <fmt/format.h>
 
 namespace kervan::store {
 namespace {
@@ -42,10 +42,14 @@ core::Status ValidateDraft(const EventDraft& d) {
     return core::InvalidArgument(
         fmt::format("event type \"{}\" must look like subject.past_tense_verb", d.type), "type");
   }
-  if (d.subject_kind.empty()) return core::InvalidArgument("event subject_kind is empty", "subject_kind");
-  if (d.subject_id.empty()) return core::InvalidArgument("event subject_id is empty", "subject_id");
-  if (d.actor.empty()) return core::InvalidArgument("event actor is empty", "actor");
-  if (!d.data.is_object()) return core::InvalidArgument("event data must be a JSON object", "data");
+  if (d.subject_kind.empty())
+    return core::InvalidArgument("event subject_kind is empty", "subject_kind");
+  if (d.subject_id.empty())
+    return core::InvalidArgument("event subject_id is empty", "subject_id");
+  if (d.actor.empty())
+    return core::InvalidArgument("event actor is empty", "actor");
+  if (!d.data.is_object())
+    return core::InvalidArgument("event data must be a JSON object", "data");
   return core::Ok();
 }
 
@@ -87,7 +91,8 @@ struct Metrics {
 // CommandTx over the writer connection; advances the batch's seq and chain.
 class WriterTx final : public CommandTx {
  public:
-  WriterTx(Connection& conn, int64_t& seq, std::string& prev) : conn_(conn), seq_(seq), prev_(prev) {}
+  WriterTx(Connection& conn, int64_t& seq, std::string& prev)
+      : conn_(conn), seq_(seq), prev_(prev) {}
   Connection& conn() override { return conn_; }
 
   Result<Event> Append(EventDraft d) override {
@@ -166,7 +171,8 @@ Json VerifyReport::ToJson() const {
 
 Result<std::unique_ptr<EventLog>> EventLog::Open(Database& db, EventLogOptions options) {
   ASSIGN_OR_RETURN(auto writer, db.OpenDedicated());
-  ASSIGN_OR_RETURN(Rows rows, writer->Query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"));
+  ASSIGN_OR_RETURN(Rows rows,
+                   writer->Query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"));
   int64_t head = rows.empty() ? 0 : rows[0].Int(0);
   std::string hash = rows.empty() ? std::string(kGenesisHash) : rows[0].Text(1);
   return std::unique_ptr<EventLog>(
@@ -181,17 +187,21 @@ EventLog::EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOpt
   writer_thread_ = std::thread([this] { WriterLoop(); });
 }
 
-EventLog::~EventLog() { Stop(); }
+EventLog::~EventLog() {
+  Stop();
+}
 
 void EventLog::Stop() {
   {
     std::lock_guard lock(mu_);
-    if (stopping_ && !writer_thread_.joinable()) return;
+    if (stopping_ && !writer_thread_.joinable())
+      return;
     stopping_ = true;
   }
   queue_cv_.notify_all();
   commit_cv_.notify_all();
-  if (writer_thread_.joinable()) writer_thread_.join();
+  if (writer_thread_.joinable())
+    writer_thread_.join();
 }
 
 Result<std::vector<Event>> EventLog::Execute(Command command) {
@@ -200,7 +210,8 @@ Result<std::vector<Event>> EventLog::Execute(Command command) {
   auto future = pending->done.get_future();
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return core::Unavailable("event log is shutting down");
+    if (stopping_)
+      return core::Unavailable("event log is shutting down");
     queue_.push_back(pending);
   }
   queue_cv_.notify_one();
@@ -221,7 +232,8 @@ void EventLog::WriterLoop() {
     {
       std::unique_lock lock(mu_);
       queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
+      if (queue_.empty())
+        return;  // stopping and drained
       while (!queue_.empty() && batch.size() < options_.max_batch) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -239,11 +251,13 @@ void EventLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
     m.failures.Inc();
     core::LogError("event log commit failed: " + e.message,
                    {{"event.action", "event_log.commit_failed"}, {"batch.size", batch.size()}});
-    for (auto& p : batch) p->done.set_value(e);
+    for (auto& p : batch)
+      p->done.set_value(e);
   };
 
   Connection& conn = *writer_;
-  if (Status s = conn.Begin(); !s) return fail_all(s.error());
+  if (Status s = conn.Begin(); !s)
+    return fail_all(s.error());
 
   // Re-read the head inside the transaction: with PostgreSQL another server
   // may have appended since our last commit. The advisory lock serialises
@@ -303,13 +317,15 @@ void EventLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
   {
     std::lock_guard lock(mu_);
     for (auto& r : results) {
-      if (!r) continue;
+      if (!r)
+        continue;
       for (const Event& e : *r) {
         recent_.push_back(e);
         ++appended;
       }
     }
-    while (recent_.size() > options_.recent_cache) recent_.pop_front();
+    while (recent_.size() > options_.recent_cache)
+      recent_.pop_front();
     head_seq_.store(seq, std::memory_order_release);
     head_hash_ = prev;
   }
@@ -325,8 +341,10 @@ void EventLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
     std::lock_guard lock(mu_);
     listeners = listeners_;
   }
-  for (auto& l : listeners) l(seq);
-  for (size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value(std::move(results[i]));
+  for (auto& l : listeners)
+    l(seq);
+  for (size_t i = 0; i < batch.size(); ++i)
+    batch[i]->done.set_value(std::move(results[i]));
 }
 
 void EventLog::AddCommitListener(std::function<void(int64_t)> listener) {
@@ -348,9 +366,11 @@ Result<std::vector<Event>> EventLog::Read(const EventQuery& query) {
     if (!recent_.empty() && recent_.front().seq <= query.after_seq + 1) {
       std::vector<Event> out;
       for (const Event& e : recent_) {
-        if (e.seq <= query.after_seq || !Matches(e, query)) continue;
+        if (e.seq <= query.after_seq || !Matches(e, query))
+          continue;
         out.push_back(e);
-        if (static_cast<int>(out.size()) >= limit) break;
+        if (static_cast<int>(out.size()) >= limit)
+          break;
       }
       return out;
     }
@@ -358,7 +378,8 @@ Result<std::vector<Event>> EventLog::Read(const EventQuery& query) {
   std::string sql = fmt::format("SELECT {} FROM events WHERE seq > ?", kEventColumns);
   std::vector<Value> params{query.after_seq};
   auto add = [&](std::string_view column, const std::string& value) {
-    if (value.empty()) return;
+    if (value.empty())
+      return;
     sql += fmt::format(" AND {} = ?", column);
     params.emplace_back(value);
   };
@@ -372,7 +393,8 @@ Result<std::vector<Event>> EventLog::Read(const EventQuery& query) {
   ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
   std::vector<Event> out;
   out.reserve(rows.size());
-  for (const Row& r : rows) out.push_back(EventFromRow(r));
+  for (const Row& r : rows)
+    out.push_back(EventFromRow(r));
   return out;
 }
 
@@ -385,7 +407,8 @@ Result<VerifyReport> EventLog::Verify() {
       fmt::format("SELECT {} FROM events WHERE seq >= ? ORDER BY seq LIMIT 2000", kEventColumns);
   for (;;) {
     ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, {expected}));
-    if (rows.empty()) break;
+    if (rows.empty())
+      break;
     for (const Row& r : rows) {
       Event e = EventFromRow(r);
       ++report.checked;
@@ -402,7 +425,8 @@ Result<VerifyReport> EventLog::Verify() {
       } else if (ComputeEventHash(e) != e.hash) {
         broken("stored hash does not match the event's contents (event was altered)");
       }
-      if (!report.ok) return report;
+      if (!report.ok)
+        return report;
       prev = e.hash;
       ++expected;
     }
@@ -425,7 +449,8 @@ EventLog::Subscription::Subscription(EventLog* log, std::string name, int64_t af
 EventLog::Subscription::~Subscription() {
   stop_.store(true);
   log_->commit_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable())
+    thread_.join();
 }
 
 void EventLog::Subscription::Run() {
@@ -434,26 +459,29 @@ void EventLog::Subscription::Run() {
   while (!stop_.load()) {
     int64_t cursor = cursor_.load();
     lag.Set(static_cast<double>(log_->head_seq() - cursor));
-    if (!log_->WaitForNewer(cursor, Clock::now() + std::chrono::milliseconds(200))) continue;
+    if (!log_->WaitForNewer(cursor, Clock::now() + std::chrono::milliseconds(200)))
+      continue;
     auto events = log_->Read({.after_seq = cursor, .limit = 500});
     if (!events) {
-      core::LogWarn("subscription read failed: " + events.error().message,
-                    {{"event.action", "event_log.subscription_read_failed"},
-                     {"subscriber", name_}});
+      core::LogWarn(
+          "subscription read failed: " + events.error().message,
+          {{"event.action", "event_log.subscription_read_failed"}, {"subscriber", name_}});
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
     for (const Event& e : *events) {
       while (!stop_.load()) {
         Status s = handler_(e);
-        if (s) break;
+        if (s)
+          break;
         core::LogWarn("subscriber failed on event, will retry: " + s.error().message,
                       {{"event.action", "event_log.subscriber_failed"},
                        {"subscriber", name_},
                        {"event.sequence", e.seq}});
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
       }
-      if (stop_.load()) return;
+      if (stop_.load())
+        return;
       cursor_.store(e.seq);
       lag.Set(static_cast<double>(log_->head_seq() - e.seq));
     }

@@ -63,10 +63,10 @@ struct EventQuery {
 
 struct VerifyReport {
   bool ok = true;
-  int64_t checked = 0;       // events examined
-  int64_t head_seq = 0;      // last seq seen
-  int64_t first_bad_seq = 0; // first broken link, 0 when ok
-  std::string problem;       // what is wrong with it
+  int64_t checked = 0;        // events examined
+  int64_t head_seq = 0;       // last seq seen
+  int64_t first_bad_seq = 0;  // first broken link, 0 when ok
+  std::string problem;        // what is wrong with it
   Json ToJson() const;
 };
 
@@ -86,8 +86,8 @@ class CommandTx {
 using Command = std::function<Status(CommandTx& tx)>;
 
 struct EventLogOptions {
-  size_t max_batch = 512;        // commands per group commit
-  size_t recent_cache = 8192;    // recent events kept in memory for readers
+  size_t max_batch = 512;      // commands per group commit
+  size_t recent_cache = 8192;  // recent events kept in memory for readers
 };
 
 class EventLog {

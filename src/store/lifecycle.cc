@@ -1,8 +1,8 @@
 #include "store/lifecycle.h"
 
-#include <fmt/format.h>
-
 #include <mutex>
+
+#include <fmt/format.h>
 
 namespace kervan::store {
 namespace {
@@ -16,7 +16,8 @@ Entity EntityFromRow(const Row& r) {
   e.id = r.Text(1);
   e.state = r.Text(2);
   e.data = Json::parse(r.Text(3), nullptr, false);
-  if (e.data.is_discarded()) e.data = Json::object();
+  if (e.data.is_discarded())
+    e.data = Json::object();
   e.created_seq = r.Int(4);
   e.updated_seq = r.Int(5);
   e.created_us = r.Int(6);
@@ -26,11 +27,12 @@ Entity EntityFromRow(const Row& r) {
 
 Result<std::optional<Entity>> Load(Connection& conn, const std::string& kind,
                                    const std::string& id) {
-  ASSIGN_OR_RETURN(Rows rows,
-                   conn.Query(fmt::format("SELECT {} FROM entities WHERE kind = ? AND id = ?",
-                                          kEntityColumns),
-                              {kind, id}));
-  if (rows.empty()) return std::optional<Entity>();
+  ASSIGN_OR_RETURN(
+      Rows rows,
+      conn.Query(fmt::format("SELECT {} FROM entities WHERE kind = ? AND id = ?", kEntityColumns),
+                 {kind, id}));
+  if (rows.empty())
+    return std::optional<Entity>();
   return std::optional<Entity>(EntityFromRow(rows[0]));
 }
 
@@ -77,8 +79,8 @@ Status ValidateEntityId(const std::string& id) {
               c == ':' || c == '@';
     if (!ok) {
       return core::InvalidArgument(
-          fmt::format("field \"id\": character '{}' is not allowed (use letters, digits, . _ - : @)",
-                      c),
+          fmt::format(
+              "field \"id\": character '{}' is not allowed (use letters, digits, . _ - : @)", c),
           "id");
     }
   }
@@ -92,7 +94,8 @@ Status Lifecycles::Register(core::StateMachine machine) {
   std::unique_lock lock(mu_);
   std::string kind = machine.kind();
   if (machines_.contains(kind)) {
-    return core::AlreadyExists(fmt::format("state machine for kind \"{}\" already registered", kind));
+    return core::AlreadyExists(
+        fmt::format("state machine for kind \"{}\" already registered", kind));
   }
   machines_[kind] = std::make_unique<core::StateMachine>(std::move(machine));
   return core::Ok();
@@ -107,30 +110,36 @@ const core::StateMachine* Lifecycles::Find(const std::string& kind) const {
 std::vector<const core::StateMachine*> Lifecycles::All() const {
   std::shared_lock lock(mu_);
   std::vector<const core::StateMachine*> out;
-  for (const auto& [_, m] : machines_) out.push_back(m.get());
+  for (const auto& [_, m] : machines_)
+    out.push_back(m.get());
   return out;
 }
 
 Result<Entity> Lifecycles::CreateIn(CommandTx& tx, const std::string& kind, std::string id,
                                     Json data, const CommandContext& ctx) const {
   const core::StateMachine* machine = Find(kind);
-  if (machine == nullptr) return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
-  if (id.empty()) id = core::NewUuidV7();
-  if (data.is_null()) data = Json::object();
+  if (machine == nullptr)
+    return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
+  if (id.empty())
+    id = core::NewUuidV7();
+  if (data.is_null())
+    data = Json::object();
   RETURN_IF_ERROR(ValidateEntityId(id));
-  if (!data.is_object()) return core::InvalidArgument("field \"data\": must be an object", "data");
+  if (!data.is_object())
+    return core::InvalidArgument("field \"data\": must be an object", "data");
   ASSIGN_OR_RETURN(auto existing, Load(tx.conn(), kind, id));
-  if (existing) return core::AlreadyExists(fmt::format("{} \"{}\" already exists", kind, id));
+  if (existing)
+    return core::AlreadyExists(fmt::format("{} \"{}\" already exists", kind, id));
 
-  ASSIGN_OR_RETURN(Event ev, tx.Append({.type = kind + ".created",
-                                        .subject_kind = kind,
-                                        .subject_id = id,
-                                        .actor = ctx.actor,
-                                        .reason = "",
-                                        .correlation_id = ctx.correlation_id,
-                                        .causation_id = ctx.causation_id,
-                                        .data = {{"state", machine->initial_state()},
-                                                 {"data", data}}}));
+  ASSIGN_OR_RETURN(Event ev,
+                   tx.Append({.type = kind + ".created",
+                              .subject_kind = kind,
+                              .subject_id = id,
+                              .actor = ctx.actor,
+                              .reason = "",
+                              .correlation_id = ctx.correlation_id,
+                              .causation_id = ctx.causation_id,
+                              .data = {{"state", machine->initial_state()}, {"data", data}}}));
   RETURN_IF_ERROR(ApplyToProjection(tx.conn(), kind, id, ev.type,
                                     {{"state", machine->initial_state()}, {"data", data}}, ev.seq,
                                     ev.time_us));
@@ -142,9 +151,11 @@ Result<Entity> Lifecycles::TransitionIn(CommandTx& tx, const std::string& kind,
                                         const core::TransitionRequest& request,
                                         const CommandContext& ctx) const {
   const core::StateMachine* machine = Find(kind);
-  if (machine == nullptr) return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
+  if (machine == nullptr)
+    return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
   ASSIGN_OR_RETURN(auto loaded, Load(tx.conn(), kind, id));
-  if (!loaded) return core::NotFound(fmt::format("{} \"{}\" not found", kind, id));
+  if (!loaded)
+    return core::NotFound(fmt::format("{} \"{}\" not found", kind, id));
   Entity e = std::move(*loaded);
   ASSIGN_OR_RETURN(const core::TransitionSpec* t, machine->Check(e.state, request, e.data));
 
@@ -189,10 +200,12 @@ Result<Entity> Lifecycles::Transition(const std::string& kind, const std::string
 }
 
 Result<Entity> Lifecycles::Get(const std::string& kind, const std::string& id) {
-  if (Find(kind) == nullptr) return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
+  if (Find(kind) == nullptr)
+    return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
   ASSIGN_OR_RETURN(PooledConnection conn, log_.database().Acquire());
   ASSIGN_OR_RETURN(auto e, Load(*conn, kind, id));
-  if (!e) return core::NotFound(fmt::format("{} \"{}\" not found", kind, id));
+  if (!e)
+    return core::NotFound(fmt::format("{} \"{}\" not found", kind, id));
   return std::move(*e);
 }
 
@@ -200,7 +213,8 @@ Result<std::vector<Entity>> Lifecycles::List(const EntityListQuery& q) {
   if (Find(q.kind) == nullptr) {
     return core::NotFound(fmt::format("unknown entity kind \"{}\"", q.kind));
   }
-  std::string sql = fmt::format("SELECT {} FROM entities WHERE kind = ? AND id > ?", kEntityColumns);
+  std::string sql =
+      fmt::format("SELECT {} FROM entities WHERE kind = ? AND id > ?", kEntityColumns);
   std::vector<Value> params{q.kind, q.after_id};
   if (!q.state.empty()) {
     sql += " AND state = ?";
@@ -211,7 +225,8 @@ Result<std::vector<Entity>> Lifecycles::List(const EntityListQuery& q) {
   ASSIGN_OR_RETURN(PooledConnection conn, log_.database().Acquire());
   ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
   std::vector<Entity> out;
-  for (const Row& r : rows) out.push_back(EntityFromRow(r));
+  for (const Row& r : rows)
+    out.push_back(EntityFromRow(r));
   return out;
 }
 
@@ -226,26 +241,30 @@ Result<int64_t> Lifecycles::RebuildProjection() {
     }
     int64_t after = 0;
     for (;;) {
-      ASSIGN_OR_RETURN(Rows rows, conn.Query("SELECT seq, time_us, type, subject_kind, subject_id, "
-                                             "data FROM events WHERE seq > ? ORDER BY seq LIMIT 2000",
-                                             {after}));
-      if (rows.empty()) break;
+      ASSIGN_OR_RETURN(Rows rows,
+                       conn.Query("SELECT seq, time_us, type, subject_kind, subject_id, "
+                                  "data FROM events WHERE seq > ? ORDER BY seq LIMIT 2000",
+                                  {after}));
+      if (rows.empty())
+        break;
       for (const Row& row : rows) {
         after = row.Int(0);
         std::string kind = row.Text(3);
-        if (Find(kind) == nullptr) continue;
+        if (Find(kind) == nullptr)
+          continue;
         Json data = Json::parse(row.Text(5), nullptr, false);
         if (data.is_discarded()) {
           return core::Internal(fmt::format("event {} has unparseable data", after));
         }
-        RETURN_IF_ERROR(ApplyToProjection(conn, kind, row.Text(4), row.Text(2), data, row.Int(0),
-                                          row.Int(1)));
+        RETURN_IF_ERROR(
+            ApplyToProjection(conn, kind, row.Text(4), row.Text(2), data, row.Int(0), row.Int(1)));
         ++replayed;
       }
     }
     return core::Ok();
   });
-  if (!r) return std::move(r).error();
+  if (!r)
+    return std::move(r).error();
   return replayed;
 }
 

@@ -34,8 +34,8 @@ struct Entity {
 
 struct EntityListQuery {
   std::string kind;
-  std::string state;    // empty: any
-  std::string after_id; // keyset pagination
+  std::string state;     // empty: any
+  std::string after_id;  // keyset pagination
   int limit = 100;
 };
 

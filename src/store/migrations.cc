@@ -1,8 +1,8 @@
 #include "store/migrations.h"
 
-#include <fmt/format.h>
-
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 namespace kervan::store {
 
@@ -12,7 +12,9 @@ const std::vector<MigrationFile>& Embedded_postgres();
 
 namespace {
 
-int64_t VersionOf(const std::string& name) { return std::strtoll(name.c_str(), nullptr, 10); }
+int64_t VersionOf(const std::string& name) {
+  return std::strtoll(name.c_str(), nullptr, 10);
+}
 
 constexpr std::string_view kCreateTable =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -29,7 +31,8 @@ Result<std::vector<AppliedMigration>> ListAppliedMigrations(Connection& conn) {
   ASSIGN_OR_RETURN(Rows rows, conn.Query("SELECT version, name, checksum, applied_us FROM "
                                          "schema_migrations ORDER BY version"));
   std::vector<AppliedMigration> out;
-  for (const Row& r : rows) out.push_back({r.Int(0), r.Text(1), r.Text(2), r.Int(3)});
+  for (const Row& r : rows)
+    out.push_back({r.Int(0), r.Text(1), r.Text(2), r.Int(3)});
   return out;
 }
 
@@ -45,8 +48,9 @@ Result<std::vector<AppliedMigration>> ApplyMigrations(Database& db) {
     ASSIGN_OR_RETURN(auto applied, ListAppliedMigrations(c));
     const auto& files = EmbeddedMigrations(db.dialect());
     for (const auto& a : applied) {
-      auto it = std::find_if(files.begin(), files.end(),
-                             [&](const MigrationFile& f) { return VersionOf(f.name) == a.version; });
+      auto it = std::find_if(files.begin(), files.end(), [&](const MigrationFile& f) {
+        return VersionOf(f.name) == a.version;
+      });
       if (it == files.end()) {
         return core::FailedPrecondition(fmt::format(
             "database has migration {} ({}) that this binary does not know; is it older than "
@@ -62,7 +66,8 @@ Result<std::vector<AppliedMigration>> ApplyMigrations(Database& db) {
       int64_t version = VersionOf(f.name);
       bool done = std::any_of(applied.begin(), applied.end(),
                               [&](const AppliedMigration& a) { return a.version == version; });
-      if (done) continue;
+      if (done)
+        continue;
       // DDL is transactional on both backends, so a failed file leaves nothing behind.
       RETURN_IF_ERROR(c.ExecScript(f.sql));
       AppliedMigration rec{version, f.name, core::Sha256Hex(f.sql), core::NowMicros()};
@@ -75,14 +80,16 @@ Result<std::vector<AppliedMigration>> ApplyMigrations(Database& db) {
     }
     return core::Ok();
   });
-  if (!s) return std::move(s).error();
+  if (!s)
+    return std::move(s).error();
   return newly;
 }
 
 Result<bool> MigrationsCurrent(Database& db) {
   ASSIGN_OR_RETURN(PooledConnection conn, db.Acquire());
   auto applied = ListAppliedMigrations(*conn);
-  if (!applied) return false;  // table missing: not migrated
+  if (!applied)
+    return false;  // table missing: not migrated
   return applied->size() == EmbeddedMigrations(db.dialect()).size();
 }
 

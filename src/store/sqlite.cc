@@ -1,8 +1,10 @@
 #include "store/sqlite.h"
 
-#include <fmt/format.h>
 #include <map>
+
 #include <sqlite3.h>
+
+#include <fmt/format.h>
 
 namespace kervan::store {
 namespace {
@@ -12,11 +14,13 @@ using core::ErrorCode;
 
 Error SqliteError(sqlite3* db, int rc, std::string_view what) {
   int ext = db ? sqlite3_extended_errcode(db) : rc;
-  std::string msg = fmt::format("sqlite: {}: {}", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  std::string msg =
+      fmt::format("sqlite: {}: {}", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
     return core::AlreadyExists(msg);
   }
-  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return core::Unavailable(msg);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+    return core::Unavailable(msg);
   return core::Internal(msg);
 }
 
@@ -24,7 +28,8 @@ class SqliteConnection final : public Connection {
  public:
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
   ~SqliteConnection() override {
-    for (auto& [_, stmt] : cache_) sqlite3_finalize(stmt);
+    for (auto& [_, stmt] : cache_)
+      sqlite3_finalize(stmt);
     sqlite3_close_v2(db_);
   }
 
@@ -62,13 +67,16 @@ class SqliteConnection final : public Connection {
  private:
   Result<sqlite3_stmt*> Prepare(std::string_view sql) {
     auto it = cache_.find(std::string(sql));
-    if (it != cache_.end()) return it->second;
+    if (it != cache_.end())
+      return it->second;
     sqlite3_stmt* stmt = nullptr;
     int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                                 SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-    if (rc != SQLITE_OK) return SqliteError(db_, rc, "prepare");
+    if (rc != SQLITE_OK)
+      return SqliteError(db_, rc, "prepare");
     if (cache_.size() > 256) {  // bound the cache; ad-hoc SQL should not grow it forever
-      for (auto& [_, s] : cache_) sqlite3_finalize(s);
+      for (auto& [_, s] : cache_)
+        sqlite3_finalize(s);
       cache_.clear();
     }
     cache_.emplace(std::string(sql), stmt);
@@ -93,29 +101,42 @@ class SqliteConnection final : public Connection {
       int rc = std::visit(
           [&](const auto& v) -> int {
             using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::monostate>) return sqlite3_bind_null(stmt, idx);
-            else if constexpr (std::is_same_v<T, int64_t>) return sqlite3_bind_int64(stmt, idx, v);
-            else if constexpr (std::is_same_v<T, double>) return sqlite3_bind_double(stmt, idx, v);
+            if constexpr (std::is_same_v<T, std::monostate>)
+              return sqlite3_bind_null(stmt, idx);
+            else if constexpr (std::is_same_v<T, int64_t>)
+              return sqlite3_bind_int64(stmt, idx, v);
+            else if constexpr (std::is_same_v<T, double>)
+              return sqlite3_bind_double(stmt, idx, v);
             else
               return sqlite3_bind_text64(stmt, idx, v.data(), v.size(), SQLITE_TRANSIENT,
                                          SQLITE_UTF8);
           },
           params[i]);
-      if (rc != SQLITE_OK) return SqliteError(db_, rc, "bind");
+      if (rc != SQLITE_OK)
+        return SqliteError(db_, rc, "bind");
     }
     for (;;) {
       int rc = sqlite3_step(stmt);
-      if (rc == SQLITE_DONE) return core::Ok();
-      if (rc != SQLITE_ROW) return SqliteError(db_, rc, "step");
-      if (rows == nullptr) continue;
+      if (rc == SQLITE_DONE)
+        return core::Ok();
+      if (rc != SQLITE_ROW)
+        return SqliteError(db_, rc, "step");
+      if (rows == nullptr)
+        continue;
       Row row;
       int n = sqlite3_column_count(stmt);
       row.cols.reserve(n);
       for (int c = 0; c < n; ++c) {
         switch (sqlite3_column_type(stmt, c)) {
-          case SQLITE_NULL: row.cols.emplace_back(std::monostate{}); break;
-          case SQLITE_INTEGER: row.cols.emplace_back(int64_t{sqlite3_column_int64(stmt, c)}); break;
-          case SQLITE_FLOAT: row.cols.emplace_back(sqlite3_column_double(stmt, c)); break;
+          case SQLITE_NULL:
+            row.cols.emplace_back(std::monostate{});
+            break;
+          case SQLITE_INTEGER:
+            row.cols.emplace_back(int64_t{sqlite3_column_int64(stmt, c)});
+            break;
+          case SQLITE_FLOAT:
+            row.cols.emplace_back(sqlite3_column_double(stmt, c));
+            break;
           default: {
             const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, c));
             row.cols.emplace_back(std::string(p ? p : "", sqlite3_column_bytes(stmt, c)));
@@ -132,9 +153,9 @@ class SqliteConnection final : public Connection {
 
 Result<std::unique_ptr<Connection>> Connect(const SqliteOptions& options) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(options.path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Error e = core::Unavailable(fmt::format("sqlite: cannot open {}: {}", options.path,
                                             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));

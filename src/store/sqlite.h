@@ -6,8 +6,8 @@
 namespace kervan::store {
 
 struct SqliteOptions {
-  std::string path;        // database file; ":memory:" is not supported (pool)
-  size_t pool_size = 8;    // reader connections
+  std::string path;      // database file; ":memory:" is not supported (pool)
+  size_t pool_size = 8;  // reader connections
   int busy_timeout_ms = 5000;
 };
 

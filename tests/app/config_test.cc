@@ -1,17 +1,18 @@
-#include <gtest/gtest.h>
-#include <stdlib.h>
+#include "app/config.h"
 
 #include <filesystem>
 #include <fstream>
 
-#include "app/config.h"
+#include <stdlib.h>
+
+#include <gtest/gtest.h>
 
 namespace kervan::app {
 namespace {
 
 std::string WriteFile(const std::string& text) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("kervan-config-" + core::NewUuidV7() + ".yaml");
+  auto path =
+      std::filesystem::temp_directory_path() / ("kervan-config-" + core::NewUuidV7() + ".yaml");
   std::ofstream(path) << text;
   return path.string();
 }

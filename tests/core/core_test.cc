@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "core/core.h"
+
+#include <gtest/gtest.h>
 
 namespace kervan::core {
 namespace {
@@ -63,16 +63,16 @@ TEST_P(ObjectReaderCases, NamesTheOffendingField) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Table, ObjectReaderCases,
-    ::testing::Values(ReaderCase{R"({"name":"a"})", ""},
-                      ReaderCase{R"({"name":"a","n":3,"data":{"k":1}})", ""},
-                      ReaderCase{R"({})", "name"}, ReaderCase{R"({"name":5})", "name"},
-                      ReaderCase{R"({"name":"a","n":"3"})", "n"},
-                      ReaderCase{R"({"name":"a","n":11})", "n"},
-                      ReaderCase{R"({"name":"a","data":[1]})", "data"},
-                      ReaderCase{R"({"name":"a","extra":true})", "extra"},
-                      ReaderCase{R"([1,2])", "body"}));
+INSTANTIATE_TEST_SUITE_P(Table, ObjectReaderCases,
+                         ::testing::Values(ReaderCase{R"({"name":"a"})", ""},
+                                           ReaderCase{R"({"name":"a","n":3,"data":{"k":1}})", ""},
+                                           ReaderCase{R"({})", "name"},
+                                           ReaderCase{R"({"name":5})", "name"},
+                                           ReaderCase{R"({"name":"a","n":"3"})", "n"},
+                                           ReaderCase{R"({"name":"a","n":11})", "n"},
+                                           ReaderCase{R"({"name":"a","data":[1]})", "data"},
+                                           ReaderCase{R"({"name":"a","extra":true})", "extra"},
+                                           ReaderCase{R"([1,2])", "body"}));
 
 TEST(Time, Rfc3339RoundTrips) {
   int64_t t = 1795772400123456;  // 2026-11-27T...
@@ -120,13 +120,25 @@ StateMachine Machine() {
   auto m = StateMachine::Build(
       "model_version", {"Registered", "Validating", "DeploymentReady", "Rejected", "Archived"},
       "Registered",
-      {{.name = "validate", .from = {"Registered"}, .to = "Validating", .event = "validation_started"},
-       {.name = "approve", .from = {"Validating"}, .to = "DeploymentReady", .event = "approved",
+      {{.name = "validate",
+        .from = {"Registered"},
+        .to = "Validating",
+        .event = "validation_started"},
+       {.name = "approve",
+        .from = {"Validating"},
+        .to = "DeploymentReady",
+        .event = "approved",
         .reason_required = true},
-       {.name = "reject", .from = {"Validating"}, .to = "Rejected", .event = "rejected",
+       {.name = "reject",
+        .from = {"Validating"},
+        .to = "Rejected",
+        .event = "rejected",
         .reason_required = true},
-       {.name = "archive", .from = {"DeploymentReady", "Rejected"}, .to = "Archived",
-        .event = "archived", .reason_required = true}});
+       {.name = "archive",
+        .from = {"DeploymentReady", "Rejected"},
+        .to = "Archived",
+        .event = "archived",
+        .reason_required = true}});
   EXPECT_TRUE(m) << m.error().message;
   return std::move(m).value();
 }
@@ -174,7 +186,8 @@ TEST(StateMachine, IllegalTransitionListsAllowedOnes) {
 TEST(StateMachine, BuildRejectsBadDeclarations) {
   EXPECT_FALSE(StateMachine::Build("k", {"A"}, "B", {}));
   EXPECT_FALSE(StateMachine::Build("k", {"A", "A"}, "A", {}));
-  EXPECT_FALSE(StateMachine::Build("k", {"A"}, "A", {{.name = "go", .from = {"A"}, .to = "Z", .event = "went"}}));
+  EXPECT_FALSE(StateMachine::Build("k", {"A"}, "A",
+                                   {{.name = "go", .from = {"A"}, .to = "Z", .event = "went"}}));
   EXPECT_FALSE(StateMachine::Build("k", {"A"}, "A", {{.name = "go", .from = {"A"}, .to = "A"}}));
 }
 

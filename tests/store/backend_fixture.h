@@ -4,13 +4,13 @@
 // KERVAN_REQUIRE_PG=1 (the test command sets it), where they fail.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "store/store.h"
 
@@ -58,12 +58,14 @@ class BackendTest : public ::testing::TestWithParam<Dialect> {
 
   void TearDown() override {
     db_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    if (!dir_.empty())
+      std::filesystem::remove_all(dir_);
     if (!dbname_.empty()) {
       auto admin = OpenPostgres({.dsn = admin_dsn_, .pool_size = 1});
       if (admin) {
         auto c = (*admin)->Acquire();
-        if (c) (void)(*c)->Exec("DROP DATABASE IF EXISTS " + dbname_ + " WITH (FORCE)");
+        if (c)
+          (void)(*c)->Exec("DROP DATABASE IF EXISTS " + dbname_ + " WITH (FORCE)");
       }
     }
   }
@@ -84,10 +86,10 @@ inline std::string DialectParamName(const ::testing::TestParamInfo<Dialect>& inf
   return std::string(DialectName(info.param));
 }
 
-#define KERVAN_INSTANTIATE_BACKENDS(Suite)                                              \
-  INSTANTIATE_TEST_SUITE_P(Backends, Suite,                                            \
-                           ::testing::Values(::kervan::store::Dialect::kSqlite,        \
-                                             ::kervan::store::Dialect::kPostgres),     \
-                           ::kervan::store::testing::DialectParamName)
+#define KERVAN_INSTANTIATE_BACKENDS(Suite)                                                       \
+  INSTANTIATE_TEST_SUITE_P(                                                                      \
+      Backends, Suite,                                                                           \
+      ::testing::Values(::kervan::store::Dialect::kSqlite, ::kervan::store::Dialect::kPostgres), \
+      ::kervan::store::testing::DialectParamName)
 
 }  // namespace kervan::store::testing

@@ -14,31 +14,50 @@ using testing::BackendTest;
 
 // A small lifecycle for tests: draft -> review -> approved | rejected.
 core::StateMachine ReviewMachine() {
-  core::TransitionSpec submit{.name = "submit", .from = {"Draft"}, .to = "InReview",
-                              .event = "submitted", .permission = "doc.edit"};
-  core::TransitionSpec approve{.name = "approve", .from = {"InReview"}, .to = "Approved",
-                               .event = "approved", .permission = "doc.approve",
+  core::TransitionSpec submit{.name = "submit",
+                              .from = {"Draft"},
+                              .to = "InReview",
+                              .event = "submitted",
+                              .permission = "doc.edit"};
+  core::TransitionSpec approve{.name = "approve",
+                               .from = {"InReview"},
+                               .to = "Approved",
+                               .event = "approved",
+                               .permission = "doc.approve",
                                .reason_required = true};
-  core::TransitionSpec reject{.name = "reject", .from = {"InReview"}, .to = "Rejected",
-                              .event = "rejected", .permission = "doc.approve",
+  core::TransitionSpec reject{.name = "reject",
+                              .from = {"InReview"},
+                              .to = "Rejected",
+                              .event = "rejected",
+                              .permission = "doc.approve",
                               .reason_required = true};
   core::TransitionSpec publish{
-      .name = "publish", .from = {"Approved"}, .to = "Published", .event = "published",
+      .name = "publish",
+      .from = {"Approved"},
+      .to = "Published",
+      .event = "published",
       .permission = "doc.edit",
       .guard = [](const core::GuardInput& in) -> core::Status {
-        if (in.request_data.value("checks_passed", false)) return core::Ok();
+        if (in.request_data.value("checks_passed", false))
+          return core::Ok();
         return core::FailedPrecondition("guard: data.checks_passed must be true");
       },
       .guard_description = "data.checks_passed == true"};
-  auto m = core::StateMachine::Build("doc", {"Draft", "InReview", "Approved", "Rejected", "Published"},
-                                     "Draft", {submit, approve, reject, publish});
+  auto m =
+      core::StateMachine::Build("doc", {"Draft", "InReview", "Approved", "Rejected", "Published"},
+                                "Draft", {submit, approve, reject, publish});
   EXPECT_TRUE(m);
   return std::move(m).value();
 }
 
 EventDraft Draft(std::string subject, Json data = Json::object()) {
-  return {.type = "thing.happened", .subject_kind = "thing", .subject_id = std::move(subject),
-          .actor = "tester", .reason = "", .correlation_id = "req-1", .causation_id = "",
+  return {.type = "thing.happened",
+          .subject_kind = "thing",
+          .subject_id = std::move(subject),
+          .actor = "tester",
+          .reason = "",
+          .correlation_id = "req-1",
+          .causation_id = "",
           .data = std::move(data)};
 }
 
@@ -151,7 +170,8 @@ TEST_P(Store, ConcurrentAppendersShareCommitsWithoutGaps) {
       }
     });
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads)
+    th.join();
   EXPECT_EQ(failures.load(), 0);
   ASSERT_EQ(seqs.size(), size_t{kThreads * kPer});
   EXPECT_EQ(*seqs.begin(), 1);
@@ -217,8 +237,10 @@ TEST_P(Store, ReopenedLogContinuesTheChain) {
 
 TEST_P(Store, ReadFiltersAndPaginates) {
   auto log = EventLog::Open(Migrated());
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE((*log)->Append(Draft(i % 2 ? "odd" : "even")));
-  auto odd = (*log)->Read({.after_seq = 0, .limit = 100, .subject_kind = "thing", .subject_id = "odd"});
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE((*log)->Append(Draft(i % 2 ? "odd" : "even")));
+  auto odd =
+      (*log)->Read({.after_seq = 0, .limit = 100, .subject_kind = "thing", .subject_id = "odd"});
   ASSERT_TRUE(odd);
   ASSERT_EQ(odd->size(), 3u);
   EXPECT_EQ((*odd)[0].seq, 2);
@@ -230,7 +252,8 @@ TEST_P(Store, ReadFiltersAndPaginates) {
 
 TEST_P(Store, SubscriberSeesEventsInOrderAndResumes) {
   auto log = EventLog::Open(Migrated());
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*log)->Append(Draft("s")));
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE((*log)->Append(Draft("s")));
   std::mutex mu;
   std::vector<int64_t> seen;
   {
@@ -239,7 +262,8 @@ TEST_P(Store, SubscriberSeesEventsInOrderAndResumes) {
       seen.push_back(e.seq);
       return core::Ok();
     });
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*log)->Append(Draft("s")));
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE((*log)->Append(Draft("s")));
     for (int i = 0; i < 200 && sub->cursor() < 6; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -253,7 +277,8 @@ TEST_P(Store, SubscriberRetriesAFailedEvent) {
   ASSERT_TRUE((*log)->Append(Draft("r")));
   std::atomic<int> calls{0};
   auto sub = (*log)->Subscribe("flaky", 0, [&](const Event&) -> core::Status {
-    if (calls++ == 0) return core::Unavailable("first try fails");
+    if (calls++ == 0)
+      return core::Unavailable("first try fails");
     return core::Ok();
   });
   for (int i = 0; i < 300 && sub->cursor() < 1; ++i) {
@@ -272,15 +297,16 @@ TEST_P(Store, WaitForNewerWakesOnCommit) {
   bool woke = (*log)->WaitForNewer(0, std::chrono::steady_clock::now() + std::chrono::seconds(5));
   t.join();
   EXPECT_TRUE(woke);
-  EXPECT_FALSE((*log)->WaitForNewer(1, std::chrono::steady_clock::now() +
-                                           std::chrono::milliseconds(20)));
+  EXPECT_FALSE(
+      (*log)->WaitForNewer(1, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)));
 }
 
 // Someone with database access edits an event: verify names the altered one.
 TEST_P(Store, VerifyCatchesTamperedEvent) {
   Database& db = Migrated();
   auto log = EventLog::Open(db);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Append(Draft("v", {{"amount", i}})));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE((*log)->Append(Draft("v", {{"amount", i}})));
   auto conn = db.Acquire();
   // The append-only trigger refuses the edit ...
   EXPECT_FALSE((*conn)->Exec("UPDATE events SET data = '{\"amount\":1000}' WHERE seq = 3"));
@@ -301,7 +327,8 @@ TEST_P(Store, VerifyCatchesTamperedEvent) {
 TEST_P(Store, VerifyCatchesDeletedEvent) {
   Database& db = Migrated();
   auto log = EventLog::Open(db);
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*log)->Append(Draft("d")));
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE((*log)->Append(Draft("d")));
   auto conn = db.Acquire();
   if (GetParam() == Dialect::kSqlite) {
     ASSERT_TRUE((*conn)->Exec("DROP TRIGGER events_no_delete"));
@@ -319,7 +346,8 @@ class LifecycleStore : public BackendTest {
  protected:
   void SetUp() override {
     BackendTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
+    if (IsSkipped() || HasFatalFailure())
+      return;
     auto log = EventLog::Open(Migrated());
     ASSERT_TRUE(log);
     log_ = std::move(log).value();
@@ -349,7 +377,8 @@ TEST_P(LifecycleStore, CreateAndTransitionRecordEvents) {
   ASSERT_TRUE(got);
   EXPECT_EQ(got->state, "InReview");
   EXPECT_EQ(got->updated_seq, 2);
-  auto events = log_->Read({.after_seq = 0, .limit = 10, .subject_kind = "doc", .subject_id = "d1"});
+  auto events =
+      log_->Read({.after_seq = 0, .limit = 10, .subject_kind = "doc", .subject_id = "d1"});
   ASSERT_EQ(events->size(), 2u);
   EXPECT_EQ((*events)[0].type, "doc.created");
   EXPECT_EQ((*events)[1].type, "doc.submitted");
@@ -375,8 +404,8 @@ TEST_P(LifecycleStore, ManualInterventionNeedsAReason) {
   auto r = lifecycles_->Transition("doc", "d3", {.transition = "reject", .reason = "  "}, Ctx());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().field, "reason");
-  auto ok = lifecycles_->Transition("doc", "d3",
-                                    {.transition = "reject", .reason = "numbers are wrong"}, Ctx("bob"));
+  auto ok = lifecycles_->Transition(
+      "doc", "d3", {.transition = "reject", .reason = "numbers are wrong"}, Ctx("bob"));
   ASSERT_TRUE(ok);
   auto events = log_->Read({.after_seq = 0, .limit = 10, .type = "doc.rejected"});
   ASSERT_EQ(events->size(), 1u);
@@ -387,13 +416,16 @@ TEST_P(LifecycleStore, ManualInterventionNeedsAReason) {
 TEST_P(LifecycleStore, GuardRefusesWithoutEvidence) {
   ASSERT_TRUE(lifecycles_->Create("doc", "d4", {}, Ctx()));
   ASSERT_TRUE(lifecycles_->Transition("doc", "d4", {.transition = "submit"}, Ctx()));
-  ASSERT_TRUE(lifecycles_->Transition("doc", "d4", {.transition = "approve", .reason = "fine"}, Ctx()));
+  ASSERT_TRUE(
+      lifecycles_->Transition("doc", "d4", {.transition = "approve", .reason = "fine"}, Ctx()));
   Json no = {{"checks_passed", false}};
-  auto r = lifecycles_->Transition("doc", "d4", {.transition = "publish", .request_data = &no}, Ctx());
+  auto r =
+      lifecycles_->Transition("doc", "d4", {.transition = "publish", .request_data = &no}, Ctx());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().details["guard"], "data.checks_passed == true");
   Json yes = {{"checks_passed", true}};
-  EXPECT_TRUE(lifecycles_->Transition("doc", "d4", {.transition = "publish", .request_data = &yes}, Ctx()));
+  EXPECT_TRUE(
+      lifecycles_->Transition("doc", "d4", {.transition = "publish", .request_data = &yes}, Ctx()));
 }
 
 TEST_P(LifecycleStore, DuplicateAndBadIdsAreRejected) {
@@ -417,7 +449,8 @@ TEST_P(LifecycleStore, RebuiltProjectionEqualsLiveProjection) {
       ASSERT_TRUE(lifecycles_->Transition("doc", id, {.transition = "submit"}, Ctx()));
     }
     if (i % 4 == 0) {
-      ASSERT_TRUE(lifecycles_->Transition("doc", id, {.transition = "approve", .reason = "r"}, Ctx()));
+      ASSERT_TRUE(
+          lifecycles_->Transition("doc", id, {.transition = "approve", .reason = "r"}, Ctx()));
     }
     if (i % 3 == 0) {  // illegal for some: must leave no trace
       (void)lifecycles_->Transition("doc", id, {.transition = "reject", .reason = "r"}, Ctx());
