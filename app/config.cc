@@ -21,6 +21,7 @@ struct KeySpec {
 constexpr KeySpec kKeys[] = {
     {"data_dir", "./var/kervan", "directory for the SQLite database and local files"},
     {"log.level", "info", "debug | info | warn | error"},
+    {"log.events", "true", "also log every committed event (ECS) for shipping to ELK"},
     {"server.address", "127.0.0.1", "address to listen on"},
     {"server.port", "8080", "port to listen on (0 = any free port)"},
     {"server.io_threads", "2", "threads running network I/O"},
@@ -157,6 +158,7 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
                     c.log_level),
         "log.level");
   }
+  ASSIGN_OR_RETURN(c.log_events, BoolValue(c, "log.events"));
   c.server_address = str("server.address");
   ASSIGN_OR_RETURN(c.server_port, IntValue(c, "server.port", 0, 65535));
   ASSIGN_OR_RETURN(c.io_threads, IntValue(c, "server.io_threads", 1, 64));

@@ -17,6 +17,7 @@ namespace kervan::app {
 struct Config {
   std::string data_dir;
   std::string log_level;
+  bool log_events = true;
 
   std::string server_address;
   int server_port = 8080;

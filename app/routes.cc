@@ -58,6 +58,7 @@ Result<store::EventQuery> EventQueryFrom(const Request& req) {
 // ---- lifecycles and entities ----------------------------------------------
 
 Result<Json> CreateEntity(Services& s, const Request& req) {
+  RETURN_IF_ERROR(CheckQuery(req, {}));
   ASSIGN_OR_RETURN(Json body, req.JsonBody());
   ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
   ASSIGN_OR_RETURN(auto id, r.OptionalString("id"));
@@ -69,6 +70,7 @@ Result<Json> CreateEntity(Services& s, const Request& req) {
 }
 
 Result<Json> TransitionEntity(Services& s, const Request& req) {
+  RETURN_IF_ERROR(CheckQuery(req, {}));
   ASSIGN_OR_RETURN(Json body, req.JsonBody());
   ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
   ASSIGN_OR_RETURN(std::string transition, r.RequiredString("transition"));
@@ -166,7 +168,9 @@ asio::awaitable<void> StreamEvents(Services& s, asio::thread_pool& pool, const R
   uint64_t seen = s.commits.generation();
   while (stream.open()) {
     store::EventQuery query = *q;
-    auto events = co_await http::Offload(pool, [&s, query] { return s.log.Read(query); });
+    // By reference: `query` outlives the co_await, and g++ 12 corrupts a closure temporary that
+    // holds strings when it is a co_await operand's argument (double free on the pool thread).
+    auto events = co_await http::Offload(pool, [&s, &query] { return s.log.Read(query); });
     if (!events) {
       core::LogWarn("event stream read failed: " + events.error().message,
                     {{"event.action", "events.stream_failed"}});

@@ -66,6 +66,28 @@ int RunServer(const ServerRunOptions& options) {
   if (auto s = RegisterLifecycles(lifecycles); !s)
     return fail(s.error(), "bad lifecycle");
 
+  // Ship the audit trail with the logs: every committed event becomes an ECS
+  // line. Durable cursor, so a restart neither repeats nor skips events.
+  std::unique_ptr<store::EventLog::Subscription> event_shipper;
+  if (config.log_events) {
+    auto sub = (*log)->SubscribeDurable("log_shipper", [](const store::Event& e) -> core::Status {
+      core::LogInfo(fmt::format("{} {}/{} by {}", e.type, e.subject_kind, e.subject_id, e.actor),
+                    {{"event.action", e.type},
+                     {"event.kind", "event"},
+                     {"event.sequence", e.seq},
+                     {"event.id", e.id},
+                     {"event.reason", e.reason},
+                     {"user.name", e.actor},
+                     {"trace.id", e.correlation_id},
+                     {"kervan.subject.kind", e.subject_kind},
+                     {"kervan.subject.id", e.subject_id}});
+      return core::Ok();
+    });
+    if (!sub)
+      return fail(sub.error(), "cannot subscribe the event log shipper");
+    event_shipper = std::move(sub).value();
+  }
+
   http::AsyncSignal commits;
   (*log)->AddCommitListener([&commits](int64_t) { commits.Notify(); });
   http::asio::thread_pool stream_pool(2);
@@ -104,6 +126,7 @@ int RunServer(const ServerRunOptions& options) {
   server.Shutdown(std::chrono::seconds(config.shutdown_grace_s));
   server.Wait();
   stream_pool.join();
+  event_shipper.reset();
   (*log)->Stop();
   core::LogInfo("stopped", {{"event.action", "server.stopped"}});
   return 0;

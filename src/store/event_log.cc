@@ -437,12 +437,26 @@ Result<VerifyReport> EventLog::Verify() {
 std::unique_ptr<EventLog::Subscription> EventLog::Subscribe(
     std::string name, int64_t after_seq, std::function<Status(const Event&)> handler) {
   return std::unique_ptr<Subscription>(
-      new Subscription(this, std::move(name), after_seq, std::move(handler)));
+      new Subscription(this, std::move(name), after_seq, std::move(handler), false));
+}
+
+Result<std::unique_ptr<EventLog::Subscription>> EventLog::SubscribeDurable(
+    std::string name, std::function<Status(const Event&)> handler) {
+  ASSIGN_OR_RETURN(PooledConnection conn, db_.Acquire());
+  ASSIGN_OR_RETURN(
+      Rows rows, conn->Query("SELECT cursor_seq FROM event_subscriptions WHERE name = ?", {name}));
+  int64_t after = rows.empty() ? 0 : rows[0].Int(0);
+  return std::unique_ptr<Subscription>(
+      new Subscription(this, std::move(name), after, std::move(handler), true));
 }
 
 EventLog::Subscription::Subscription(EventLog* log, std::string name, int64_t after,
-                                     std::function<Status(const Event&)> handler)
-    : log_(log), name_(std::move(name)), handler_(std::move(handler)), cursor_(after) {
+                                     std::function<Status(const Event&)> handler, bool durable)
+    : log_(log),
+      name_(std::move(name)),
+      handler_(std::move(handler)),
+      cursor_(after),
+      durable_(durable) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -485,6 +499,29 @@ void EventLog::Subscription::Run() {
       cursor_.store(e.seq);
       lag.Set(static_cast<double>(log_->head_seq() - e.seq));
     }
+    // One write per delivered batch, not per event.
+    if (durable_ && !events->empty())
+      SaveCursor(events->back().seq);
+  }
+}
+
+void EventLog::Subscription::SaveCursor(int64_t seq) {
+  auto conn = log_->db_.Acquire();
+  Status s = conn ? Status() : Status(conn.error());
+  if (conn) {
+    auto r = (*conn)->Exec(
+        "INSERT INTO event_subscriptions (name, cursor_seq, updated_us) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET cursor_seq = excluded.cursor_seq, "
+        "updated_us = excluded.updated_us",
+        {name_, seq, core::NowMicros()});
+    if (!r)
+      s = r.error();
+  }
+  if (!s) {
+    // Not fatal: the next batch saves again; a crash before then only means
+    // those events are delivered once more.
+    core::LogWarn("cannot save subscription cursor: " + s.error().message,
+                  {{"event.action", "event_log.cursor_save_failed"}, {"subscriber", name_}});
   }
 }
 

@@ -127,6 +127,12 @@ class EventLog {
   // returns an error, it is logged and retried after a pause (at-least-once).
   std::unique_ptr<Subscription> Subscribe(std::string name, int64_t after_seq,
                                           std::function<Status(const Event&)> handler);
+  // Like Subscribe, but the cursor lives in the event_subscriptions table
+  // under `name`: delivery resumes after the last event the handler
+  // finished, across restarts (at-least-once: an event being handled at a
+  // crash is delivered again).
+  Result<std::unique_ptr<Subscription>> SubscribeDurable(
+      std::string name, std::function<Status(const Event&)> handler);
 
   // Stops accepting commands, finishes the batch in flight, stops the writer.
   void Stop();
@@ -165,14 +171,16 @@ class EventLog::Subscription {
  private:
   friend class EventLog;
   Subscription(EventLog* log, std::string name, int64_t after,
-               std::function<Status(const Event&)> handler);
+               std::function<Status(const Event&)> handler, bool durable);
   void Run();
+  void SaveCursor(int64_t seq);
 
   EventLog* log_;
   std::string name_;
   std::function<Status(const Event&)> handler_;
   std::atomic<int64_t> cursor_;
   std::atomic<bool> stop_{false};
+  bool durable_ = false;
   std::thread thread_;
 };
 

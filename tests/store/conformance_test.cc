@@ -288,6 +288,38 @@ TEST_P(Store, SubscriberRetriesAFailedEvent) {
   EXPECT_EQ(calls.load(), 2);
 }
 
+TEST_P(Store, DurableSubscriberResumesAfterRestart) {
+  Database& db = Migrated();
+  auto log = EventLog::Open(db);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE((*log)->Append(Draft("p")));
+  std::mutex mu;
+  std::vector<int64_t> seen;
+  auto handler = [&](const Event& e) -> core::Status {
+    std::lock_guard lock(mu);
+    seen.push_back(e.seq);
+    return core::Ok();
+  };
+  auto wait_for = [](EventLog::Subscription& sub, int64_t seq) {
+    for (int i = 0; i < 300 && sub.cursor() < seq; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  {
+    auto sub = (*log)->SubscribeDurable("shipper", handler);
+    ASSERT_TRUE(sub) << sub.error().ToString();
+    wait_for(**sub, 3);
+    EXPECT_EQ((*sub)->cursor(), 3);
+  }
+  ASSERT_TRUE((*log)->Append(Draft("p")));
+  ASSERT_TRUE((*log)->Append(Draft("p")));
+  auto again = (*log)->SubscribeDurable("shipper", handler);
+  ASSERT_TRUE(again);
+  wait_for(**again, 5);
+  again->reset();
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
 TEST_P(Store, WaitForNewerWakesOnCommit) {
   auto log = EventLog::Open(Migrated());
   std::thread t([&] {
