@@ -62,6 +62,10 @@ Result<Json> CreateEntity(Services& s, const Request& req) {
   ASSIGN_OR_RETURN(Json body, req.JsonBody());
   ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
   ASSIGN_OR_RETURN(auto id, r.OptionalString("id"));
+  if (id && id->empty()) {
+    // Leave "id" out to get a generated one; an explicit "" is a mistake.
+    return core::InvalidArgument("field \"id\": must not be empty (omit it to generate one)", "id");
+  }
   ASSIGN_OR_RETURN(Json data, r.OptionalObject("data"));
   RETURN_IF_ERROR(r.Finish());
   ASSIGN_OR_RETURN(store::Entity e,
