@@ -27,7 +27,11 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 
 // Beast 1.74 speaks boost::string_view; these convert at the boundary.
-inline std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
-inline beast::string_view ToBeast(std::string_view s) { return {s.data(), s.size()}; }
+inline std::string_view ToStd(beast::string_view s) {
+  return {s.data(), s.size()};
+}
+inline beast::string_view ToBeast(std::string_view s) {
+  return {s.data(), s.size()};
+}
 
 }  // namespace kervan::http

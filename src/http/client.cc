@@ -16,7 +16,9 @@ using ErrorCode = boost::system::error_code;
 
 constexpr std::string_view kUserAgent = "kervan-client/0.1";
 
-auto Redirect(ErrorCode& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+auto Redirect(ErrorCode& ec) {
+  return asio::redirect_error(asio::use_awaitable, ec);
+}
 
 core::Error DeadlineExceeded(std::string message) {
   return {core::ErrorCode::kDeadlineExceeded, std::move(message), {}, nullptr};
@@ -38,7 +40,9 @@ struct Call {
   bhttp::request<bhttp::string_body> request;
 };
 
-bool IsTimeout(const ErrorCode& ec) { return ec == beast::error::timeout; }
+bool IsTimeout(const ErrorCode& ec) {
+  return ec == beast::error::timeout;
+}
 
 // Resolves and connects; on failure returns the error for the caller.
 asio::awaitable<std::optional<core::Error>> Connect(Call& call, beast::tcp_stream& stream) {
@@ -52,8 +56,9 @@ asio::awaitable<std::optional<core::Error>> Connect(Call& call, beast::tcp_strea
   stream.expires_after(call.timeout);
   co_await stream.async_connect(endpoints, Redirect(ec));
   if (IsTimeout(ec)) {
-    co_return DeadlineExceeded(fmt::format("cannot reach Kervan server at {}: no answer within {} ms",
-                                           call.base_url, call.timeout.count()));
+    co_return DeadlineExceeded(
+        fmt::format("cannot reach Kervan server at {}: no answer within {} ms", call.base_url,
+                    call.timeout.count()));
   }
   if (ec) {
     co_return core::Unavailable(
@@ -67,8 +72,8 @@ core::Error Broken(const Call& call, const ErrorCode& ec) {
     return DeadlineExceeded(fmt::format("no response from Kervan server at {} within {} ms",
                                         call.base_url, call.timeout.count()));
   }
-  return core::Unavailable(fmt::format("request to Kervan server at {} failed: {}", call.base_url,
-                                       ec.message()));
+  return core::Unavailable(
+      fmt::format("request to Kervan server at {} failed: {}", call.base_url, ec.message()));
 }
 
 template <typename Fields>
@@ -76,7 +81,8 @@ std::map<std::string, std::string> LowerHeaders(const Fields& fields) {
   std::map<std::string, std::string> out;
   for (const auto& f : fields) {
     auto [it, inserted] = out.emplace(Lower(ToStd(f.name_string())), std::string(ToStd(f.value())));
-    if (!inserted) it->second += ", " + std::string(ToStd(f.value()));
+    if (!inserted)
+      it->second += ", " + std::string(ToStd(f.value()));
   }
   return out;
 }
@@ -143,13 +149,15 @@ asio::awaitable<void> Stream(Call& call, const std::function<bool(std::string_vi
     // The timeout bounds each silence, not the stream's length.
     stream.expires_after(call.timeout);
     co_await bhttp::async_read_some(stream, buffer, parser, Redirect(ec));
-    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec == bhttp::error::need_buffer)
+      ec = {};
     if (ec) {
       *out = Broken(call, ec);
       co_return;
     }
     std::string_view piece(chunk, sizeof chunk - parser.get().body().size);
-    if (piece.empty()) continue;
+    if (piece.empty())
+      continue;
     if (!ok) {
       error_body.append(piece);
     } else if (!on_data(piece)) {
@@ -184,10 +192,11 @@ std::string ClientResponse::Header(const std::string& lowercase_name) const {
 }
 
 Client::Client(std::string base_url) : base_url_(std::move(base_url)) {
-  while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
+  while (!base_url_.empty() && base_url_.back() == '/')
+    base_url_.pop_back();
   auto bad = [&](std::string_view why) {
-    url_error_ = core::InvalidArgument(
-        fmt::format("server URL \"{}\": {}", base_url_, why), "server_url");
+    url_error_ =
+        core::InvalidArgument(fmt::format("server URL \"{}\": {}", base_url_, why), "server_url");
   };
   std::string_view url = base_url_;
   if (url.starts_with("https://")) {
@@ -224,10 +233,9 @@ Client::Client(std::string base_url) : base_url_(std::move(base_url)) {
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
   }
-  const bool numeric_port = !port.empty() && port.size() <= 5 &&
-                            std::all_of(port.begin(), port.end(), [](char c) {
-                              return c >= '0' && c <= '9';
-                            });
+  const bool numeric_port =
+      !port.empty() && port.size() <= 5 &&
+      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
   if (host.empty()) {
     bad("has no host");
     return;
@@ -243,10 +251,11 @@ Client::Client(std::string base_url) : base_url_(std::move(base_url)) {
 core::Result<ClientResponse> Client::Send(std::string method, std::string target, std::string body,
                                           HeaderList headers,
                                           std::chrono::milliseconds timeout) const {
-  if (url_error_) return *url_error_;
+  if (url_error_)
+    return *url_error_;
   if (target.empty() || target.front() != '/') {
-    return core::InvalidArgument(
-        fmt::format("request target \"{}\": must start with '/'", target), "target");
+    return core::InvalidArgument(fmt::format("request target \"{}\": must start with '/'", target),
+                                 "target");
   }
   Call call{base_url_, host_, port_, timeout, {}};
   auto& req = call.request;
@@ -258,24 +267,30 @@ core::Result<ClientResponse> Client::Send(std::string method, std::string target
   req.keep_alive(false);
   bool has_content_type = false;
   for (auto& [name, value] : headers) {
-    if (Lower(name) == "content-type") has_content_type = true;
+    if (Lower(name) == "content-type")
+      has_content_type = true;
     req.set(name, value);
   }
-  if (!body.empty() && !has_content_type) req.set(bhttp::field::content_type, "application/json");
+  if (!body.empty() && !has_content_type)
+    req.set(bhttp::field::content_type, "application/json");
   req.body() = std::move(body);
   req.prepare_payload();
 
   core::Result<ClientResponse> result = core::Internal("request did not run");
-  RunToCompletion([&call, &result]() -> asio::awaitable<void> {
-    co_await Exchange(call, &result);
-  });
+  RunToCompletion(
+      [&call, &result]() -> asio::awaitable<void> { co_await Exchange(call, &result); });
   return result;
 }
 
 core::Status Client::ReadStream(std::string target, HeaderList headers,
                                 const std::function<bool(std::string_view chunk)>& on_data,
                                 std::chrono::milliseconds timeout) const {
-  if (url_error_) return *url_error_;
+  if (url_error_)
+    return *url_error_;
+  if (target.empty() || target.front() != '/') {
+    return core::InvalidArgument(fmt::format("request target \"{}\": must start with '/'", target),
+                                 "target");
+  }
   Call call{base_url_, host_, port_, timeout, {}};
   auto& req = call.request;
   req.method(bhttp::verb::get);
@@ -284,7 +299,8 @@ core::Status Client::ReadStream(std::string target, HeaderList headers,
   req.set(bhttp::field::host, host_ + ":" + port_);
   req.set(bhttp::field::user_agent, ToBeast(kUserAgent));
   req.set(bhttp::field::accept, "text/event-stream");
-  for (auto& [name, value] : headers) req.set(name, value);
+  for (auto& [name, value] : headers)
+    req.set(name, value);
 
   core::Status result = core::Internal("request did not run");
   RunToCompletion([&call, &on_data, &result]() -> asio::awaitable<void> {
@@ -296,23 +312,43 @@ core::Status Client::ReadStream(std::string target, HeaderList headers,
 core::Error ErrorFromResponse(const ClientResponse& response) {
   core::ErrorCode code = core::ErrorCode::kInternal;
   switch (response.status) {
-    case 400: case 405: case 413: case 431: code = core::ErrorCode::kInvalidArgument; break;
-    case 401: code = core::ErrorCode::kUnauthenticated; break;
-    case 403: code = core::ErrorCode::kPermissionDenied; break;
-    case 404: code = core::ErrorCode::kNotFound; break;
-    case 409: code = core::ErrorCode::kFailedPrecondition; break;
-    case 429: code = core::ErrorCode::kResourceExhausted; break;
-    case 503: code = core::ErrorCode::kUnavailable; break;
-    case 504: code = core::ErrorCode::kDeadlineExceeded; break;
+    case 400:
+    case 405:
+    case 413:
+    case 431:
+      code = core::ErrorCode::kInvalidArgument;
+      break;
+    case 401:
+      code = core::ErrorCode::kUnauthenticated;
+      break;
+    case 403:
+      code = core::ErrorCode::kPermissionDenied;
+      break;
+    case 404:
+      code = core::ErrorCode::kNotFound;
+      break;
+    case 409:
+      code = core::ErrorCode::kFailedPrecondition;
+      break;
+    case 429:
+      code = core::ErrorCode::kResourceExhausted;
+      break;
+    case 503:
+      code = core::ErrorCode::kUnavailable;
+      break;
+    case 504:
+      code = core::ErrorCode::kDeadlineExceeded;
+      break;
     default:
       code = response.status >= 400 && response.status < 500 ? core::ErrorCode::kInvalidArgument
-                                                              : core::ErrorCode::kInternal;
+                                                             : core::ErrorCode::kInternal;
   }
   core::Error error{code, fmt::format("HTTP {}", response.status), {}, nullptr};
   core::Json body = core::Json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object() || !body.contains("error") ||
       !body["error"].is_object()) {
-    if (!response.body.empty()) error.message += ": " + response.body.substr(0, 200);
+    if (!response.body.empty())
+      error.message += ": " + response.body.substr(0, 200);
     return error;
   }
   core::Json details = core::Json::object();
@@ -326,7 +362,8 @@ core::Error ErrorFromResponse(const ClientResponse& response) {
           known = true;
         }
       }
-      if (!known) details["code"] = value;  // a transport code, e.g. "method_not_allowed"
+      if (!known)
+        details["code"] = value;  // a transport code, e.g. "method_not_allowed"
     } else if (key == "message" && value.is_string()) {
       error.message = value.get<std::string>();
     } else if (key == "field" && value.is_string()) {
@@ -335,7 +372,8 @@ core::Error ErrorFromResponse(const ClientResponse& response) {
       details[key] = value;
     }
   }
-  if (!details.empty()) error.details = std::move(details);
+  if (!details.empty())
+    error.details = std::move(details);
   return error;
 }
 

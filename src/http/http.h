@@ -42,16 +42,16 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 // Requests and responses
 
 struct Request {
-  std::string method;        // "GET"
-  std::string path;          // target without the query, as sent (not decoded)
-  std::string query_string;  // raw text after '?', empty when none
-  std::map<std::string, std::string> query;   // percent-decoded; first value of a repeated key
-  HeaderList headers;                         // as received; use Header() to look one up
+  std::string method;                        // "GET"
+  std::string path;                          // target without the query, as sent (not decoded)
+  std::string query_string;                  // raw text after '?', empty when none
+  std::map<std::string, std::string> query;  // percent-decoded; first value of a repeated key
+  HeaderList headers;                        // as received; use Header() to look one up
   std::string body;
   std::map<std::string, std::string> params;  // {name} path segments, percent-decoded
   std::string request_id;                     // X-Request-Id (accepted or generated)
-  std::string actor;   // X-Kervan-Actor, "anonymous" when absent (placeholder until auth)
-  std::string route;   // the matched pattern, e.g. "/api/v1/entities/{kind}/{id}"
+  std::string actor;  // X-Kervan-Actor, "anonymous" when absent (placeholder until auth)
+  std::string route;  // the matched pattern, e.g. "/api/v1/entities/{kind}/{id}"
 
   // Value of the first header named `name` (case-insensitive); "" when absent.
   std::string Header(std::string_view name) const;
@@ -147,8 +147,8 @@ class AsyncSignal {
   void Unregister(const Waiter* w);
 
   mutable std::mutex mu_;
-  uint64_t generation_ = 0;                        // GUARDED_BY(mu_)
-  std::vector<std::shared_ptr<Waiter>> waiters_;   // GUARDED_BY(mu_)
+  uint64_t generation_ = 0;                       // GUARDED_BY(mu_)
+  std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
 };
 
 namespace detail {
@@ -273,6 +273,11 @@ class Router {
 // Runs `fn` on `pool` and resumes the awaiting coroutine on its own executor
 // with fn's result; an exception thrown by `fn` is rethrown in the coroutine.
 // REQUIRES: fn returns a non-void, move-constructible value.
+// REQUIRES: fn captures by reference only (its referents outlive the
+// co_await). g++ 12 miscompiles a lambda temporary that captures strings by
+// value when it is passed straight into `co_await Offload(...)`: the copy is
+// bitwise and its destruction frees a pointer into the coroutine frame
+// (seen as "free(): invalid pointer" from the SSE route).
 template <typename Fn>
 asio::awaitable<std::invoke_result_t<Fn&>> Offload(asio::thread_pool& pool, Fn fn) {
   using T = std::invoke_result_t<Fn&>;
@@ -381,10 +386,9 @@ class Client {
   //    the connection broke;
   //  kDeadlineExceeded: no complete response within `timeout`.
   // Any HTTP status is a successful call; see ErrorFromResponse().
-  core::Result<ClientResponse> Send(std::string method, std::string target, std::string body = {},
-                                    HeaderList headers = {},
-                                    std::chrono::milliseconds timeout = std::chrono::seconds(30))
-      const;
+  core::Result<ClientResponse> Send(
+      std::string method, std::string target, std::string body = {}, HeaderList headers = {},
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
 
   // GETs `target` and hands each piece of the body to `on_data` as it
   // arrives, until the server ends the response or on_data returns false.

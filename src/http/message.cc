@@ -10,22 +10,29 @@ namespace kervan::http {
 namespace {
 
 int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
-char LowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char LowerAscii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 }  // namespace
 
 namespace wire {
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
+  if (a.size() != b.size())
+    return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (LowerAscii(a[i]) != LowerAscii(b[i])) return false;
+    if (LowerAscii(a[i]) != LowerAscii(b[i]))
+      return false;
   }
   return true;
 }
@@ -34,7 +41,8 @@ std::string ErrorEnvelope(std::string_view code, std::string_view message, std::
                           const core::Json& details, std::string_view request_id) {
   core::Json error = core::Json::object();
   if (details.is_object()) {
-    for (const auto& [key, value] : details.items()) error[key] = value;
+    for (const auto& [key, value] : details.items())
+      error[key] = value;
   } else if (!details.is_null()) {
     error["details"] = details;
   }
@@ -46,7 +54,8 @@ std::string ErrorEnvelope(std::string_view code, std::string_view message, std::
     error["field"] = field;
   }
   core::Json envelope = {{"error", std::move(error)}};
-  if (!request_id.empty()) envelope["request_id"] = request_id;
+  if (!request_id.empty())
+    envelope["request_id"] = request_id;
   return envelope.dump(-1, ' ', false, core::Json::error_handler_t::replace);
 }
 
@@ -54,7 +63,8 @@ void AppendRequestId(std::string& envelope, std::string_view request_id) {
   // The envelope is a compact JSON object and the id needs no escaping
   // (ValidRequestId or a UUID), so the key can be spliced in before the
   // closing brace; "request_id" sorts after "error" as a dump would put it.
-  if (request_id.empty() || envelope.empty() || envelope.back() != '}') return;
+  if (request_id.empty() || envelope.empty() || envelope.back() != '}')
+    return;
   envelope.pop_back();
   envelope += ",\"request_id\":\"";
   envelope += request_id;
@@ -62,11 +72,13 @@ void AppendRequestId(std::string& envelope, std::string_view request_id) {
 }
 
 bool ValidRequestId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
+  if (id.empty() || id.size() > 128)
+    return false;
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
+    if (!ok)
+      return false;
   }
   return true;
 }
@@ -76,7 +88,8 @@ void ParseQuery(std::string_view query, std::map<std::string, std::string>* out)
     size_t amp = query.find('&');
     std::string_view pair = query.substr(0, amp);
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
+    if (pair.empty())
+      continue;
     size_t eq = pair.find('=');
     std::string key = PercentDecode(pair.substr(0, eq), true);
     std::string value =
@@ -131,24 +144,36 @@ std::string PercentEncode(std::string_view text) {
 
 int HttpStatusFor(core::ErrorCode code) {
   switch (code) {
-    case core::ErrorCode::kInvalidArgument: return 400;
-    case core::ErrorCode::kNotFound: return 404;
-    case core::ErrorCode::kAlreadyExists: return 409;
-    case core::ErrorCode::kFailedPrecondition: return 409;
-    case core::ErrorCode::kAborted: return 409;
-    case core::ErrorCode::kPermissionDenied: return 403;
-    case core::ErrorCode::kUnauthenticated: return 401;
-    case core::ErrorCode::kResourceExhausted: return 429;
-    case core::ErrorCode::kUnavailable: return 503;
-    case core::ErrorCode::kDeadlineExceeded: return 504;
-    case core::ErrorCode::kInternal: return 500;
+    case core::ErrorCode::kInvalidArgument:
+      return 400;
+    case core::ErrorCode::kNotFound:
+      return 404;
+    case core::ErrorCode::kAlreadyExists:
+      return 409;
+    case core::ErrorCode::kFailedPrecondition:
+      return 409;
+    case core::ErrorCode::kAborted:
+      return 409;
+    case core::ErrorCode::kPermissionDenied:
+      return 403;
+    case core::ErrorCode::kUnauthenticated:
+      return 401;
+    case core::ErrorCode::kResourceExhausted:
+      return 429;
+    case core::ErrorCode::kUnavailable:
+      return 503;
+    case core::ErrorCode::kDeadlineExceeded:
+      return 504;
+    case core::ErrorCode::kInternal:
+      return 500;
   }
   return 500;
 }
 
 std::string Request::Header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
-    if (wire::EqualsIgnoreCase(key, name)) return value;
+    if (wire::EqualsIgnoreCase(key, name))
+      return value;
   }
   return {};
 }
@@ -162,7 +187,9 @@ core::Result<core::Json> Request::JsonBody() const {
 
 std::string Request::QueryOr(const std::string& key, std::string def) const {
   auto it = query.find(key);
-  return it == query.end() ? std::move(def) : it->second;
+  if (it == query.end())
+    return def;
+  return it->second;
 }
 
 std::vector<std::string> Request::QueryAll(std::string_view key) const {
@@ -173,7 +200,8 @@ std::vector<std::string> Request::QueryAll(std::string_view key) const {
     std::string_view pair = rest.substr(0, amp);
     rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
     size_t eq = pair.find('=');
-    if (PercentDecode(pair.substr(0, eq), true) != key) continue;
+    if (PercentDecode(pair.substr(0, eq), true) != key)
+      continue;
     values.push_back(eq == std::string_view::npos ? std::string()
                                                   : PercentDecode(pair.substr(eq + 1), true));
   }
@@ -183,15 +211,16 @@ std::vector<std::string> Request::QueryAll(std::string_view key) const {
 core::Result<int64_t> Request::QueryInt(const std::string& key, int64_t def, int64_t min,
                                         int64_t max) const {
   auto it = query.find(key);
-  if (it == query.end()) return def;
+  if (it == query.end())
+    return def;
   const std::string& text = it->second;
   int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < min ||
       value > max) {
     return core::InvalidArgument(
-        fmt::format("query parameter \"{}\": must be an integer between {} and {}, got \"{}\"",
-                    key, min, max, text),
+        fmt::format("query parameter \"{}\": must be an integer between {} and {}, got \"{}\"", key,
+                    min, max, text),
         key);
   }
   return value;

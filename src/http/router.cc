@@ -16,17 +16,20 @@ namespace {
 constexpr size_t kMaxSegments = 32;
 
 bool ValidMethod(std::string_view method) {
-  if (method.empty() || method.size() > 16) return false;
+  if (method.empty() || method.size() > 16)
+    return false;
   return std::all_of(method.begin(), method.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
 bool ValidParamName(std::string_view name) {
-  if (name.empty()) return false;
+  if (name.empty())
+    return false;
   for (size_t i = 0; i < name.size(); ++i) {
     char c = name[i];
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
               (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
+    if (!ok)
+      return false;
   }
   return true;
 }
@@ -36,7 +39,8 @@ bool ValidLiteral(std::string_view segment) {
   for (char c : segment) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               std::string_view("-._~!$&'()*+,;=:@").find(c) != std::string_view::npos;
-    if (!ok) return false;
+    if (!ok)
+      return false;
   }
   return true;
 }
@@ -46,14 +50,18 @@ bool ValidLiteral(std::string_view segment) {
 bool SplitPath(std::string_view path, std::array<std::string_view, kMaxSegments>* segments,
                size_t* count) {
   *count = 0;
-  if (path.empty() || path[0] != '/') return false;
-  if (path.size() == 1) return true;
+  if (path.empty() || path[0] != '/')
+    return false;
+  if (path.size() == 1)
+    return true;
   std::string_view rest = path.substr(1);
   for (;;) {
-    if (*count == kMaxSegments) return false;
+    if (*count == kMaxSegments)
+      return false;
     size_t slash = rest.find('/');
     (*segments)[(*count)++] = rest.substr(0, slash);
-    if (slash == std::string_view::npos) return true;
+    if (slash == std::string_view::npos)
+      return true;
     rest = rest.substr(slash + 1);
   }
 }
@@ -87,12 +95,15 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
   auto bad = [&](std::string_view why) {
     return core::InvalidArgument(fmt::format("route {} {}: {}", method, pattern, why), "route");
   };
-  if (!ValidMethod(method)) return bad("method must be an upper-case HTTP method");
-  if (!has_handler) return bad("has no handler");
+  if (!ValidMethod(method))
+    return bad("method must be an upper-case HTTP method");
+  if (!has_handler)
+    return bad("has no handler");
   if (permission.empty() && !public_route) {
     return bad("declares no permission; set one, or mark the route public_route");
   }
-  if (pattern.empty() || pattern[0] != '/') return bad("pattern must start with '/'");
+  if (pattern.empty() || pattern[0] != '/')
+    return bad("pattern must start with '/'");
 
   std::vector<std::pair<size_t, std::string>> params;
   Node* node = root_.get();
@@ -102,18 +113,22 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
     for (;; ++position) {
       size_t slash = rest.find('/');
       std::string_view segment = rest.substr(0, slash);
-      if (segment.empty()) return bad("pattern has an empty segment");
-      if (position >= kMaxSegments) return bad("pattern has too many segments");
+      if (segment.empty())
+        return bad("pattern has an empty segment");
+      if (position >= kMaxSegments)
+        return bad("pattern has too many segments");
       if (segment.front() == '{') {
         std::string_view name = segment.substr(1, segment.size() - 2);
         if (segment.back() != '}' || !ValidParamName(name)) {
           return bad(fmt::format("bad parameter segment \"{}\"; expected {{name}}", segment));
         }
         for (const auto& [pos, existing] : params) {
-          if (existing == name) return bad(fmt::format("parameter \"{}\" appears twice", name));
+          if (existing == name)
+            return bad(fmt::format("parameter \"{}\" appears twice", name));
         }
         params.emplace_back(position, std::string(name));
-        if (!node->param) node->param = std::make_unique<Node>();
+        if (!node->param)
+          node->param = std::make_unique<Node>();
         node = node->param.get();
       } else {
         if (!ValidLiteral(segment)) {
@@ -125,7 +140,8 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
         }
         node = it->second.get();
       }
-      if (slash == std::string_view::npos) break;
+      if (slash == std::string_view::npos)
+        break;
       rest = rest.substr(slash + 1);
     }
   }
@@ -168,8 +184,8 @@ namespace {
 // first route for `method` whose pattern matches, or -1. With `methods`,
 // instead collects the methods of every matching pattern.
 template <typename Node, typename Entries>
-int Find(const Node* node, const std::array<std::string_view, kMaxSegments>& segments,
-         size_t count, size_t i, std::string_view method, const Entries& entries,
+int Find(const Node* node, const std::array<std::string_view, kMaxSegments>& segments, size_t count,
+         size_t i, std::string_view method, const Entries& entries,
          std::set<std::string>* methods) {
   if (i == count) {
     for (size_t e : node->entries) {
@@ -184,7 +200,8 @@ int Find(const Node* node, const std::array<std::string_view, kMaxSegments>& seg
   auto it = node->literals.find(segments[i]);
   if (it != node->literals.end()) {
     int found = Find(it->second.get(), segments, count, i + 1, method, entries, methods);
-    if (found >= 0) return found;
+    if (found >= 0)
+      return found;
   }
   if (node->param && !segments[i].empty()) {
     return Find(node->param.get(), segments, count, i + 1, method, entries, methods);
@@ -198,19 +215,24 @@ RouteMatch Router::Match(std::string_view method, std::string_view path) const {
   RouteMatch match;
   std::array<std::string_view, kMaxSegments> segments;
   size_t count = 0;
-  if (!SplitPath(path, &segments, &count)) return match;
+  if (!SplitPath(path, &segments, &count))
+    return match;
 
   int found = Find(root_.get(), segments, count, 0, method, entries_, nullptr);
   if (found < 0 && method == "HEAD") {
-    // HEAD is served by the GET route; the server leaves the body out.
+    // HEAD is served by the GET route (not a stream); the server leaves the body out.
     found = Find(root_.get(), segments, count, 0, "GET", entries_, nullptr);
+    if (found >= 0 && entries_[static_cast<size_t>(found)].stream)
+      found = -1;
   }
   if (found < 0) {
     std::set<std::string> methods;
     Find(root_.get(), segments, count, 0, method, entries_, &methods);
-    if (methods.contains("GET")) methods.insert("HEAD");
+    if (methods.contains("GET"))
+      methods.insert("HEAD");
     for (const std::string& m : methods) {
-      if (!match.allow.empty()) match.allow += ", ";
+      if (!match.allow.empty())
+        match.allow += ", ";
       match.allow += m;
     }
     return match;
@@ -235,6 +257,8 @@ std::vector<RouteInfo> Router::Routes() const {
   return out;
 }
 
-size_t Router::size() const { return entries_.size(); }
+size_t Router::size() const {
+  return entries_.size();
+}
 
 }  // namespace kervan::http

@@ -28,28 +28,32 @@ namespace bhttp = beast::http;
 using Clock = std::chrono::steady_clock;
 using ErrorCode = boost::system::error_code;
 
-constexpr size_t kReadChunk = 8 * 1024;
+constexpr size_t kReadChunk = size_t{8} * 1024;
 constexpr uint32_t kHeaderLimit = 16 * 1024;
 // Lingering close after an unread body: at most this long, this many bytes.
 constexpr auto kLingerTime = std::chrono::seconds(2);
-constexpr size_t kLingerBytes = 4 << 20;
+constexpr size_t kLingerBytes = size_t{4} << 20;
 // After the grace period, how long closed connections get to unwind.
 constexpr auto kForceCloseWait = std::chrono::milliseconds(200);
 
-auto Redirect(ErrorCode& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+auto Redirect(ErrorCode& ec) {
+  return asio::redirect_error(asio::use_awaitable, ec);
+}
 
 // Method label for metrics: bounded to the methods routes can declare.
 std::string_view MethodLabel(std::string_view method) {
   static constexpr std::string_view kKnown[] = {"GET",    "HEAD",    "POST",  "PUT",
                                                 "DELETE", "OPTIONS", "PATCH", "TRACE"};
   for (std::string_view m : kKnown) {
-    if (m == method) return m;
+    if (m == method)
+      return m;
   }
   return "other";
 }
 
 std::string_view ReasonPhrase(int status) {
-  std::string_view reason = ToStd(bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status))));
+  std::string_view reason =
+      ToStd(bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status))));
   return reason.empty() || reason.front() == '<' ? std::string_view("Unknown") : reason;
 }
 
@@ -88,7 +92,8 @@ constexpr size_t kNumCachedStatuses = std::size(kCachedStatuses);
 
 int CachedStatusSlot(int status) {
   for (size_t i = 0; i < kNumCachedStatuses; ++i) {
-    if (kCachedStatuses[i] == status) return static_cast<int>(i);
+    if (kCachedStatuses[i] == status)
+      return static_cast<int>(i);
   }
   return -1;
 }
@@ -98,18 +103,22 @@ class RouteStats {
  public:
   RouteStats(std::string method, std::string route, core::Family<core::Counter>* requests,
              core::Family<core::Histogram>* durations)
-      : method_(std::move(method)), route_(std::move(route)), requests_(requests),
+      : method_(std::move(method)),
+        route_(std::move(route)),
+        requests_(requests),
         duration_(&durations->With({method_, route_})) {}
 
   void Record(int status, Clock::duration elapsed, bool observe_duration) {
     Requests(status).Inc();
-    if (observe_duration) duration_->Observe(std::chrono::duration<double>(elapsed).count());
+    if (observe_duration)
+      duration_->Observe(std::chrono::duration<double>(elapsed).count());
   }
 
  private:
   core::Counter& Requests(int status) {
     int slot = CachedStatusSlot(status);
-    if (slot < 0) return requests_->With({method_, route_, std::to_string(status)});
+    if (slot < 0)
+      return requests_->With({method_, route_, std::to_string(status)});
     core::Counter* c = by_status_[slot].load(std::memory_order_acquire);
     if (c == nullptr) {
       c = &requests_->With({method_, route_, std::to_string(status)});
@@ -178,6 +187,11 @@ class Server::Impl {
   asio::awaitable<bool> WriteResponse(Connection& c, const Response& r, bool keep_alive,
                                       std::string_view request_id, unsigned version,
                                       bool head_only);
+  // Answers a request that could not be read (`reply` from ReadRequest)
+  // and closes the connection.
+  asio::awaitable<void> Reject(Connection& c,
+                               const bhttp::request_parser<bhttp::string_body>& parser,
+                               Response reply, Clock::time_point start);
   // After answering a request whose body was not read: stop sending, then
   // discard what the client still sends for a moment, so that closing with
   // unread data does not reset the connection before the client has read
@@ -204,7 +218,7 @@ class Server::Impl {
   // contexts destroy coroutine frames left behind by a forced stop.
   std::mutex mu_;
   std::condition_variable cv_;
-  Phase phase_ = Phase::kNew;                                   // GUARDED_BY(mu_)
+  Phase phase_ = Phase::kNew;                                       // GUARDED_BY(mu_)
   std::map<Connection*, std::shared_ptr<Connection>> connections_;  // GUARDED_BY(mu_)
 
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
@@ -234,8 +248,11 @@ class Connection final : public detail::StreamChannel,
   // Posted by Shutdown(): ends what can end now; a request being read or
   // handled finishes and is answered with Connection: close.
   void BeginClose() {
-    if (state == ConnState::kIdle) stream.socket().cancel();
-    if (state == ConnState::kStreaming) MarkClosed();
+    ErrorCode ec;
+    if (state == ConnState::kIdle)
+      stream.socket().cancel(ec);
+    if (state == ConnState::kStreaming)
+      MarkClosed();
   }
 
   // Posted by Shutdown() after the grace period.
@@ -258,7 +275,8 @@ class Connection final : public detail::StreamChannel,
   const std::optional<core::Error>& failure() const { return failure_; }
 
   asio::awaitable<bool> Write(std::string text) override {
-    if (!stream_open_ || failure_) co_return false;
+    if (!stream_open_ || failure_)
+      co_return false;
     std::string out;
     if (!head_sent_) {
       head_sent_ = true;
@@ -271,7 +289,8 @@ class Connection final : public detail::StreamChannel,
       out += text;
       out += "\r\n";
     }
-    if (out.empty()) co_return true;
+    if (out.empty())
+      co_return true;
     stream.expires_after(options_.read_timeout);
     ErrorCode ec;
     co_await asio::async_write(stream, asio::buffer(out), Redirect(ec));
@@ -285,11 +304,13 @@ class Connection final : public detail::StreamChannel,
   bool open() const override { return stream_open_ && !failure_; }
   AsyncSignal& closed_signal() override { return closed_; }
   void Fail(const core::Error& error) override {
-    if (!head_sent_) failure_ = error;
+    if (!head_sent_)
+      failure_ = error;
   }
 
   void MarkClosed() {
-    if (!stream_open_) return;
+    if (!stream_open_)
+      return;
     stream_open_ = false;
     closed_.Notify();
   }
@@ -349,16 +370,25 @@ Server::Impl::Impl(ServerOptions options, std::shared_ptr<const Router> router)
 
 Server::Impl::~Impl() {
   Shutdown(std::chrono::milliseconds(0));
-  // Pool before contexts: its finished work may still reference them.
+  // Everything that owns a socket or resumes on a context goes before the
+  // contexts: the pool (queued work it dropped holds coroutine frames), the
+  // acceptor, and connections whose session never got to run.
   pool_.reset();
   acceptor_.reset();
+  std::map<Connection*, std::shared_ptr<Connection>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(connections_);
+  }
+  left.clear();
   work_.clear();
   contexts_.clear();
 }
 
 core::Status Server::Impl::Start() {
   std::lock_guard lock(mu_);
-  if (phase_ != Phase::kNew) return core::FailedPrecondition("server was already started");
+  if (phase_ != Phase::kNew)
+    return core::FailedPrecondition("server was already started");
   const std::string where = fmt::format("{}:{}", options_.address, options_.port);
   const int io_threads = std::max(1, options_.io_threads);
   for (int i = 0; i < io_threads; ++i) {
@@ -378,8 +408,10 @@ core::Status Server::Impl::Start() {
     tcp::resolver resolver(*contexts_[0]);
     auto endpoints = resolver.resolve(options_.address, std::to_string(options_.port),
                                       tcp::resolver::passive | tcp::resolver::numeric_service, ec);
-    if (ec) return fail(ec.message());
-    if (endpoints.empty()) return fail("the address did not resolve");
+    if (ec)
+      return fail(ec.message());
+    if (endpoints.empty())
+      return fail("the address did not resolve");
     endpoint = endpoints.begin()->endpoint();
   }
   {
@@ -395,7 +427,8 @@ core::Status Server::Impl::Start() {
     acceptor_ = std::move(acceptor);
   }
 
-  pool_ = std::make_unique<asio::thread_pool>(static_cast<size_t>(std::max(1, options_.worker_threads)));
+  pool_ = std::make_unique<asio::thread_pool>(
+      static_cast<size_t>(std::max(1, options_.worker_threads)));
   asio::co_spawn(*contexts_[0], AcceptLoop(), asio::detached);
   for (auto& ctx : contexts_) {
     threads_.emplace_back([ctx = ctx.get()] {
@@ -405,8 +438,9 @@ core::Status Server::Impl::Start() {
           return;
         } catch (const std::exception& e) {
           // A handler that escaped every catch: log it and keep serving.
-          core::LogError("uncaught exception on an HTTP I/O thread",
-                         {{"event.action", "http.io_thread_exception"}, {"error.message", e.what()}});
+          core::LogError(
+              "uncaught exception on an HTTP I/O thread",
+              {{"event.action", "http.io_thread_exception"}, {"error.message", e.what()}});
         }
       }
     });
@@ -427,10 +461,11 @@ asio::awaitable<void> Server::Impl::AcceptLoop() {
     ErrorCode ec;
     tcp::socket socket = co_await acceptor_->async_accept(ctx, Redirect(ec));
     if (ec) {
-      if (stopping() || ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+      if (stopping() || ec == asio::error::operation_aborted || !acceptor_->is_open())
+        co_return;
       // Out of descriptors and the like: back off instead of spinning.
-      core::LogWarn("accept failed", {{"event.action", "http.accept_failed"},
-                                      {"error.message", ec.message()}});
+      core::LogWarn("accept failed",
+                    {{"event.action", "http.accept_failed"}, {"error.message", ec.message()}});
       asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
       co_await pause.async_wait(Redirect(ec));
       continue;
@@ -439,7 +474,8 @@ asio::awaitable<void> Server::Impl::AcceptLoop() {
     auto conn = std::make_shared<Connection>(std::move(socket), options_, stopping_);
     {
       std::lock_guard lock(mu_);
-      if (stopping()) continue;  // closes the socket
+      if (stopping())
+        continue;  // closes the socket
       connections_.emplace(conn.get(), conn);
     }
     open_connections_->Add(1);
@@ -451,7 +487,8 @@ void Server::Impl::Unregister(Connection* c) {
   open_connections_->Add(-1);
   std::lock_guard lock(mu_);
   connections_.erase(c);
-  if (connections_.empty()) cv_.notify_all();
+  if (connections_.empty())
+    cv_.notify_all();
 }
 
 asio::awaitable<void> Server::Impl::Session(std::shared_ptr<Connection> c) {
@@ -470,14 +507,16 @@ asio::awaitable<void> Server::Impl::Session(std::shared_ptr<Connection> c) {
 
 asio::awaitable<void> Server::Impl::Serve(Connection& c) {
   for (;;) {
-    if (stopping()) co_return;
+    if (stopping())
+      co_return;
     if (c.buffer.size() == 0) {
       // Between requests: wait up to idle_timeout for the next one.
       c.state = ConnState::kIdle;
       c.stream.expires_after(options_.idle_timeout);
       ErrorCode ec;
       size_t n = co_await c.stream.async_read_some(c.buffer.prepare(kReadChunk), Redirect(ec));
-      if (ec) co_return;
+      if (ec)
+        co_return;
       c.buffer.commit(n);
     }
     c.state = ConnState::kReading;
@@ -489,28 +528,33 @@ asio::awaitable<void> Server::Impl::Serve(Connection& c) {
     std::optional<Response> reply;
     ErrorCode ec = co_await ReadRequest(c, parser, &reply);
     if (ec) {
-      if (reply) {
-        std::string method(parser.is_header_done() ? ToStd(parser.get().method_string()) : "");
-        std::string id;
-        if (parser.is_header_done()) id = std::string(ToStd(parser.get()["X-Request-Id"]));
-        if (!wire::ValidRequestId(id)) id = core::NewUuidV7();
-        wire::AppendRequestId(reply->body, id);
-        co_await WriteResponse(c, *reply, false, id, 11, false);
-        Request req;
-        req.method = method;
-        req.request_id = id;
-        if (parser.is_header_done()) {
-          std::string_view target = ToStd(parser.get().target());
-          req.path = std::string(target.substr(0, target.find('?')));
-        }
-        Finish(nullptr, req, method, reply->status, start, true);
-        co_await LingeringClose(c);
-      }
+      if (reply)
+        co_await Reject(c, parser, std::move(*reply), start);
       co_return;
     }
     c.state = ConnState::kHandling;
-    if (!co_await Handle(c, parser.release(), start)) co_return;
+    if (!co_await Handle(c, parser.release(), start))
+      co_return;
   }
+}
+
+asio::awaitable<void> Server::Impl::Reject(Connection& c,
+                                           const bhttp::request_parser<bhttp::string_body>& parser,
+                                           Response reply, Clock::time_point start) {
+  Request req;
+  if (parser.is_header_done()) {
+    const auto& head = parser.get();
+    req.method = std::string(ToStd(head.method_string()));
+    std::string_view target = ToStd(head.target());
+    req.path = std::string(target.substr(0, target.find('?')));
+    req.request_id = std::string(ToStd(head["X-Request-Id"]));
+  }
+  if (!wire::ValidRequestId(req.request_id))
+    req.request_id = core::NewUuidV7();
+  wire::AppendRequestId(reply.body, req.request_id);
+  co_await WriteResponse(c, reply, /*keep_alive=*/false, req.request_id, 11, false);
+  Finish(nullptr, req, req.method, reply.status, start, true);
+  co_await LingeringClose(c);
 }
 
 asio::awaitable<ErrorCode> Server::Impl::ReadRequest(
@@ -527,7 +571,8 @@ asio::awaitable<ErrorCode> Server::Impl::ReadRequest(
       } else if (ec) {
         break;
       } else {
-        if (parser.is_done()) co_return ec;
+        if (parser.is_done())
+          co_return ec;
         if (parser.is_header_done() && !header_seen) {
           header_seen = true;
           parser.eager(true);
@@ -537,27 +582,28 @@ asio::awaitable<ErrorCode> Server::Impl::ReadRequest(
               wire::EqualsIgnoreCase(ToStd(expect->value()), "100-continue")) {
             static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
             co_await asio::async_write(c.stream, asio::buffer(kContinue), Redirect(ec));
-            if (ec) co_return ec;
+            if (ec)
+              co_return ec;
           }
           continue;
         }
-        if (used > 0) continue;
+        if (used > 0)
+          continue;
       }
     }
     size_t n = co_await c.stream.async_read_some(c.buffer.prepare(kReadChunk), Redirect(ec));
-    if (ec) co_return ec;  // timeout, reset, or a request cut short: nothing to answer
+    if (ec)
+      co_return ec;  // timeout, reset, or a request cut short: nothing to answer
     c.buffer.commit(n);
   }
   if (ec == bhttp::error::body_limit) {
-    *reply = TransportError(413, "payload_too_large",
-                            fmt::format("request body exceeds the limit of {} bytes",
-                                        options_.max_body_bytes),
-                            {});
+    *reply = TransportError(
+        413, "payload_too_large",
+        fmt::format("request body exceeds the limit of {} bytes", options_.max_body_bytes), {});
   } else if (ec == bhttp::error::header_limit) {
-    *reply = TransportError(431, "header_too_large",
-                            fmt::format("request header exceeds the limit of {} bytes",
-                                        kHeaderLimit),
-                            {});
+    *reply = TransportError(
+        431, "header_too_large",
+        fmt::format("request header exceeds the limit of {} bytes", kHeaderLimit), {});
   } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
     *reply = TransportError(400, "invalid_argument",
                             fmt::format("malformed HTTP request: {}", ec.message()), {});
@@ -569,14 +615,16 @@ asio::awaitable<void> Server::Impl::LingeringClose(Connection& c) {
   c.state = ConnState::kIdle;  // Shutdown() may cut this short
   ErrorCode ec;
   c.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-  if (ec) co_return;
+  if (ec)
+    co_return;
   const auto deadline = Clock::now() + kLingerTime;
   size_t discarded = 0;
   while (discarded < kLingerBytes && Clock::now() < deadline) {
     c.buffer.clear();
     c.stream.expires_at(deadline);
     size_t n = co_await c.stream.async_read_some(c.buffer.prepare(kReadChunk), Redirect(ec));
-    if (ec) co_return;
+    if (ec)
+      co_return;
     discarded += n;
   }
 }
@@ -585,22 +633,20 @@ Response Server::Impl::Invoke(const Route& route, const Request& req) {
   try {
     return route.handler(req);
   } catch (const std::exception& e) {
-    core::LogError("HTTP handler threw",
-                   {{"event.action", "http.handler_failed"},
-                    {"error.message", e.what()},
-                    {"http.request.method", req.method},
-                    {"url.path", req.path},
-                    {"trace.id", req.request_id}});
+    core::LogError("HTTP handler threw", {{"event.action", "http.handler_failed"},
+                                          {"error.message", e.what()},
+                                          {"http.request.method", req.method},
+                                          {"url.path", req.path},
+                                          {"trace.id", req.request_id}});
   } catch (...) {
-    core::LogError("HTTP handler threw a non-exception",
-                   {{"event.action", "http.handler_failed"},
-                    {"url.path", req.path},
-                    {"trace.id", req.request_id}});
+    core::LogError("HTTP handler threw a non-exception", {{"event.action", "http.handler_failed"},
+                                                          {"url.path", req.path},
+                                                          {"trace.id", req.request_id}});
   }
-  return TransportError(500, "internal",
-                        fmt::format("internal error; the server log has details under request id {}",
-                                    req.request_id),
-                        {});
+  return TransportError(
+      500, "internal",
+      fmt::format("internal error; the server log has details under request id {}", req.request_id),
+      {});
 }
 
 asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::string_body>&& msg,
@@ -621,8 +667,10 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
   std::string_view actor;
   for (const auto& field : msg) {
     std::string_view name = ToStd(field.name_string());
-    if (wire::EqualsIgnoreCase(name, "X-Request-Id")) incoming_id = ToStd(field.value());
-    if (wire::EqualsIgnoreCase(name, "X-Kervan-Actor")) actor = ToStd(field.value());
+    if (wire::EqualsIgnoreCase(name, "X-Request-Id"))
+      incoming_id = ToStd(field.value());
+    if (wire::EqualsIgnoreCase(name, "X-Kervan-Actor"))
+      actor = ToStd(field.value());
     req.headers.emplace_back(name, ToStd(field.value()));
   }
   req.request_id = wire::ValidRequestId(incoming_id) ? std::string(incoming_id) : core::NewUuidV7();
@@ -636,7 +684,8 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
     req.params = std::move(match.params);
     // A HEAD served by a GET route is counted under its own method label.
     const std::string& route_method = match.route ? match.route->method : match.stream->method;
-    if (route_method == req.method) stats = route_stats_[static_cast<size_t>(match.index)].get();
+    if (route_method == req.method)
+      stats = route_stats_[static_cast<size_t>(match.index)].get();
   }
   if (match.stream != nullptr) {
     co_await ServeStream(c, req, *match.stream, stats, start);
@@ -646,19 +695,18 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
   Response resp;
   if (match.route == nullptr) {
     if (!req.path.empty() && req.path[0] != '/') {
-      resp = TransportError(400, "invalid_argument",
-                            "malformed HTTP request: the target must start with '/'",
-                            req.request_id);
+      resp =
+          TransportError(400, "invalid_argument",
+                         "malformed HTTP request: the target must start with '/'", req.request_id);
     } else if (match.allow.empty()) {
-      resp = TransportError(404, "not_found",
-                            fmt::format("no route for {} {}", req.method, req.path),
-                            req.request_id);
+      resp =
+          TransportError(404, "not_found", fmt::format("no route for {} {}", req.method, req.path),
+                         req.request_id);
     } else {
-      resp = TransportError(
-          405, "method_not_allowed",
-          fmt::format("method {} is not allowed on {}; allowed: {}", req.method, req.path,
-                      match.allow),
-          req.request_id);
+      resp = TransportError(405, "method_not_allowed",
+                            fmt::format("method {} is not allowed on {}; allowed: {}", req.method,
+                                        req.path, match.allow),
+                            req.request_id);
       resp.headers.emplace_back("Allow", match.allow);
     }
   } else if (match.route->blocking) {
@@ -667,18 +715,19 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
   } else {
     resp = Invoke(*match.route, req);
   }
-  if (resp.error_envelope) wire::AppendRequestId(resp.body, req.request_id);
+  if (resp.error_envelope)
+    wire::AppendRequestId(resp.body, req.request_id);
 
   const bool keep = keep_alive && !stopping();
   const bool ok =
       co_await WriteResponse(c, resp, keep, req.request_id, version, req.method == "HEAD");
   Finish(stats, req, req.method, resp.status, start, true);
-  co_return keep && ok;
+  co_return keep&& ok;
 }
 
-asio::awaitable<bool> Server::Impl::WriteResponse(Connection& c, const Response& r,
-                                                  bool keep_alive, std::string_view request_id,
-                                                  unsigned version, bool head_only) {
+asio::awaitable<bool> Server::Impl::WriteResponse(Connection& c, const Response& r, bool keep_alive,
+                                                  std::string_view request_id, unsigned version,
+                                                  bool head_only) {
   const bool no_body = r.status < 200 || r.status == 204 || r.status == 304;
   std::string head;
   head.reserve(192 + r.content_type.size());
@@ -700,7 +749,8 @@ asio::awaitable<bool> Server::Impl::WriteResponse(Connection& c, const Response&
   head += "\r\n";
   head += DateHeader();
   for (const auto& [name, value] : r.headers) {
-    if (name.empty() || !SafeHeaderText(name) || !SafeHeaderText(value)) continue;
+    if (name.empty() || !SafeHeaderText(name) || !SafeHeaderText(value))
+      continue;
     head += name;
     head += ": ";
     head += value;
@@ -747,7 +797,8 @@ asio::awaitable<void> Server::Impl::ServeStream(Connection& c, Request& req,
                                            {"error.message", e.what()},
                                            {"url.path", req.path},
                                            {"trace.id", req.request_id}});
-      if (!c.head_sent()) c.Fail(core::Internal("internal error"));
+      if (!c.head_sent())
+        c.Fail(core::Internal("internal error"));
     }
   }
   open_streams_->Add(-1);
@@ -789,17 +840,18 @@ void Server::Impl::Finish(RouteStats* stats, const Request& req, std::string_vie
   } else {
     stats->Record(status, elapsed, observe_duration);
   }
-  if (!options_.access_log) return;
-  core::LogInfo(fmt::format("{} {} {}", method, req.path, status),
-                {{"event.action", "http.request"},
-                 {"http.request.method", method},
-                 {"url.path", req.path},
-                 {"http.response.status_code", status},
-                 {"event.duration",
-                  std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()},
-                 {"trace.id", req.request_id},
-                 {"user.name", req.actor},
-                 {"kervan.route", req.route.empty() ? std::string("unmatched") : req.route}});
+  if (!options_.access_log)
+    return;
+  core::LogInfo(
+      fmt::format("{} {} {}", method, req.path, status),
+      {{"event.action", "http.request"},
+       {"http.request.method", method},
+       {"url.path", req.path},
+       {"http.response.status_code", status},
+       {"event.duration", std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()},
+       {"trace.id", req.request_id},
+       {"user.name", req.actor},
+       {"kervan.route", req.route.empty() ? std::string("unmatched") : req.route}});
 }
 
 void Server::Impl::Shutdown(std::chrono::milliseconds grace) {
@@ -841,9 +893,12 @@ void Server::Impl::Shutdown(std::chrono::milliseconds grace) {
     cv_.wait_for(lock, kForceCloseWait, [&] { return connections_.empty(); });
   }
 
-  for (auto& w : work_) w.reset();
-  for (auto& ctx : contexts_) ctx->stop();
-  for (auto& t : threads_) t.join();
+  for (auto& w : work_)
+    w.reset();
+  for (auto& ctx : contexts_)
+    ctx->stop();
+  for (auto& t : threads_)
+    t.join();
   threads_.clear();
   // Queued blocking work is dropped; work already running is waited for.
   pool_->stop();
@@ -863,9 +918,17 @@ void Server::Impl::Wait() {
 Server::Server(ServerOptions options, std::shared_ptr<const Router> router)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(router))) {}
 Server::~Server() = default;
-core::Status Server::Start() { return impl_->Start(); }
-uint16_t Server::port() const { return impl_->port(); }
-void Server::Shutdown(std::chrono::milliseconds grace) { impl_->Shutdown(grace); }
-void Server::Wait() { impl_->Wait(); }
+core::Status Server::Start() {
+  return impl_->Start();
+}
+uint16_t Server::port() const {
+  return impl_->port();
+}
+void Server::Shutdown(std::chrono::milliseconds grace) {
+  impl_->Shutdown(grace);
+}
+void Server::Wait() {
+  impl_->Wait();
+}
 
 }  // namespace kervan::http

@@ -25,7 +25,8 @@ class Registration {
   Registration(const Registration&) = delete;
   Registration& operator=(const Registration&) = delete;
   ~Registration() {
-    for (auto& undo : undo_) undo();
+    for (auto& undo : undo_)
+      undo();
   }
   void Add(std::function<void()> undo) { undo_.push_back(std::move(undo)); }
 
@@ -72,13 +73,15 @@ void AsyncSignal::Unregister(const Waiter* w) {
 
 asio::awaitable<bool> AsyncSignal::Wait(std::chrono::milliseconds timeout, uint64_t* seen) {
   auto w = std::make_shared<Waiter>(co_await asio::this_coro::executor);
-  if (!Register(w, seen)) co_return true;
+  if (!Register(w, seen))
+    co_return true;
   Registration registration;
   registration.Add([this, p = w.get()] { Unregister(p); });
   w->timer.expires_after(timeout);
   boost::system::error_code ec;
   co_await w->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  if (seen != nullptr) *seen = generation();
+  if (seen != nullptr)
+    *seen = generation();
   co_return w->notified.load(std::memory_order_acquire);
 }
 
@@ -88,17 +91,21 @@ asio::awaitable<bool> SseStream::Send(std::string_view id, std::string_view even
   text.reserve(data.size() + id.size() + event.size() + 32);
   // A field value must not contain a line break; cut it there.
   auto one_line = [](std::string_view v) { return v.substr(0, v.find_first_of("\r\n")); };
-  if (!id.empty()) fmt::format_to(std::back_inserter(text), "id: {}\n", one_line(id));
-  if (!event.empty()) fmt::format_to(std::back_inserter(text), "event: {}\n", one_line(event));
+  if (!id.empty())
+    fmt::format_to(std::back_inserter(text), "id: {}\n", one_line(id));
+  if (!event.empty())
+    fmt::format_to(std::back_inserter(text), "event: {}\n", one_line(event));
   // Every line of data becomes a data: line ("\r\n", "\r" and "\n" all end a line).
   for (;;) {
     size_t end = data.find_first_of("\r\n");
     text += "data: ";
     text += data.substr(0, end);
     text += '\n';
-    if (end == std::string_view::npos) break;
+    if (end == std::string_view::npos)
+      break;
     size_t next = end + 1;
-    if (data[end] == '\r' && next < data.size() && data[next] == '\n') ++next;
+    if (data[end] == '\r' && next < data.size() && data[next] == '\n')
+      ++next;
     data = data.substr(next);
   }
   text += '\n';
@@ -114,24 +121,32 @@ asio::awaitable<bool> SseStream::Comment(std::string_view text) {
 
 asio::awaitable<bool> SseStream::Wait(AsyncSignal& signal, std::chrono::milliseconds timeout,
                                       uint64_t* seen) {
-  if (!co_await channel_->Write({})) co_return false;  // sends the head if still pending
+  if (!co_await channel_->Write({}))
+    co_return false;  // sends the head if still pending
   AsyncSignal& closed = channel_->closed_signal();
   auto w = std::make_shared<AsyncSignal::Waiter>(co_await asio::this_coro::executor);
   Registration registration;
-  if (!signal.Register(w, seen)) co_return true;
+  if (!signal.Register(w, seen))
+    co_return true;
   registration.Add([&signal, p = w.get()] { signal.Unregister(p); });
   closed.Register(w, nullptr);
   registration.Add([&closed, p = w.get()] { closed.Unregister(p); });
-  if (!channel_->open()) co_return false;  // closed before we registered
+  if (!channel_->open())
+    co_return false;  // closed before we registered
   w->timer.expires_after(timeout);
   boost::system::error_code ec;
   co_await w->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  if (seen != nullptr) *seen = signal.generation();
+  if (seen != nullptr)
+    *seen = signal.generation();
   co_return channel_->open() && w->notified.load(std::memory_order_acquire);
 }
 
-bool SseStream::open() const { return channel_->open(); }
+bool SseStream::open() const {
+  return channel_->open();
+}
 
-void SseStream::Fail(const core::Error& error) { channel_->Fail(error); }
+void SseStream::Fail(const core::Error& error) {
+  channel_->Fail(error);
+}
 
 }  // namespace kervan::http

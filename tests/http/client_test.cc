@@ -33,8 +33,8 @@ TEST(Client, RejectsHttpsAndMalformedUrls) {
   ASSERT_FALSE(https);
   EXPECT_EQ(https.error().code, core::ErrorCode::kInvalidArgument);
   EXPECT_NE(https.error().message.find("https is not supported yet"), std::string::npos);
-  for (const char* url : {"127.0.0.1:8080", "http://", "http://host:port", "http://h:99999",
-                          "http://h:80/prefix"}) {
+  for (const char* url :
+       {"127.0.0.1:8080", "http://", "http://host:port", "http://h:99999", "http://h:80/prefix"}) {
     EXPECT_FALSE(Client(url).Send("GET", "/")) << url;
   }
 }

@@ -12,11 +12,11 @@ TEST(HttpStatusFor, MapsEveryErrorCode) {
     int status;
   };
   const Case cases[] = {
-      {core::ErrorCode::kInvalidArgument, 400},   {core::ErrorCode::kNotFound, 404},
-      {core::ErrorCode::kAlreadyExists, 409},     {core::ErrorCode::kFailedPrecondition, 409},
-      {core::ErrorCode::kAborted, 409},           {core::ErrorCode::kPermissionDenied, 403},
-      {core::ErrorCode::kUnauthenticated, 401},   {core::ErrorCode::kResourceExhausted, 429},
-      {core::ErrorCode::kUnavailable, 503},       {core::ErrorCode::kDeadlineExceeded, 504},
+      {core::ErrorCode::kInvalidArgument, 400}, {core::ErrorCode::kNotFound, 404},
+      {core::ErrorCode::kAlreadyExists, 409},   {core::ErrorCode::kFailedPrecondition, 409},
+      {core::ErrorCode::kAborted, 409},         {core::ErrorCode::kPermissionDenied, 403},
+      {core::ErrorCode::kUnauthenticated, 401}, {core::ErrorCode::kResourceExhausted, 429},
+      {core::ErrorCode::kUnavailable, 503},     {core::ErrorCode::kDeadlineExceeded, 504},
       {core::ErrorCode::kInternal, 500},
   };
   for (const Case& c : cases) {

@@ -36,7 +36,8 @@ Router EchoRouter() {
                                      [](const Request&) { return Response::Json(200, {}); })));
   EXPECT_TRUE(router.Add(PublicRoute("POST", "/echo", [](const Request& r) {
     auto body = r.JsonBody();
-    if (!body) return Response::FromError(body.error());
+    if (!body)
+      return Response::FromError(body.error());
     return Response::Json(201, *body);
   })));
   EXPECT_TRUE(router.Add(PublicRoute("GET", "/conflict", [](const Request&) {
@@ -44,17 +45,16 @@ Router EchoRouter() {
         "cannot promote from Shadow",
         {{"current_state", "Shadow"}, {"allowed_transitions", {"rollback", "step"}}}));
   })));
-  EXPECT_TRUE(router.Add(PublicRoute("GET", "/throws", [](const Request&) -> Response {
-    throw std::runtime_error("boom");
-  })));
+  EXPECT_TRUE(router.Add(PublicRoute(
+      "GET", "/throws", [](const Request&) -> Response { throw std::runtime_error("boom"); })));
   return router;
 }
 
 TEST(Server, RoutesWithParamsQueryAndActor) {
   auto server = StartServer(EchoRouter());
   Client client(BaseUrl(*server));
-  auto res = client.Send("GET", "/api/v1/entities/model%20version/v%2F7?q=a%20b",
-                         {}, {{"X-Kervan-Actor", "ada"}});
+  auto res = client.Send("GET", "/api/v1/entities/model%20version/v%2F7?q=a%20b", {},
+                         {{"X-Kervan-Actor", "ada"}});
   ASSERT_TRUE(res) << res.error().ToString();
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(res->Header("content-type"), "application/json");
@@ -152,8 +152,8 @@ TEST(Server, OversizedBodyIs413BeforeTheBodyIsReadAndHandlerNotCalled) {
   // A chunked body only turns out too large on the way.
   RawConnection chunked(server->port());
   chunked.Write("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
-                std::string("320\r\n") + std::string(800, 'x') + "\r\n" +
-                std::string("320\r\n") + std::string(800, 'x') + "\r\n0\r\n\r\n");
+                std::string("320\r\n") + std::string(800, 'x') + "\r\n" + std::string("320\r\n") +
+                std::string(800, 'x') + "\r\n0\r\n\r\n");
   EXPECT_EQ(chunked.ReadResponse().result_int(), 413u);
 
   // A client that sends the whole oversized body still reads the answer.
@@ -192,9 +192,8 @@ TEST(Server, KeepAliveServesManyRequestsOnOneConnection) {
   auto server = StartServer(EchoRouter());
   RawConnection conn(server->port());
   for (int i = 0; i < 5; ++i) {
-    beast::http::request<beast::http::string_body> req(beast::http::verb::get,
-                                                       "/api/v1/entities/run/" + std::to_string(i),
-                                                       11);
+    beast::http::request<beast::http::string_body> req(
+        beast::http::verb::get, "/api/v1/entities/run/" + std::to_string(i), 11);
     req.set(beast::http::field::host, "127.0.0.1");
     beast::http::write(conn.socket(), req);
     auto res = conn.ReadResponse();
@@ -224,8 +223,7 @@ TEST(Server, HeadIsServedByGetWithoutBody) {
 TEST(Server, ExpectContinueGetsInterimResponse) {
   auto server = StartServer(EchoRouter());
   RawConnection conn(server->port());
-  conn.Write(
-      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n");
+  conn.Write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n");
   char buf[64];
   size_t n = conn.socket().read_some(asio::buffer(buf));
   EXPECT_EQ(std::string(buf, n), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -287,7 +285,8 @@ TEST(Server, ShutdownLetsInFlightRequestFinish) {
   RawConnection idle(server->port());
 
   auto pending = std::async(std::launch::async, [&] { return Client(base).Send("GET", "/slow"); });
-  while (!entered) std::this_thread::sleep_for(5ms);
+  while (!entered)
+    std::this_thread::sleep_for(5ms);
   auto begin = std::chrono::steady_clock::now();
   server->Shutdown(5s);
   auto took = std::chrono::steady_clock::now() - begin;
@@ -317,12 +316,26 @@ TEST(Server, ShutdownClosesConnectionsThatOutliveTheGrace) {
       },
       /*blocking=*/true)));
   auto server = StartServer(std::move(router));
-  auto pending = std::async(std::launch::async,
-                            [base = BaseUrl(*server)] { return Client(base).Send("GET", "/slow"); });
+  auto pending = std::async(
+      std::launch::async, [base = BaseUrl(*server)] { return Client(base).Send("GET", "/slow"); });
   std::this_thread::sleep_for(100ms);
   server->Shutdown(100ms);
   auto res = pending.get();
   EXPECT_FALSE(res) << "cut off after the grace period";
+}
+
+TEST(Server, ClosesConnectionsIdleLongerThanIdleTimeout) {
+  ServerOptions options = TestOptions();
+  options.idle_timeout = std::chrono::seconds(1);
+  auto server = StartServer(EchoRouter(), options);
+  RawConnection conn(server->port());
+  conn.Write("GET /api/v1/entities/a/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(conn.ReadResponse().result_int(), 200u);
+  auto begin = std::chrono::steady_clock::now();
+  EXPECT_EQ(conn.ReadToEnd(), "");
+  auto idle = std::chrono::steady_clock::now() - begin;
+  EXPECT_GE(idle, 900ms);
+  EXPECT_LT(idle, 3s);
 }
 
 TEST(Server, StartFailsWithUnavailableWhenPortIsTaken) {
@@ -369,8 +382,8 @@ TEST(Server, WritesOneAccessLogLinePerRequest) {
     ServerOptions options = TestOptions();
     options.access_log = true;
     auto server = StartServer(EchoRouter(), options);
-    auto res = Client(BaseUrl(*server)).Send("GET", "/api/v1/entities/run/9", {},
-                                             {{"X-Request-Id", "log-test-1"}});
+    auto res = Client(BaseUrl(*server))
+                   .Send("GET", "/api/v1/entities/run/9", {}, {{"X-Request-Id", "log-test-1"}});
     ASSERT_TRUE(res);
     server->Shutdown(1s);
   }
@@ -380,7 +393,8 @@ TEST(Server, WritesOneAccessLogLinePerRequest) {
   std::string all;
   char buf[4096];
   size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, log)) > 0) all.append(buf, n);
+  while ((n = std::fread(buf, 1, sizeof buf, log)) > 0)
+    all.append(buf, n);
   std::fclose(log);
 
   core::Json line;
@@ -388,7 +402,8 @@ TEST(Server, WritesOneAccessLogLinePerRequest) {
   while (start < all.size()) {
     size_t end = all.find('\n', start);
     core::Json j = core::Json::parse(all.substr(start, end - start));
-    if (j.value("event.action", "") == "http.request") line = j;
+    if (j.value("event.action", "") == "http.request")
+      line = j;
     start = end + 1;
   }
   ASSERT_TRUE(line.is_object()) << all;

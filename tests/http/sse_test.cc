@@ -53,7 +53,8 @@ struct Feed {
           next = items.size();
         }
         for (const std::string& item : batch) {
-          if (!co_await stream.Send(std::to_string(next), "tick", item)) break;
+          if (!co_await stream.Send(std::to_string(next), "tick", item))
+            break;
         }
         if (!co_await stream.Wait(signal, 10s, &seen) && stream.open()) {
           co_await stream.Comment("keep-alive");
@@ -80,15 +81,18 @@ TEST(Sse, StreamDeliversEventsAndEndsAtShutdown) {
     return Client(base).ReadStream("/events", {}, [&](std::string_view chunk) {
       std::lock_guard lock(mu);
       received.append(chunk);
-      if (received.find("second") != std::string::npos) got_second = true;
+      if (received.find("second") != std::string::npos)
+        got_second = true;
       return true;
     });
   });
   // Let the stream start, then publish from another thread.
-  while (feed.handlers_running.load() == 0) std::this_thread::sleep_for(5ms);
+  while (feed.handlers_running.load() == 0)
+    std::this_thread::sleep_for(5ms);
   std::this_thread::sleep_for(50ms);
   feed.Publish("second\nline two");
-  for (int i = 0; i < 200 && !got_second; ++i) std::this_thread::sleep_for(5ms);
+  for (int i = 0; i < 200 && !got_second; ++i)
+    std::this_thread::sleep_for(5ms);
   ASSERT_TRUE(got_second);
 
   auto begin = std::chrono::steady_clock::now();
@@ -132,9 +136,8 @@ TEST(Sse, HandlerEndsWhenClientDisconnects) {
   ASSERT_TRUE(router.AddStream(feed.Route()));
   auto server = StartServer(std::move(router));
   // Stop reading after the first piece: the client closes its connection.
-  core::Status status = Client(BaseUrl(*server)).ReadStream("/events", {}, [](std::string_view) {
-    return false;
-  });
+  core::Status status =
+      Client(BaseUrl(*server)).ReadStream("/events", {}, [](std::string_view) { return false; });
   EXPECT_TRUE(status);
   // The handler is waiting with a 10 s timeout; the disconnect must wake it.
   for (int i = 0; i < 200 && feed.handlers_finished.load() == 0; ++i) {
@@ -148,9 +151,8 @@ TEST(Sse, FailAnswersWithErrorEnvelope) {
   Router router;
   ASSERT_TRUE(router.AddStream(feed.Route()));
   auto server = StartServer(std::move(router));
-  core::Status status = Client(BaseUrl(*server)).ReadStream("/events?fail=1", {}, [](auto) {
-    return true;
-  });
+  core::Status status =
+      Client(BaseUrl(*server)).ReadStream("/events?fail=1", {}, [](auto) { return true; });
   ASSERT_FALSE(status);
   EXPECT_EQ(status.error().code, core::ErrorCode::kInvalidArgument) << status.error().ToString();
   EXPECT_EQ(status.error().field, "fail");
@@ -162,8 +164,7 @@ T RunCoroutine(asio::awaitable<T> coro) {
   asio::io_context ioc(1);
   std::optional<T> result;
   asio::co_spawn(
-      ioc, [&]() -> asio::awaitable<void> { result = co_await std::move(coro); },
-      asio::detached);
+      ioc, [&]() -> asio::awaitable<void> { result = co_await std::move(coro); }, asio::detached);
   ioc.run();
   return *result;
 }
@@ -181,7 +182,8 @@ TEST(AsyncSignal, NotifyFromAnotherThreadWakesEveryWaiter) {
   asio::io_context b(1);
   std::atomic<int> woken{0};
   auto waiter = [&]() -> asio::awaitable<void> {
-    if (co_await signal.Wait(5s)) ++woken;
+    if (co_await signal.Wait(5s))
+      ++woken;
   };
   asio::co_spawn(a, waiter(), asio::detached);
   asio::co_spawn(b, waiter(), asio::detached);

@@ -63,7 +63,8 @@ class RawConnection {
     boost::system::error_code ec;
     for (;;) {
       size_t n = socket_.read_some(asio::buffer(chunk), ec);
-      if (ec) break;
+      if (ec)
+        break;
       out.append(chunk, n);
     }
     return out;
