@@ -171,17 +171,14 @@ Json VerifyReport::ToJson() const {
 
 Result<std::unique_ptr<EventLog>> EventLog::Open(Database& db, EventLogOptions options) {
   ASSIGN_OR_RETURN(auto writer, db.OpenDedicated());
-  ASSIGN_OR_RETURN(Rows rows,
-                   writer->Query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"));
+  ASSIGN_OR_RETURN(Rows rows, writer->Query("SELECT MAX(seq) FROM events"));
   int64_t head = rows.empty() ? 0 : rows[0].Int(0);
-  std::string hash = rows.empty() ? std::string(kGenesisHash) : rows[0].Text(1);
-  return std::unique_ptr<EventLog>(
-      new EventLog(db, std::move(writer), options, head, std::move(hash)));
+  return std::unique_ptr<EventLog>(new EventLog(db, std::move(writer), options, head));
 }
 
 EventLog::EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOptions options,
-                   int64_t head_seq, std::string head_hash)
-    : db_(db), writer_(std::move(writer)), options_(options), head_hash_(std::move(head_hash)) {
+                   int64_t head_seq)
+    : db_(db), writer_(std::move(writer)), options_(options) {
   head_seq_.store(head_seq);
   Metrics::Get().head.Set(static_cast<double>(head_seq));
   writer_thread_ = std::thread([this] { WriterLoop(); });
@@ -275,6 +272,13 @@ void EventLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
   }
   int64_t seq = head->empty() ? 0 : (*head)[0].Int(0);
   std::string prev = head->empty() ? std::string(kGenesisHash) : (*head)[0].Text(1);
+  if (seq != head_seq()) {
+    // Another server sharing the database appended since our last commit:
+    // the recent-events cache now has a hole, so drop it (reads fall back to
+    // the database until it refills).
+    std::lock_guard lock(mu_);
+    recent_.clear();
+  }
 
   std::vector<Result<std::vector<Event>>> results;
   results.reserve(batch.size());
@@ -327,7 +331,6 @@ void EventLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
     while (recent_.size() > options_.recent_cache)
       recent_.pop_front();
     head_seq_.store(seq, std::memory_order_release);
-    head_hash_ = prev;
   }
   commit_cv_.notify_all();
   m.commits.Inc();

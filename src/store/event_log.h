@@ -142,7 +142,7 @@ class EventLog {
  private:
   struct Pending;
   EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOptions options,
-           int64_t head_seq, std::string head_hash);
+           int64_t head_seq);
   void WriterLoop();
   void CommitBatch(std::vector<std::shared_ptr<Pending>>& batch);
 
@@ -159,7 +159,6 @@ class EventLog {
   bool stopping_ = false;
 
   std::atomic<int64_t> head_seq_{0};
-  std::string head_hash_;  // writer thread only
   std::thread writer_thread_;
 };
 
