@@ -75,7 +75,10 @@ struct VerifyReport {
 // with Append(), which assigns seq, id, time and hashes at once so the
 // projection can record them. If the command fails, its changes and events
 // are rolled back (savepoint) and other commands in the same group commit
-// are unaffected.
+// are unaffected. A command may be run more than once for one Execute (the
+// writer retries a batch with savepoints after a failure): it must decide
+// only from what it reads through conn(), and touch nothing outside the
+// transaction but its own output variables.
 class CommandTx {
  public:
   virtual ~CommandTx() = default;
@@ -144,6 +147,7 @@ class EventLog {
   EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOptions options,
            int64_t head_seq);
   void WriterLoop();
+  void AckLoop();
   void CommitBatch(std::vector<std::shared_ptr<Pending>>& batch);
 
   Database& db_;
@@ -157,6 +161,17 @@ class EventLog {
   std::deque<Event> recent_;  // last committed events, for fast reads
   std::vector<std::function<void(int64_t)>> listeners_;
   bool stopping_ = false;
+
+  // Committed batches waiting for their callers to be woken (ack thread).
+  struct Acknowledgement {
+    std::vector<std::shared_ptr<Pending>> batch;
+    std::vector<Result<std::vector<Event>>> results;
+  };
+  std::mutex ack_mu_;
+  std::condition_variable ack_cv_;
+  std::deque<Acknowledgement> acks_;
+  bool ack_stopping_ = false;
+  std::thread ack_thread_;
 
   std::atomic<int64_t> head_seq_{0};
   std::thread writer_thread_;
