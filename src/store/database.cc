@@ -76,6 +76,8 @@ Result<PooledConnection> Database::Acquire() {
 }
 
 void Database::Release(std::unique_ptr<Connection> conn) {
+  if (conn && conn->InTransaction() && !conn->Rollback())
+    conn.reset();
   std::lock_guard lock(mu_);
   --out_;
   if (conn)

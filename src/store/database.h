@@ -66,11 +66,16 @@ class Connection {
   virtual Status Begin() = 0;
   virtual Status Commit() = 0;
   virtual Status Rollback() = 0;
+  // True between Begin() and Commit()/Rollback() (also after a failed
+  // statement inside the transaction).
+  virtual bool InTransaction() const = 0;
 };
 
 class Database;
 
-// A connection borrowed from a Database's pool; returned on destruction.
+// A connection borrowed from a Database's pool; returned on destruction. A
+// connection given back inside a transaction is rolled back first (and
+// dropped if that fails), so the next borrower never inherits one.
 class PooledConnection {
  public:
   PooledConnection(Database* owner, std::unique_ptr<Connection> conn)

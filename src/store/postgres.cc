@@ -426,6 +426,11 @@ class PostgresConnection final : public Connection {
     return core::Ok();
   }
 
+  bool InTransaction() const override {
+    PGTransactionStatusType t = PQtransactionStatus(conn_);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+  }
+
   Status Rollback() override {
     if (PQstatus(conn_) != CONNECTION_OK) {
       // The server ends a lost session's transaction by itself; reconnect so

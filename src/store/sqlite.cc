@@ -63,6 +63,7 @@ class SqliteConnection final : public Connection {
   Status Begin() override { return Run("BEGIN IMMEDIATE", {}, nullptr); }
   Status Commit() override { return Run("COMMIT", {}, nullptr); }
   Status Rollback() override { return Run("ROLLBACK", {}, nullptr); }
+  bool InTransaction() const override { return sqlite3_get_autocommit(db_) == 0; }
 
  private:
   Result<sqlite3_stmt*> Prepare(std::string_view sql) {

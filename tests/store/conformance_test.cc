@@ -102,6 +102,22 @@ TEST_P(Store, FailedTransactionLeavesNothing) {
   EXPECT_EQ((*rows)[0].Int(0), 0);
 }
 
+TEST_P(Store, ConnectionReturnedMidTransactionIsRolledBack) {
+  {
+    auto conn = db_->Acquire();
+    ASSERT_TRUE((*conn)->Exec("CREATE TABLE r (k TEXT PRIMARY KEY)"));
+    ASSERT_TRUE((*conn)->Begin());
+    ASSERT_TRUE((*conn)->Exec("INSERT INTO r VALUES ('uncommitted')"));
+    EXPECT_TRUE((*conn)->InTransaction());
+  }  // returned to the pool without Commit()
+  auto again = db_->Acquire();
+  ASSERT_TRUE(again);
+  EXPECT_FALSE((*again)->InTransaction());
+  auto rows = (*again)->Query("SELECT COUNT(*) FROM r");
+  ASSERT_TRUE(rows) << rows.error().ToString();
+  EXPECT_EQ((*rows)[0].Int(0), 0);
+}
+
 TEST_P(Store, MigrationsApplyOnceAndAreRecorded) {
   auto first = ApplyMigrations(*db_);
   ASSERT_TRUE(first) << first.error().ToString();
