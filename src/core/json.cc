@@ -13,6 +13,10 @@ Result<Json> ParseJson(std::string_view text) {
       [[maybe_unused]] Json probe = Json::parse(text);
     } catch (const Json::parse_error& e) {
       detail = fmt::format("malformed JSON at byte {}", e.byte);
+    } catch (const Json::exception& e) {
+      // e.g. out_of_range for a number beyond double (found by fuzzing):
+      // still the client's input, still a 400.
+      detail = fmt::format("invalid JSON ({})", e.what());
     }
     return InvalidArgument(detail + " in request body", "body");
   }

@@ -30,6 +30,14 @@ TEST(Json, CanonicalSortsKeysWithoutSpaces) {
   EXPECT_EQ(CanonicalJson(a), R"({"a":{"c":"x","d":[1,2]},"b":1})");
 }
 
+TEST(Json, NumberOutOfRangeIsAnErrorNotAnException) {
+  // Found by fuzz/request_body_fuzz.cc: nlohmann throws out_of_range here.
+  auto r = ParseJson(R"({"limit": 1.5e999})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(r.error().field, "body");
+}
+
 TEST(Json, ParseErrorNamesBodyAndOffset) {
   auto r = ParseJson("{\"a\": ");
   ASSERT_FALSE(r);
