@@ -69,22 +69,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_in_use() {
-  if command -v ss >/dev/null 2>&1; then
-    [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-  fi
-}
-
-free_port() {
-  local base=$((20000 + RANDOM % 30000)) p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((base + i))
-    port_in_use "$p" || { echo "$p"; return; }
-  done
-  die "no free TCP port found"
-}
+# shellcheck source=../scripts/lib/ports.sh
+source "$ROOT/scripts/lib/ports.sh"
 
 wait_http() {  # url, name, pid, log files to show on failure...
   local url=$1 name=$2 pid=$3 i

@@ -69,25 +69,8 @@ running() {
   [[ -f "$DATA/postmaster.pid" ]] && as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
 }
 
-port_in_use() {
-  if command -v ss >/dev/null 2>&1; then
-    [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-  fi
-}
-
-free_port() {
-  local base=$((20000 + RANDOM % 30000)) p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((base + i))
-    if ! port_in_use "$p"; then
-      echo "$p"
-      return
-    fi
-  done
-  die "no free TCP port found in $base..$((base + 199))"
-}
+# shellcheck source=lib/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 print_dsn() {
   [[ -s "$DIR/dsn" ]] || die "$DIR/dsn is missing"
