@@ -552,8 +552,10 @@ asio::awaitable<void> Server::Impl::Reject(Connection& c,
   if (!wire::ValidRequestId(req.request_id))
     req.request_id = core::NewUuidV7();
   wire::AppendRequestId(reply.body, req.request_id);
-  co_await WriteResponse(c, reply, /*keep_alive=*/false, req.request_id, 11, false);
+  // Counted before the write, so a client that has its answer can already see
+  // it in /metrics (duration is time to a ready response).
   Finish(nullptr, req, req.method, reply.status, start, true);
+  co_await WriteResponse(c, reply, /*keep_alive=*/false, req.request_id, 11, false);
   co_await LingeringClose(c);
 }
 
@@ -719,9 +721,11 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
     wire::AppendRequestId(resp.body, req.request_id);
 
   const bool keep = keep_alive && !stopping();
+  // Counted before the write, so a client that has its answer can already see
+  // it in /metrics (duration is time to a ready response).
+  Finish(stats, req, req.method, resp.status, start, true);
   const bool ok =
       co_await WriteResponse(c, resp, keep, req.request_id, version, req.method == "HEAD");
-  Finish(stats, req, req.method, resp.status, start, true);
   co_return keep&& ok;
 }
 
