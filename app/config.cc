@@ -34,6 +34,14 @@ constexpr KeySpec kKeys[] = {
     {"store.sqlite.path", "kervan.db", "SQLite file; relative to data_dir"},
     {"store.postgres.dsn", "", "libpq connection string (secret: masked in output)"},
     {"store.pool_size", "8", "database connections per server"},
+    {"auth.default_expiry_days", "90", "lifetime of an API token created without one (days)"},
+    {"auth.refresh_s", "5",
+     "seconds between re-reads of identities and tokens (changes made by other servers)"},
+    {"auth.protect_metrics", "false", "require a token with metrics.read for GET /metrics"},
+    {"webhooks.max_attempts", "8", "delivery attempts before a webhook delivery fails"},
+    {"webhooks.backoff_base_ms", "1000", "delay before the first retry; doubles per attempt"},
+    {"webhooks.backoff_max_s", "600", "longest delay between two attempts"},
+    {"webhooks.timeout_s", "10", "seconds a receiver has to answer one delivery"},
 };
 
 bool IsSecretKey(const std::string& key) {
@@ -186,6 +194,14 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
         "store.postgres.dsn");
   }
   ASSIGN_OR_RETURN(c.store_pool_size, IntValue(c, "store.pool_size", 1, 512));
+  ASSIGN_OR_RETURN(c.auth_default_expiry_days, IntValue(c, "auth.default_expiry_days", 0, 3650));
+  ASSIGN_OR_RETURN(c.auth_refresh_s, IntValue(c, "auth.refresh_s", 1, 3600));
+  ASSIGN_OR_RETURN(c.auth_protect_metrics, BoolValue(c, "auth.protect_metrics"));
+  ASSIGN_OR_RETURN(c.webhook_max_attempts, IntValue(c, "webhooks.max_attempts", 1, 100));
+  ASSIGN_OR_RETURN(c.webhook_backoff_base_ms,
+                   IntValue(c, "webhooks.backoff_base_ms", 10, 3600 * 1000));
+  ASSIGN_OR_RETURN(c.webhook_backoff_max_s, IntValue(c, "webhooks.backoff_max_s", 1, 86400));
+  ASSIGN_OR_RETURN(c.webhook_timeout_s, IntValue(c, "webhooks.timeout_s", 1, 600));
   return c;
 }
 

@@ -33,6 +33,15 @@ struct Config {
   std::string postgres_dsn;
   int store_pool_size = 8;
 
+  int auth_default_expiry_days = 90;  // 0 = tokens never expire by default
+  int auth_refresh_s = 5;
+  bool auth_protect_metrics = false;
+
+  int webhook_max_attempts = 8;
+  int webhook_backoff_base_ms = 1000;
+  int webhook_backoff_max_s = 600;
+  int webhook_timeout_s = 10;
+
   // Every key with its effective value and where it came from
   // ("default", "file:config/dev.yaml", "env:KERVAN_...", "flag").
   std::map<std::string, std::pair<std::string, std::string>> effective;

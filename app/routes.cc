@@ -16,26 +16,6 @@ using http::Response;
 
 constexpr std::string_view kVersion = "0.1.0";
 
-// Rejects query parameters a route does not know, so a typo ("limt=5") is an
-// error rather than silently ignored.
-core::Status CheckQuery(const Request& req, std::initializer_list<std::string_view> allowed) {
-  for (const auto& [key, _] : req.query) {
-    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      std::string names;
-      for (auto a : allowed)
-        names += (names.empty() ? "" : ", ") + std::string(a);
-      return core::InvalidArgument(fmt::format("query parameter \"{}\": unknown (allowed: {})", key,
-                                               names.empty() ? "none" : names),
-                                   key);
-    }
-  }
-  return core::Ok();
-}
-
-store::CommandContext Context(const Request& req) {
-  return {req.actor, req.request_id, ""};
-}
-
 Json EventsJson(const std::vector<store::Event>& events) {
   Json out = Json::array();
   for (const auto& e : events)
@@ -57,39 +37,8 @@ Result<store::EventQuery> EventQueryFrom(const Request& req) {
 
 // ---- lifecycles and entities ----------------------------------------------
 
-Result<Json> CreateEntity(Services& s, const Request& req) {
-  RETURN_IF_ERROR(CheckQuery(req, {}));
-  ASSIGN_OR_RETURN(Json body, req.JsonBody());
-  ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
-  ASSIGN_OR_RETURN(auto id, r.OptionalString("id"));
-  if (id && id->empty()) {
-    // Leave "id" out to get a generated one; an explicit "" is a mistake.
-    return core::InvalidArgument("field \"id\": must not be empty (omit it to generate one)", "id");
-  }
-  ASSIGN_OR_RETURN(Json data, r.OptionalObject("data"));
-  RETURN_IF_ERROR(r.Finish());
-  ASSIGN_OR_RETURN(store::Entity e,
-                   s.lifecycles.Create(req.Param("kind"), id.value_or(""), data, Context(req)));
-  return e.ToJson();
-}
-
-Result<Json> TransitionEntity(Services& s, const Request& req) {
-  RETURN_IF_ERROR(CheckQuery(req, {}));
-  ASSIGN_OR_RETURN(Json body, req.JsonBody());
-  ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
-  ASSIGN_OR_RETURN(std::string transition, r.RequiredString("transition"));
-  ASSIGN_OR_RETURN(auto reason, r.OptionalString("reason"));
-  ASSIGN_OR_RETURN(Json data, r.OptionalObject("data"));
-  RETURN_IF_ERROR(r.Finish());
-  core::TransitionRequest t{
-      .transition = transition, .reason = reason.value_or(""), .request_data = &data};
-  ASSIGN_OR_RETURN(store::Entity e,
-                   s.lifecycles.Transition(req.Param("kind"), req.Param("id"), t, Context(req)));
-  return e.ToJson();
-}
-
 Result<Json> ListEntities(Services& s, const Request& req) {
-  RETURN_IF_ERROR(CheckQuery(req, {"state", "after", "limit"}));
+  RETURN_IF_ERROR(req.CheckQuery({"state", "after", "limit"}));
   ASSIGN_OR_RETURN(int64_t limit, req.QueryInt("limit", 100, 1, 1000));
   ASSIGN_OR_RETURN(auto list, s.lifecycles.List({.kind = req.Param("kind"),
                                                  .state = req.QueryOr("state", ""),
@@ -105,7 +54,7 @@ Result<Json> ListEntities(Services& s, const Request& req) {
 }
 
 Result<Json> EntityHistory(Services& s, const Request& req) {
-  RETURN_IF_ERROR(CheckQuery(req, {"after", "limit"}));
+  RETURN_IF_ERROR(req.CheckQuery({"after", "limit"}));
   ASSIGN_OR_RETURN(store::Entity e, s.lifecycles.Get(req.Param("kind"), req.Param("id")));
   ASSIGN_OR_RETURN(store::EventQuery q, EventQueryFrom(req));
   q.subject_kind = e.kind;
@@ -124,7 +73,7 @@ Result<Json> LifecycleJson(Services& s, const std::string& kind) {
 // ---- events ----------------------------------------------------------------
 
 Result<Json> ListEvents(Services& s, const Request& req) {
-  RETURN_IF_ERROR(CheckQuery(req, {"after", "limit", "kind", "id", "type", "actor", "wait"}));
+  RETURN_IF_ERROR(req.CheckQuery({"after", "limit", "kind", "id", "type", "actor", "wait"}));
   ASSIGN_OR_RETURN(store::EventQuery q, EventQueryFrom(req));
   ASSIGN_OR_RETURN(int64_t wait_s, req.QueryInt("wait", 0, 0, 60));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
@@ -144,9 +93,97 @@ Result<Json> ListEvents(Services& s, const Request& req) {
   return out;
 }
 
+// ---- audit -------------------------------------------------------------------
+
+Result<int64_t> TimeParam(const Request& req, const std::string& key) {
+  std::string text = req.QueryOr(key, "");
+  if (text.empty())
+    return int64_t{0};
+  auto us = core::ParseRfc3339(text);
+  if (!us) {
+    return core::InvalidArgument(
+        fmt::format("query parameter \"{}\": \"{}\" is not an RFC 3339 time "
+                    "(e.g. 2026-11-27T10:00:00Z)",
+                    key, text),
+        key);
+  }
+  return *us;
+}
+
+// GET /api/v1/audit: the event log filtered for auditors; format=jsonl is
+// the export (one event per line, X-Kervan-Next-After for the next page).
+http::Response Audit(Services& s, const Request& req) {
+  auto run = [&]() -> Result<std::pair<std::vector<store::Event>, store::EventQuery>> {
+    RETURN_IF_ERROR(req.CheckQuery({"kind", "id", "actor", "type", "project", "since", "until",
+                                    "after", "limit", "format"}));
+    std::string format = req.QueryOr("format", "json");
+    if (format != "json" && format != "jsonl") {
+      return core::InvalidArgument(
+          fmt::format("query parameter \"format\": must be json or jsonl, got \"{}\"", format),
+          "format");
+    }
+    store::EventQuery q;
+    ASSIGN_OR_RETURN(q.after_seq, req.QueryInt("after", 0, 0, INT64_MAX));
+    ASSIGN_OR_RETURN(int64_t limit,
+                     req.QueryInt("limit", format == "jsonl" ? 10000 : 100, 1,
+                                  format == "jsonl" ? 10000 : 1000));
+    q.limit = static_cast<int>(limit);
+    q.subject_kind = req.QueryOr("kind", "");
+    q.subject_id = req.QueryOr("id", "");
+    q.actor = req.QueryOr("actor", "");
+    q.project = req.QueryOr("project", "");
+    std::string type = req.QueryOr("type", "");
+    // "model_version.*" (or "model_version.") selects every model_version event.
+    if (type.ends_with(".*"))
+      q.type_prefix = type.substr(0, type.size() - 1);
+    else if (type.ends_with("."))
+      q.type_prefix = type;
+    else
+      q.type = type;
+    ASSIGN_OR_RETURN(q.since_us, TimeParam(req, "since"));
+    ASSIGN_OR_RETURN(q.until_us, TimeParam(req, "until"));
+    if (q.since_us && q.until_us && q.until_us <= q.since_us) {
+      return core::InvalidArgument("query parameter \"until\": must be after \"since\"", "until");
+    }
+    // A project-scoped auditor sees only its projects' events.
+    if (auto projects = s.auth.ProjectsWith(req.actor, "audit.read")) {
+      if (q.project.empty() || !projects->contains(q.project)) {
+        return core::PermissionDenied(
+            q.project.empty()
+                ? fmt::format("{} holds audit.read only in some projects: pass ?project=",
+                              req.actor)
+                : fmt::format("{} lacks permission \"audit.read\" in project \"{}\"",
+                              req.actor, q.project),
+            {{"permission", "audit.read"}, {"principal", req.actor}});
+      }
+    }
+    ASSIGN_OR_RETURN(auto events, s.log.Read(q));
+    return std::make_pair(std::move(events), q);
+  };
+  auto result = run();
+  if (!result)
+    return http::Response::FromError(result.error());
+  auto& [events, q] = *result;
+  int64_t next = events.empty() ? q.after_seq : events.back().seq;
+  if (req.QueryOr("format", "json") == "jsonl") {
+    std::string body;
+    for (const auto& e : events) {
+      body += e.ToJson().dump();
+      body += '\n';
+    }
+    http::Response r = http::Response::Text(200, std::move(body), "application/x-ndjson");
+    r.headers.emplace_back("X-Kervan-Next-After", std::to_string(next));
+    r.headers.emplace_back("X-Kervan-Count", std::to_string(events.size()));
+    return r;
+  }
+  Json out = {{"events", EventsJson(events)}, {"next_after", next}};
+  out["complete"] = static_cast<int>(events.size()) < q.limit;
+  return http::Response::Json(200, out);
+}
+
 asio::awaitable<void> StreamEvents(Services& s, asio::thread_pool& pool, const Request& req,
                                    http::SseStream& stream) {
-  if (auto st = CheckQuery(req, {"after", "kind", "id", "type", "actor"}); !st) {
+  if (auto st = req.CheckQuery({"after", "kind", "id", "type", "actor"}); !st) {
     stream.Fail(st.error());
     co_return;
   }
@@ -199,6 +236,19 @@ asio::awaitable<void> StreamEvents(Services& s, asio::thread_pool& pool, const R
 }
 
 }  // namespace
+
+core::Status CheckRoutePermissions(const http::Router& router) {
+  for (const auto& r : router.Routes()) {
+    if (!r.public_route && !auth::IsKnownPermission(r.permission)) {
+      return core::InvalidArgument(
+          fmt::format("route {} {} declares unknown permission \"{}\" (see src/auth/"
+                      "permissions.cc)",
+                      r.method, r.pattern, r.permission),
+          "permission");
+    }
+  }
+  return core::Ok();
+}
 
 core::Status RegisterRoutes(http::Router& router, Services& s) {
   auto json_route = [&](std::string method, std::string pattern, std::string permission,
@@ -266,9 +316,24 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
        .blocking = false,
        .permission = "system.read"}));
 
+  // The route table itself (read at request time, after every module added
+  // its routes): for docs, the CLI and the RBAC matrix test.
+  RETURN_IF_ERROR(json_route("GET", "/api/v1/routes", "self.read",
+                             [&router](const Request& req) -> Result<Json> {
+                               RETURN_IF_ERROR(req.CheckQuery({}));
+                               Json items = Json::array();
+                               for (const auto& r : router.Routes()) {
+                                 items.push_back({{"method", r.method},
+                                                  {"pattern", r.pattern},
+                                                  {"permission", r.permission},
+                                                  {"public", r.public_route},
+                                                  {"stream", r.stream}});
+                               }
+                               return Json{{"items", items}};
+                             }));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/lifecycles", "lifecycle.read",
                              [&s](const Request& req) -> Result<Json> {
-                               RETURN_IF_ERROR(CheckQuery(req, {}));
+                               RETURN_IF_ERROR(req.CheckQuery({}));
                                Json items = Json::array();
                                for (const auto* m : s.lifecycles.All())
                                  items.push_back(m->Describe());
@@ -279,19 +344,13 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
                  [&s](const Request& req) { return LifecycleJson(s, req.Param("kind")); }));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}", "entity.read",
                              [&s](const Request& req) { return ListEntities(s, req); }));
-  RETURN_IF_ERROR(json_route(
-      "POST", "/api/v1/entities/{kind}", "entity.create",
-      [&s](const Request& req) { return CreateEntity(s, req); }, 201));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}/{id}", "entity.read",
                              [&s](const Request& req) -> Result<Json> {
-                               RETURN_IF_ERROR(CheckQuery(req, {}));
+                               RETURN_IF_ERROR(req.CheckQuery({}));
                                ASSIGN_OR_RETURN(
                                    auto e, s.lifecycles.Get(req.Param("kind"), req.Param("id")));
                                return e.ToJson();
                              }));
-  RETURN_IF_ERROR(json_route("POST", "/api/v1/entities/{kind}/{id}/transitions",
-                             "entity.transition",
-                             [&s](const Request& req) { return TransitionEntity(s, req); }));
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}/{id}/events", "event.read",
                              [&s](const Request& req) { return EntityHistory(s, req); }));
 
@@ -304,9 +363,14 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
          return StreamEvents(s, s.stream_pool, req, stream);
        },
        .permission = "event.read"}));
+  RETURN_IF_ERROR(router.Add({.method = "GET",
+                              .pattern = "/api/v1/audit",
+                              .handler = [&s](const Request& req) { return Audit(s, req); },
+                              .blocking = true,
+                              .permission = "audit.read"}));
   RETURN_IF_ERROR(json_route("POST", "/api/v1/audit/verify", "audit.verify",
                              [&s](const Request& req) -> Result<Json> {
-                               RETURN_IF_ERROR(CheckQuery(req, {}));
+                               RETURN_IF_ERROR(req.CheckQuery({}));
                                ASSIGN_OR_RETURN(auto report, s.log.Verify());
                                return report.ToJson();
                              }));

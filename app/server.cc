@@ -3,12 +3,19 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
 #include "app/routes.h"
+#include "auth/auth.h"
 #include "http/http.h"
+#include "registry/registry.h"
 
 namespace kervan::app {
 
@@ -38,6 +45,50 @@ core::Result<std::unique_ptr<store::Database>> OpenStore(const Config& config) {
   return db;
 }
 
+// Writes `text` to a new file readable by its owner only. Fails rather than
+// overwrite: a bootstrap token is never silently replaced.
+core::Status WriteOwnerOnlyFile(const std::filesystem::path& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return core::Unavailable(fmt::format("cannot create {}: {}", path.string(), strerror(errno)));
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      ::close(fd);
+      return core::Unavailable(fmt::format("cannot write {}: {}", path.string(), strerror(errno)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    return core::Unavailable(fmt::format("cannot sync {}: {}", path.string(), strerror(errno)));
+  return core::Ok();
+}
+
+// First start: the bootstrap admin and its token (in <data_dir>/admin.token,
+// mode 0600, never logged), and the "default" project.
+core::Status Bootstrap(const Config& config, auth::Auth& auth) {
+  store::CommandContext system{.actor = "system:auth", .correlation_id = core::NewUuidV7()};
+  ASSIGN_OR_RETURN(auto token, auth.BootstrapIfEmpty(system));
+  if (token) {
+    std::filesystem::path path = std::filesystem::path(config.data_dir) / "admin.token";
+    std::error_code ec;
+    std::filesystem::create_directories(config.data_dir, ec);
+    RETURN_IF_ERROR(WriteOwnerOnlyFile(path, token->token + "\n"));
+    core::LogInfo(fmt::format("created bootstrap admin user:admin; its token is in {} (mode 0600)",
+                              path.string()),
+                  {{"event.action", "auth.bootstrapped"}, {"file.path", path.string()}});
+  }
+  if (!auth.GetProject("default")) {
+    auto created = auth.CreateProject("default", "models and jobs without a team", system);
+    if (!created && created.error().code != core::ErrorCode::kAlreadyExists)
+      return created.error();
+  }
+  return core::Ok();
+}
+
 int RunServer(const ServerRunOptions& options) {
   const Config& config = options.config;
   core::LogLevel level = core::LogLevel::kInfo;
@@ -63,8 +114,17 @@ int RunServer(const ServerRunOptions& options) {
   if (!log)
     return fail(log.error(), "cannot open event log");
   store::Lifecycles lifecycles(**log);
-  if (auto s = RegisterLifecycles(lifecycles); !s)
-    return fail(s.error(), "bad lifecycle");
+  auto auth = auth::Auth::Open(
+      **db, **log,
+      {.default_token_ttl = std::chrono::hours(24 * config.auth_default_expiry_days),
+       .refresh = std::chrono::seconds(config.auth_refresh_s)});
+  if (!auth)
+    return fail(auth.error(), "cannot open identities");
+  if (auto s = Bootstrap(config, **auth); !s)
+    return fail(s.error(), "cannot bootstrap identities");
+  auto registry = registry::Registry::Open(**db, **log, lifecycles);
+  if (!registry)
+    return fail(registry.error(), "cannot open the model registry");
 
   // Ship the audit trail with the logs: every committed event becomes an ECS
   // line. Durable cursor, so a restart neither repeats nor skips events.
@@ -91,9 +151,15 @@ int RunServer(const ServerRunOptions& options) {
   http::AsyncSignal commits;
   (*log)->AddCommitListener([&commits](int64_t) { commits.Notify(); });
   http::asio::thread_pool stream_pool(2);
-  Services services{**db, **log, lifecycles, commits, stream_pool};
+  Services services{**db, **log, lifecycles, **auth, commits, stream_pool};
   auto router = std::make_shared<http::Router>();
   if (auto s = RegisterRoutes(*router, services); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = auth::RegisterRoutes(*router, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = registry::RegisterRoutes(*router, **registry, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
 
   http::Server server({.address = config.server_address,
@@ -102,7 +168,9 @@ int RunServer(const ServerRunOptions& options) {
                        .worker_threads = config.worker_threads,
                        .max_body_bytes = static_cast<size_t>(config.max_body_bytes),
                        .read_timeout = std::chrono::seconds(config.read_timeout_s),
-                       .access_log = config.access_log},
+                       .access_log = config.access_log,
+                       .access_guard = auth::MakeAccessGuard(
+                           **auth, {.protect_metrics = config.auth_protect_metrics})},
                       router);
   if (auto s = server.Start(); !s)
     return fail(s.error(), "cannot start HTTP server");

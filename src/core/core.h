@@ -6,6 +6,7 @@
 // This is core's one public header; the headers it includes are its parts.
 #pragma once
 
+#include "core/crypto.h"
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"

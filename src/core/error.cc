@@ -49,6 +49,12 @@ Error AlreadyExists(std::string message) {
 Error FailedPrecondition(std::string message, nlohmann::json details) {
   return {ErrorCode::kFailedPrecondition, std::move(message), {}, std::move(details)};
 }
+Error PermissionDenied(std::string message, nlohmann::json details) {
+  return {ErrorCode::kPermissionDenied, std::move(message), {}, std::move(details)};
+}
+Error Unauthenticated(std::string message) {
+  return {ErrorCode::kUnauthenticated, std::move(message), {}, nullptr};
+}
 Error Unavailable(std::string message) {
   return {ErrorCode::kUnavailable, std::move(message), {}, nullptr};
 }

@@ -134,6 +134,34 @@ Result<Json> ObjectReader::OptionalObject(const std::string& key) {
   return *v;
 }
 
+Result<std::optional<double>> ObjectReader::OptionalNumber(const std::string& key) {
+  const Json* v = Find(key);
+  if (v == nullptr)
+    return std::optional<double>();
+  if (!v->is_number()) {
+    return InvalidArgument(
+        fmt::format("field \"{}\": must be a number, got {}", FieldName(key), JsonTypeName(*v)),
+        FieldName(key));
+  }
+  return std::optional<double>(v->get<double>());
+}
+
+Result<Json> ObjectReader::OptionalArray(const std::string& key) {
+  const Json* v = Find(key);
+  if (v == nullptr)
+    return Json::array();
+  if (!v->is_array()) {
+    return InvalidArgument(
+        fmt::format("field \"{}\": must be an array, got {}", FieldName(key), JsonTypeName(*v)),
+        FieldName(key));
+  }
+  return *v;
+}
+
+bool ObjectReader::Has(const std::string& key) const {
+  return value_->contains(key);
+}
+
 Status ObjectReader::Finish() const {
   for (const auto& [key, _] : value_->items()) {
     if (!seen_.contains(key)) {

@@ -36,8 +36,13 @@ class ObjectReader {
   Result<std::optional<std::string>> OptionalString(const std::string& key);
   Result<std::optional<int64_t>> OptionalInt(const std::string& key, int64_t min, int64_t max);
   Result<std::optional<bool>> OptionalBool(const std::string& key);
+  Result<std::optional<double>> OptionalNumber(const std::string& key);
   // Any JSON object (returned as is); absent gives an empty object.
   Result<Json> OptionalObject(const std::string& key);
+  // Any JSON array (returned as is); absent gives an empty array.
+  Result<Json> OptionalArray(const std::string& key);
+  // Whether the object has `key` (does not mark it read).
+  bool Has(const std::string& key) const;
 
   // Fails with kInvalidArgument naming the first field no accessor read.
   Status Finish() const;

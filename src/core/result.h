@@ -46,6 +46,8 @@ Error InvalidArgument(std::string message, std::string field = {});
 Error NotFound(std::string message);
 Error AlreadyExists(std::string message);
 Error FailedPrecondition(std::string message, nlohmann::json details = nullptr);
+Error PermissionDenied(std::string message, nlohmann::json details = nullptr);
+Error Unauthenticated(std::string message);
 Error Unavailable(std::string message);
 Error Internal(std::string message);
 

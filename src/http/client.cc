@@ -191,6 +191,10 @@ std::string ClientResponse::Header(const std::string& lowercase_name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
+Client::Client(std::string base_url, HeaderList default_headers) : Client(std::move(base_url)) {
+  default_headers_ = std::move(default_headers);
+}
+
 Client::Client(std::string base_url) : base_url_(std::move(base_url)) {
   while (!base_url_.empty() && base_url_.back() == '/')
     base_url_.pop_back();
@@ -265,6 +269,8 @@ core::Result<ClientResponse> Client::Send(std::string method, std::string target
   req.set(bhttp::field::host, host_ + ":" + port_);
   req.set(bhttp::field::user_agent, ToBeast(kUserAgent));
   req.keep_alive(false);
+  for (auto& [name, value] : default_headers_)
+    req.set(name, value);
   bool has_content_type = false;
   for (auto& [name, value] : headers) {
     if (Lower(name) == "content-type")
@@ -299,6 +305,8 @@ core::Status Client::ReadStream(std::string target, HeaderList headers,
   req.set(bhttp::field::host, host_ + ":" + port_);
   req.set(bhttp::field::user_agent, ToBeast(kUserAgent));
   req.set(bhttp::field::accept, "text/event-stream");
+  for (auto& [name, value] : default_headers_)
+    req.set(name, value);
   for (auto& [name, value] : headers)
     req.set(name, value);
 

@@ -50,7 +50,7 @@ struct Request {
   std::string body;
   std::map<std::string, std::string> params;  // {name} path segments, percent-decoded
   std::string request_id;                     // X-Request-Id (accepted or generated)
-  std::string actor;  // X-Kervan-Actor, "anonymous" when absent (placeholder until auth)
+  std::string actor;  // the authenticated caller (set by the access guard), else "anonymous"
   std::string route;  // the matched pattern, e.g. "/api/v1/entities/{kind}/{id}"
 
   // Value of the first header named `name` (case-insensitive); "" when absent.
@@ -74,6 +74,10 @@ struct Request {
 
   // Param value for `name` ("" when the route has no such param).
   const std::string& Param(const std::string& name) const;
+
+  // kInvalidArgument naming the first query parameter not in `allowed`, so
+  // a typo ("limt=5") is an error rather than silently ignored.
+  core::Status CheckQuery(std::initializer_list<std::string_view> allowed) const;
 };
 
 struct Response {
@@ -206,6 +210,11 @@ struct Route {
   bool public_route = false;  // true: no permission needed (health probes)
 };
 
+// A blocking route whose handler returns JSON or an error:
+// Response::FromResult(fn(req), ok_status).
+Route JsonRoute(std::string method, std::string pattern, std::string permission,
+                std::function<core::Result<core::Json>(const Request&)> fn, int ok_status = 200);
+
 struct StreamRoute {
   std::string method = "GET";
   std::string pattern;
@@ -320,6 +329,14 @@ struct ServerOptions {
   // Longest a keep-alive connection may wait for its next request.
   std::chrono::seconds idle_timeout{60};
   bool access_log = true;  // one ECS log line per request (benchmarks turn it off)
+  // Decides whether a request may reach the route it matched, before any
+  // plain or stream handler runs: authenticates the caller (setting
+  // req.actor) and checks `permission` (empty for public routes). An error
+  // becomes the response; a 401 also carries `WWW-Authenticate: Bearer`.
+  // Runs on an I/O thread, so it must not block. Unset: every caller is
+  // "anonymous" and every route is open (tests of this module).
+  std::function<core::Status(Request& req, const std::string& permission, bool public_route)>
+      access_guard;
 };
 
 // Serves a Router over HTTP/1.1 with keep-alive.
@@ -380,6 +397,9 @@ class Client {
   // "http://host:port" (port defaults to 80). https is not supported yet; a
   // bad or https URL makes every call fail with kInvalidArgument.
   explicit Client(std::string base_url);
+  // Headers sent with every request (e.g. Authorization: Bearer <token>);
+  // a header of the same name given to a call replaces it.
+  Client(std::string base_url, HeaderList default_headers);
 
   // Sends one request and reads the whole response. Errors:
   //  kUnavailable: "cannot reach Kervan server at <base_url>: <reason>" or
@@ -405,6 +425,7 @@ class Client {
   std::string host_;
   std::string port_;
   std::optional<core::Error> url_error_;
+  HeaderList default_headers_;
 };
 
 // The core::Error an error response carries (code, message, field and the

@@ -1,4 +1,5 @@
 // Request and Response helpers, the error envelope and the status mapping.
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -258,6 +259,30 @@ Response Response::FromError(const core::Error& error) {
 
 Response Response::FromResult(const core::Result<core::Json>& result, int ok_status) {
   return result ? Json(ok_status, *result) : FromError(result.error());
+}
+
+core::Status Request::CheckQuery(std::initializer_list<std::string_view> allowed) const {
+  for (const auto& [key, _] : query) {
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end())
+      continue;
+    std::string names;
+    for (auto a : allowed)
+      names += (names.empty() ? "" : ", ") + std::string(a);
+    return core::InvalidArgument(fmt::format("query parameter \"{}\": unknown (allowed: {})", key,
+                                             names.empty() ? "none" : names),
+                                 key);
+  }
+  return core::Ok();
+}
+
+Route JsonRoute(std::string method, std::string pattern, std::string permission,
+                std::function<core::Result<core::Json>(const Request&)> fn, int ok_status) {
+  return {.method = std::move(method),
+          .pattern = std::move(pattern),
+          .handler = [fn = std::move(fn), ok_status](
+                         const Request& req) { return Response::FromResult(fn(req), ok_status); },
+          .blocking = true,
+          .permission = std::move(permission)};
 }
 
 }  // namespace kervan::http

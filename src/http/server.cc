@@ -666,17 +666,14 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
   }
   req.headers.reserve(16);
   std::string_view incoming_id;
-  std::string_view actor;
   for (const auto& field : msg) {
     std::string_view name = ToStd(field.name_string());
     if (wire::EqualsIgnoreCase(name, "X-Request-Id"))
       incoming_id = ToStd(field.value());
-    if (wire::EqualsIgnoreCase(name, "X-Kervan-Actor"))
-      actor = ToStd(field.value());
     req.headers.emplace_back(name, ToStd(field.value()));
   }
   req.request_id = wire::ValidRequestId(incoming_id) ? std::string(incoming_id) : core::NewUuidV7();
-  req.actor = actor.empty() ? std::string("anonymous") : std::string(actor);
+  req.actor = "anonymous";
   req.body = std::move(msg.body());
 
   RouteMatch match = router_->Match(req.method, req.path);
@@ -689,13 +686,24 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
     if (route_method == req.method)
       stats = route_stats_[static_cast<size_t>(match.index)].get();
   }
-  if (match.stream != nullptr) {
+  core::Status allowed = core::Ok();
+  if (match.index >= 0 && options_.access_guard) {
+    allowed = match.route != nullptr
+                  ? options_.access_guard(req, match.route->permission, match.route->public_route)
+                  : options_.access_guard(req, match.stream->permission,
+                                          match.stream->public_route);
+  }
+  if (match.stream != nullptr && allowed) {
     co_await ServeStream(c, req, *match.stream, stats, start);
     co_return false;
   }
 
   Response resp;
-  if (match.route == nullptr) {
+  if (!allowed) {
+    resp = Response::FromError(allowed.error());
+    if (allowed.error().code == core::ErrorCode::kUnauthenticated)
+      resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kervan\"");
+  } else if (match.route == nullptr) {
     if (!req.path.empty() && req.path[0] != '/') {
       resp =
           TransportError(400, "invalid_argument",

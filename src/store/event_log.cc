@@ -11,7 +11,7 @@ using core::Error;
 
 constexpr std::string_view kEventColumns =
     "seq, id, time_us, type, subject_kind, subject_id, actor, reason, correlation_id, "
-    "causation_id, data, prev_hash, hash";
+    "causation_id, data, prev_hash, hash, project";
 
 Event EventFromRow(const Row& r) {
   Event e;
@@ -26,6 +26,7 @@ Event EventFromRow(const Row& r) {
   e.correlation_id = r.Text(8);
   e.causation_id = r.Text(9);
   e.data = r.Text(10);
+  e.project = r.Text(13);
   e.prev_hash = r.Text(11);
   e.hash = r.Text(12);
   return e;
@@ -34,7 +35,10 @@ Event EventFromRow(const Row& r) {
 bool Matches(const Event& e, const EventQuery& q) {
   return (q.subject_kind.empty() || e.subject_kind == q.subject_kind) &&
          (q.subject_id.empty() || e.subject_id == q.subject_id) &&
-         (q.type.empty() || e.type == q.type) && (q.actor.empty() || e.actor == q.actor);
+         (q.type.empty() || e.type == q.type) && (q.actor.empty() || e.actor == q.actor) &&
+         (q.project.empty() || e.project == q.project) &&
+         (q.type_prefix.empty() || e.type.starts_with(q.type_prefix)) &&
+         (q.since_us <= 0 || e.time_us >= q.since_us) && (q.until_us <= 0 || e.time_us < q.until_us);
 }
 
 core::Status ValidateDraft(const EventDraft& d) {
@@ -108,15 +112,16 @@ class WriterTx final : public CommandTx {
     e.reason = std::move(d.reason);
     e.correlation_id = std::move(d.correlation_id);
     e.causation_id = std::move(d.causation_id);
+    e.project = std::move(d.project);
     e.data = core::CanonicalJson(d.data);
     e.prev_hash = prev_;
     e.hash = ComputeEventHash(e);
     RETURN_IF_ERROR(conn_.Exec(
         "INSERT INTO events (seq, id, time_us, type, subject_kind, subject_id, actor, reason, "
-        "correlation_id, causation_id, data, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "correlation_id, causation_id, data, prev_hash, hash, project) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         {e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id, e.actor, e.reason,
-         e.correlation_id, e.causation_id, e.data, e.prev_hash, e.hash}));
+         e.correlation_id, e.causation_id, e.data, e.prev_hash, e.hash, e.project}));
     seq_ = e.seq;
     prev_ = e.hash;
     events.push_back(e);
@@ -141,6 +146,8 @@ struct EventLog::Pending {
 std::string ComputeEventHash(const Event& e) {
   Json canonical = Json::array({e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id,
                                 e.actor, e.reason, e.correlation_id, e.causation_id, e.data});
+  if (!e.project.empty())
+    canonical.push_back(e.project);
   return core::Sha256Hex(e.prev_hash + "\n" + core::CanonicalJson(canonical));
 }
 
@@ -155,6 +162,7 @@ Json Event::ToJson() const {
           {"reason", reason},
           {"correlation_id", correlation_id},
           {"causation_id", causation_id},
+          {"project", project},
           {"data", parsed.is_discarded() ? Json(data) : parsed},
           {"prev_hash", prev_hash},
           {"hash", hash}};
@@ -451,6 +459,21 @@ Result<std::vector<Event>> EventLog::Read(const EventQuery& query) {
   add("subject_id", query.subject_id);
   add("type", query.type);
   add("actor", query.actor);
+  add("project", query.project);
+  if (!query.type_prefix.empty()) {
+    // substr, not LIKE: LIKE's escaping and case rules differ between the
+    // backends, and so does a range's collation.
+    sql += fmt::format(" AND substr(type, 1, {}) = ?", query.type_prefix.size());
+    params.emplace_back(query.type_prefix);
+  }
+  if (query.since_us > 0) {
+    sql += " AND time_us >= ?";
+    params.emplace_back(query.since_us);
+  }
+  if (query.until_us > 0) {
+    sql += " AND time_us < ?";
+    params.emplace_back(query.until_us);
+  }
   sql += " ORDER BY seq LIMIT ?";
   params.emplace_back(int64_t{limit});
   ASSIGN_OR_RETURN(PooledConnection conn, db_.Acquire());

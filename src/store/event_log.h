@@ -33,6 +33,7 @@ struct EventDraft {
   std::string reason;          // why (required for manual interventions)
   std::string correlation_id;  // the request that caused it
   std::string causation_id;    // the event that caused it, if any
+  std::string project;         // owning project (team), "" for global subjects
   Json data = Json::object();  // evidence and details
 };
 
@@ -41,6 +42,7 @@ struct Event {
   std::string id;
   int64_t time_us = 0;
   std::string type, subject_kind, subject_id, actor, reason, correlation_id, causation_id;
+  std::string project;
   std::string data;  // canonical JSON text, exactly as hashed
   std::string prev_hash, hash;
 
@@ -49,6 +51,9 @@ struct Event {
 };
 
 // hash = SHA-256(prev_hash || canonical encoding of the event's other fields).
+// The project joins the encoding only when non-empty, so events written
+// before it existed keep their hashes (the array length differs, so moving an
+// event into or out of a project still breaks the chain).
 std::string ComputeEventHash(const Event& e);
 // The prev_hash of the first event.
 inline constexpr std::string_view kGenesisHash =
@@ -58,7 +63,11 @@ inline constexpr std::string_view kGenesisHash =
 struct EventQuery {
   int64_t after_seq = 0;
   int limit = 100;
-  std::string subject_kind, subject_id, type, actor;
+  std::string subject_kind, subject_id, type, actor, project;
+  // Type prefix filter: "model_version." matches every model_version event.
+  std::string type_prefix;
+  int64_t since_us = 0;  // time_us >= since_us when > 0
+  int64_t until_us = 0;  // time_us < until_us when > 0
 };
 
 struct VerifyReport {

@@ -139,6 +139,7 @@ Result<Entity> Lifecycles::CreateIn(CommandTx& tx, const std::string& kind, std:
                               .reason = "",
                               .correlation_id = ctx.correlation_id,
                               .causation_id = ctx.causation_id,
+                              .project = ctx.project,
                               .data = {{"state", machine->initial_state()}, {"data", data}}}));
   RETURN_IF_ERROR(ApplyToProjection(tx.conn(), kind, id, ev.type,
                                     {{"state", machine->initial_state()}, {"data", data}}, ev.seq,
@@ -170,6 +171,7 @@ Result<Entity> Lifecycles::TransitionIn(CommandTx& tx, const std::string& kind,
                                         .reason = request.reason,
                                         .correlation_id = ctx.correlation_id,
                                         .causation_id = ctx.causation_id,
+                                        .project = ctx.project,
                                         .data = data}));
   RETURN_IF_ERROR(ApplyToProjection(tx.conn(), kind, id, ev.type, data, ev.seq, ev.time_us));
   e.state = t->to;

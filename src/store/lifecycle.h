@@ -21,6 +21,7 @@ struct CommandContext {
   std::string actor;           // authenticated principal or "system:<module>"
   std::string correlation_id;  // request id
   std::string causation_id;    // event that triggered this, if automated
+  std::string project;         // project the subject belongs to ("" = global)
 };
 
 struct Entity {

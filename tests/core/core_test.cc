@@ -208,3 +208,49 @@ TEST(StateMachine, DescribeListsTransitions) {
 
 }  // namespace
 }  // namespace kervan::core
+
+namespace kervan::core {
+namespace {
+
+TEST(Crypto, HmacSha256MatchesRfc4231TestCase2) {
+  EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(Crypto, ConstantTimeEqualsComparesWholeStrings) {
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abcd"));
+}
+
+TEST(Crypto, RandomAlphanumericHasLengthAlphabetAndVaries) {
+  std::string a = RandomAlphanumeric(40), b = RandomAlphanumeric(40);
+  EXPECT_EQ(a.size(), 40u);
+  EXPECT_NE(a, b);
+  for (char c : a)
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << c;
+}
+
+TEST(Crypto, SealedSecretRoundTripsAndDetectsTampering) {
+  std::string key = RandomBytes(32);
+  for (std::string plain : {std::string(), std::string("s"), std::string(1000, 'x')}) {
+    auto sealed = SealSecret(key, plain);
+    ASSERT_TRUE(sealed) << sealed.error().message;
+    EXPECT_EQ(sealed->find(plain.empty() ? "\x01" : plain), std::string::npos);
+    auto opened = OpenSecret(key, *sealed);
+    ASSERT_TRUE(opened) << opened.error().message;
+    EXPECT_EQ(*opened, plain);
+  }
+  auto sealed = SealSecret(key, "webhook-secret");
+  ASSERT_TRUE(sealed);
+  std::string altered = *sealed;
+  altered[10] = altered[10] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(OpenSecret(key, altered));
+  EXPECT_FALSE(OpenSecret(RandomBytes(32), *sealed));
+  EXPECT_FALSE(OpenSecret(key, "v2:abcd"));
+  EXPECT_FALSE(SealSecret("short", "x"));
+}
+
+}  // namespace
+}  // namespace kervan::core

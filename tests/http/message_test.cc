@@ -77,9 +77,9 @@ TEST(Response, FromResultPicksValueOrError) {
 
 TEST(Request, HeaderLookupIgnoresCase) {
   Request req;
-  req.headers = {{"Content-Type", "application/json"}, {"X-Kervan-Actor", "ada"}};
+  req.headers = {{"Content-Type", "application/json"}, {"X-Trace", "ada"}};
   EXPECT_EQ(req.Header("content-type"), "application/json");
-  EXPECT_EQ(req.Header("X-KERVAN-ACTOR"), "ada");
+  EXPECT_EQ(req.Header("X-TRACE"), "ada");
   EXPECT_EQ(req.Header("missing"), "");
 }
 

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -53,8 +54,7 @@ Router EchoRouter() {
 TEST(Server, RoutesWithParamsQueryAndActor) {
   auto server = StartServer(EchoRouter());
   Client client(BaseUrl(*server));
-  auto res = client.Send("GET", "/api/v1/entities/model%20version/v%2F7?q=a%20b", {},
-                         {{"X-Kervan-Actor", "ada"}});
+  auto res = client.Send("GET", "/api/v1/entities/model%20version/v%2F7?q=a%20b");
   ASSERT_TRUE(res) << res.error().ToString();
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(res->Header("content-type"), "application/json");
@@ -62,12 +62,79 @@ TEST(Server, RoutesWithParamsQueryAndActor) {
   EXPECT_EQ(body["kind"], "model version");
   EXPECT_EQ(body["id"], "v/7");
   EXPECT_EQ(body["route"], "/api/v1/entities/{kind}/{id}");
-  EXPECT_EQ(body["actor"], "ada");
   EXPECT_EQ(body["q"], "a b");
+  // Without an access guard nobody is authenticated.
+  EXPECT_EQ(body["actor"], "anonymous");
+}
 
-  auto anonymous = client.Send("GET", "/api/v1/entities/run/1");
-  ASSERT_TRUE(anonymous);
-  EXPECT_EQ(core::Json::parse(anonymous->body)["actor"], "anonymous");
+// The access guard runs before plain and stream handlers, sets the actor,
+// and its error is the response (401 with WWW-Authenticate); no handler runs.
+TEST(Server, AccessGuardAuthenticatesAndDeniesBeforeHandlers) {
+  std::atomic<int> handled{0};
+  Router router;
+  ASSERT_TRUE(router.Add({.method = "GET",
+                          .pattern = "/who",
+                          .handler =
+                              [&handled](const Request& r) {
+                                ++handled;
+                                return Response::Json(200, {{"actor", r.actor}});
+                              },
+                          .permission = "who.read"}));
+  ASSERT_TRUE(router.Add(PublicRoute("GET", "/open", [&handled](const Request& r) {
+    ++handled;
+    return Response::Json(200, {{"actor", r.actor}});
+  })));
+  std::vector<std::string> seen;  // permission|public per call
+  std::mutex mu;
+  ServerOptions options = TestOptions();
+  options.access_guard = [&](Request& req, const std::string& permission,
+                             bool public_route) -> core::Status {
+    {
+      std::lock_guard lock(mu);
+      seen.push_back(permission + "|" + (public_route ? "public" : "private"));
+    }
+    if (public_route)
+      return core::Ok();
+    std::string auth = req.Header("Authorization");
+    if (auth.empty())
+      return core::Unauthenticated("missing credentials");
+    if (auth != "Bearer good")
+      return core::PermissionDenied("permission \"who.read\" required");
+    req.actor = "user:ada";
+    return core::Ok();
+  };
+  auto server = StartServer(std::move(router), options);
+  Client client(BaseUrl(*server));
+
+  auto missing = client.Send("GET", "/who");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 401);
+  EXPECT_EQ(missing->Header("www-authenticate"), "Bearer realm=\"kervan\"");
+  EXPECT_EQ(core::Json::parse(missing->body)["error"]["code"], "unauthenticated");
+
+  auto forbidden = client.Send("GET", "/who", {}, {{"Authorization", "Bearer bad"}});
+  ASSERT_TRUE(forbidden);
+  EXPECT_EQ(forbidden->status, 403);
+  EXPECT_EQ(forbidden->Header("www-authenticate"), "");
+  EXPECT_EQ(handled.load(), 0);
+
+  auto ok = client.Send("GET", "/who", {}, {{"Authorization", "Bearer good"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(core::Json::parse(ok->body)["actor"], "user:ada");
+
+  auto open = client.Send("GET", "/open");
+  ASSERT_TRUE(open);
+  EXPECT_EQ(open->status, 200);
+  EXPECT_EQ(handled.load(), 2);
+
+  // Unknown routes never reach the guard.
+  auto unknown = client.Send("GET", "/nope");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen, (std::vector<std::string>{"who.read|private", "who.read|private",
+                                            "who.read|private", "|public"}));
 }
 
 TEST(Server, UnknownRouteIs404EnvelopeWithRequestId) {

@@ -1,0 +1,88 @@
+// The permission catalog and the built-in roles: data, in one place, so the
+// docs table (docs/security.md) and the RBAC matrix test read the same truth.
+#include <algorithm>
+
+#include "auth/auth.h"
+
+namespace kervan::auth {
+namespace {
+
+std::set<std::string> Union(std::set<std::string> a, const std::set<std::string>& b) {
+  a.insert(b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+const std::vector<PermissionInfo>& Permissions() {
+  static const std::vector<PermissionInfo> kPermissions = {
+      {"system.read", "server version and build"},
+      {"metrics.read", "GET /metrics when auth.protect_metrics is on"},
+      {"self.read", "who am I, my roles and permissions; the role and permission tables"},
+      {"token.self", "create, list and revoke one's own API tokens"},
+      {"project.read", "list and read projects"},
+      {"project.write", "create projects"},
+      {"auth.admin", "manage users, service accounts, role bindings and anyone's tokens"},
+      {"lifecycle.read", "read lifecycle declarations"},
+      {"entity.read", "read entities (state projection) and their history"},
+      {"event.read", "read the event log (list, long-poll, stream)"},
+      {"audit.read", "query and export the audit log"},
+      {"audit.verify", "recompute the audit log's hash chain"},
+      {"registry.read", "read registered models, versions, aliases and lineage"},
+      {"registry.write", "create models, register versions, edit descriptions and tags"},
+      {"registry.configure", "set a model's validation gates; revalidate versions"},
+      {"registry.alias", "move and delete model aliases (champion, challenger, ...)"},
+      {"model_version.approve", "manually approve or reject a model version (with a reason)"},
+      {"model_version.archive", "archive a model version (with a reason)"},
+      {"model_version.validate",
+       "record automated validation results (granted to no role: system:registry only)"},
+      {"webhook.read", "list webhook subscriptions and their deliveries"},
+      {"webhook.write", "create and delete webhook subscriptions"},
+  };
+  return kPermissions;
+}
+
+bool IsKnownPermission(std::string_view permission) {
+  const auto& all = Permissions();
+  return std::any_of(all.begin(), all.end(),
+                     [&](const PermissionInfo& p) { return p.name == permission; });
+}
+
+const std::vector<RoleInfo>& Roles() {
+  static const std::vector<RoleInfo> kRoles = [] {
+    std::set<std::string> viewer = {"system.read",    "metrics.read", "self.read",
+                                    "token.self",     "project.read", "lifecycle.read",
+                                    "entity.read",    "event.read",   "audit.read",
+                                    "registry.read"};
+    std::set<std::string> scientist = Union(viewer, {"registry.write"});
+    std::set<std::string> engineer =
+        Union(scientist, {"registry.configure", "registry.alias", "model_version.approve",
+                          "model_version.archive", "audit.verify", "webhook.read",
+                          "webhook.write"});
+    std::set<std::string> admin;
+    for (const auto& p : Permissions()) {
+      if (p.name != "model_version.validate")
+        admin.insert(p.name);
+    }
+    return std::vector<RoleInfo>{
+        {"viewer", "reads everything in its scope: models, events, audit", viewer},
+        {"scientist", "viewer + registers models and versions", scientist},
+        {"engineer",
+         "scientist + configures gates, approves/rejects/archives versions, moves aliases, "
+         "manages webhooks",
+         engineer},
+        {"admin", "everything, including identities, projects and tokens", admin},
+    };
+  }();
+  return kRoles;
+}
+
+const RoleInfo* FindRole(std::string_view name) {
+  for (const auto& r : Roles()) {
+    if (r.name == name)
+      return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace kervan::auth
