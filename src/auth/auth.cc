@@ -109,7 +109,7 @@ Json Project::ToJson() const {
 
 Json TokenInfo::ToJson() const {
   int64_t now = core::NowMicros();
-  std::string state = revoked_us      ? "revoked"
+  std::string state = revoked_us                        ? "revoked"
                       : expires_us && expires_us <= now ? "expired"
                                                         : "active";
   return {{"id", id},
@@ -297,10 +297,9 @@ Status Auth::Authorize(const std::string& principal, std::string_view permission
   if (!project.empty())
     details["project"] = project;
   return core::PermissionDenied(
-      project.empty()
-          ? fmt::format("{} lacks permission \"{}\"", principal, permission)
-          : fmt::format("{} lacks permission \"{}\" in project \"{}\"", principal, permission,
-                        project),
+      project.empty() ? fmt::format("{} lacks permission \"{}\"", principal, permission)
+                      : fmt::format("{} lacks permission \"{}\" in project \"{}\"", principal,
+                                    permission, project),
       std::move(details));
 }
 
@@ -367,10 +366,10 @@ Status InsertPrincipal(CommandTx& tx, const CreatePrincipalRequest& req,
   ASSIGN_OR_RETURN(store::Event ev,
                    tx.Append(Draft("principal.created", "principal", req.name, ctx, "",
                                    {{"kind", kind}, {"display_name", req.display_name}})));
-  RETURN_IF_ERROR(tx.conn().Exec(
-      "INSERT INTO principals (name, kind, display_name, created_us, created_by) "
-      "VALUES (?, ?, ?, ?, ?)",
-      {req.name, kind, req.display_name, ev.time_us, ctx.actor}));
+  RETURN_IF_ERROR(
+      tx.conn().Exec("INSERT INTO principals (name, kind, display_name, created_us, created_by) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     {req.name, kind, req.display_name, ev.time_us, ctx.actor}));
   return core::Ok();
 }
 
@@ -384,9 +383,9 @@ Status InsertBinding(CommandTx& tx, const std::string& principal, const RoleBind
       "VALUES (?, ?, ?, ?, ?)",
       {principal, b.role, b.project, ev.time_us, ctx.actor});
   if (!inserted && inserted.error().code == core::ErrorCode::kAlreadyExists) {
-    return core::AlreadyExists(fmt::format(
-        "{} already has role {} {}", principal, b.role,
-        b.project.empty() ? std::string("globally") : "in project " + b.project));
+    return core::AlreadyExists(
+        fmt::format("{} already has role {} {}", principal, b.role,
+                    b.project.empty() ? std::string("globally") : "in project " + b.project));
   }
   return inserted ? core::Ok() : Status(inserted.error());
 }
@@ -407,13 +406,13 @@ Status InsertToken(CommandTx& tx, const MintedToken& minted, const TokenInfo& in
                    const store::CommandContext& ctx) {
   // The event names the token by id only: the secret and its hash stay out
   // of the (exported, shipped) audit trail.
-  ASSIGN_OR_RETURN(store::Event ev,
-                   tx.Append(Draft("token.created", "token", info.id, ctx, "",
-                                   {{"principal", info.principal},
-                                    {"name", info.name},
-                                    {"expires", info.expires_us
-                                                    ? Json(core::FormatRfc3339(info.expires_us))
-                                                    : Json(nullptr)}})));
+  ASSIGN_OR_RETURN(
+      store::Event ev,
+      tx.Append(Draft("token.created", "token", info.id, ctx, "",
+                      {{"principal", info.principal},
+                       {"name", info.name},
+                       {"expires", info.expires_us ? Json(core::FormatRfc3339(info.expires_us))
+                                                   : Json(nullptr)}})));
   (void)ev;
   RETURN_IF_ERROR(tx.conn().Exec(
       "INSERT INTO api_tokens (id, principal, name, secret_hash, created_us, created_by, "
@@ -451,8 +450,7 @@ Result<std::optional<NewToken>> Auth::BootstrapIfEmpty(const store::CommandConte
     ASSIGN_OR_RETURN(Rows rows, tx.conn().Query("SELECT COUNT(*) FROM principals"));
     if (!rows.empty() && rows[0].Int(0) > 0)
       return core::Ok();
-    RETURN_IF_ERROR(
-        InsertPrincipal(tx, {"user:admin", "bootstrap administrator"}, ctx));
+    RETURN_IF_ERROR(InsertPrincipal(tx, {"user:admin", "bootstrap administrator"}, ctx));
     RETURN_IF_ERROR(InsertBinding(tx, "user:admin", {"admin", ""},
                                   "first start: bootstrap administrator", ctx));
     info.created_us = core::NowMicros();
@@ -494,10 +492,10 @@ Result<Principal> Auth::DisablePrincipal(const std::string& name, const std::str
       return core::NotFound(fmt::format("principal {} not found", name));
     if (rows[0].Int(0) != 0)
       return core::FailedPrecondition(fmt::format("principal {} is already disabled", name));
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append(Draft("principal.disabled", "principal", name, ctx, reason, {})));
-    RETURN_IF_ERROR(tx.conn().Exec("UPDATE principals SET disabled_us = ? WHERE name = ?",
-                                   {ev.time_us, name}));
+    ASSIGN_OR_RETURN(store::Event ev, tx.Append(Draft("principal.disabled", "principal", name, ctx,
+                                                      reason, Json::object())));
+    RETURN_IF_ERROR(
+        tx.conn().Exec("UPDATE principals SET disabled_us = ? WHERE name = ?", {ev.time_us, name}));
     return core::Ok();
   });
   if (!done)
@@ -531,13 +529,12 @@ Result<Project> Auth::CreateProject(const std::string& name, const std::string& 
   store::CommandContext in_project = ctx;
   in_project.project = name;
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
-    ASSIGN_OR_RETURN(bool exists,
-                     Exists(tx.conn(), "SELECT 1 FROM projects WHERE name = ?", name));
+    ASSIGN_OR_RETURN(bool exists, Exists(tx.conn(), "SELECT 1 FROM projects WHERE name = ?", name));
     if (exists)
       return core::AlreadyExists(fmt::format("project {} already exists", name));
-    ASSIGN_OR_RETURN(store::Event ev, tx.Append(Draft("project.created", "project", name,
-                                                      in_project, "",
-                                                      {{"description", description}})));
+    ASSIGN_OR_RETURN(store::Event ev,
+                     tx.Append(Draft("project.created", "project", name, in_project, "",
+                                     {{"description", description}})));
     RETURN_IF_ERROR(tx.conn().Exec(
         "INSERT INTO projects (name, description, created_us, created_by) VALUES (?, ?, ?, ?)",
         {name, description, ev.time_us, ctx.actor}));
@@ -576,9 +573,8 @@ Result<Principal> Auth::BindRole(const std::string& principal, const RoleBinding
     if (!exists)
       return core::NotFound(fmt::format("principal {} not found", principal));
     if (!binding.project.empty()) {
-      ASSIGN_OR_RETURN(bool project_exists, Exists(tx.conn(),
-                                                   "SELECT 1 FROM projects WHERE name = ?",
-                                                   binding.project));
+      ASSIGN_OR_RETURN(bool project_exists,
+                       Exists(tx.conn(), "SELECT 1 FROM projects WHERE name = ?", binding.project));
       if (!project_exists)
         return core::NotFound(fmt::format("project {} not found", binding.project));
     }
@@ -605,9 +601,10 @@ Result<Principal> Auth::UnbindRole(const std::string& principal, const RoleBindi
           "{} has no role {} {}", principal, binding.role,
           binding.project.empty() ? std::string("globally") : "in project " + binding.project));
     }
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append(Draft("principal.role_unbound", "principal", principal, scoped,
-                                     reason, {{"role", binding.role}, {"project", binding.project}})));
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append(Draft("principal.role_unbound", "principal", principal, scoped, reason,
+                        {{"role", binding.role}, {"project", binding.project}})));
     (void)ev;
     return core::Ok();
   });
@@ -622,23 +619,20 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
   RETURN_IF_ERROR(ValidatePrincipalName(request.principal, "principal"));
   if (request.name.size() > 100)
     return core::InvalidArgument("field \"name\": longer than 100 characters", "name");
-  std::chrono::seconds ttl =
-      request.ttl.value_or(std::chrono::duration_cast<std::chrono::seconds>(
-          options_.default_token_ttl));
+  std::chrono::seconds ttl = request.ttl.value_or(
+      std::chrono::duration_cast<std::chrono::seconds>(options_.default_token_ttl));
   if (ttl.count() < 0)
     return core::InvalidArgument("field \"expires_in_days\": must not be negative",
                                  "expires_in_days");
   MintedToken minted = MintToken();
   TokenInfo info{.id = minted.id, .principal = request.principal, .name = request.name};
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
-    ASSIGN_OR_RETURN(
-        Rows rows,
-        tx.conn().Query("SELECT disabled_us FROM principals WHERE name = ?", {request.principal}));
+    ASSIGN_OR_RETURN(Rows rows, tx.conn().Query("SELECT disabled_us FROM principals WHERE name = ?",
+                                                {request.principal}));
     if (rows.empty())
       return core::NotFound(fmt::format("principal {} not found", request.principal));
     if (rows[0].Int(0) != 0) {
-      return core::FailedPrecondition(
-          fmt::format("principal {} is disabled", request.principal));
+      return core::FailedPrecondition(fmt::format("principal {} is disabled", request.principal));
     }
     info.created_us = core::NowMicros();
     info.created_by = ctx.actor;
@@ -654,16 +648,15 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
 Result<TokenInfo> Auth::RevokeToken(const std::string& id, const std::string& reason,
                                     const store::CommandContext& ctx) {
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
-    ASSIGN_OR_RETURN(Rows rows, tx.conn().Query(
-                                    "SELECT principal, revoked_us FROM api_tokens WHERE id = ?",
-                                    {id}));
+    ASSIGN_OR_RETURN(
+        Rows rows,
+        tx.conn().Query("SELECT principal, revoked_us FROM api_tokens WHERE id = ?", {id}));
     if (rows.empty())
       return core::NotFound(fmt::format("token {} not found", id));
     if (rows[0].Int(1) != 0)
       return core::FailedPrecondition(fmt::format("token {} is already revoked", id));
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append(Draft("token.revoked", "token", id, ctx, reason,
-                                     {{"principal", rows[0].Text(0)}})));
+    ASSIGN_OR_RETURN(store::Event ev, tx.Append(Draft("token.revoked", "token", id, ctx, reason,
+                                                      {{"principal", rows[0].Text(0)}})));
     RETURN_IF_ERROR(
         tx.conn().Exec("UPDATE api_tokens SET revoked_us = ? WHERE id = ?", {ev.time_us, id}));
     return core::Ok();

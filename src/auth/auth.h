@@ -192,8 +192,7 @@ class Auth {
   Result<Principal> UnbindRole(const std::string& principal, const RoleBinding& binding,
                                const std::string& reason, const store::CommandContext& ctx);
 
-  Result<NewToken> CreateToken(const CreateTokenRequest& request,
-                               const store::CommandContext& ctx);
+  Result<NewToken> CreateToken(const CreateTokenRequest& request, const store::CommandContext& ctx);
   // Revoking a revoked token is kFailedPrecondition.
   Result<TokenInfo> RevokeToken(const std::string& id, const std::string& reason,
                                 const store::CommandContext& ctx);

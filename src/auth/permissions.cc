@@ -50,15 +50,13 @@ bool IsKnownPermission(std::string_view permission) {
 
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
-    std::set<std::string> viewer = {"system.read",    "metrics.read", "self.read",
-                                    "token.self",     "project.read", "lifecycle.read",
-                                    "entity.read",    "event.read",   "audit.read",
-                                    "registry.read"};
+    std::set<std::string> viewer = {"system.read",  "metrics.read",   "self.read",   "token.self",
+                                    "project.read", "lifecycle.read", "entity.read", "event.read",
+                                    "audit.read",   "registry.read"};
     std::set<std::string> scientist = Union(viewer, {"registry.write"});
-    std::set<std::string> engineer =
-        Union(scientist, {"registry.configure", "registry.alias", "model_version.approve",
-                          "model_version.archive", "audit.verify", "webhook.read",
-                          "webhook.write"});
+    std::set<std::string> engineer = Union(
+        scientist, {"registry.configure", "registry.alias", "model_version.approve",
+                    "model_version.archive", "audit.verify", "webhook.read", "webhook.write"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
       if (p.name != "model_version.validate")

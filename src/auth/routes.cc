@@ -93,8 +93,8 @@ std::function<Status(http::Request&, const std::string&, bool)> MakeAccessGuard(
 
 Status RegisterRoutes(http::Router& router, Auth& auth) {
   Auth* a = &auth;
-  RETURN_IF_ERROR(
-      router.Add(JsonRoute("GET", "/api/v1/whoami", "self.read", [a](const Request& req) -> Result<Json> {
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("GET", "/api/v1/whoami", "self.read", [a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({"project"}));
         ASSIGN_OR_RETURN(Principal p, a->GetPrincipal(req.actor));
         std::string project = req.QueryOr("project", "");
@@ -104,8 +104,8 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
           out["project"] = project;
         return Result<Json>(std::move(out));
       })));
-  RETURN_IF_ERROR(
-      router.Add(JsonRoute("GET", "/api/v1/roles", "self.read", [](const Request& req) -> Result<Json> {
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("GET", "/api/v1/roles", "self.read", [](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
         Json items = Json::array();
         for (const auto& r : Roles()) {
@@ -114,8 +114,8 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         }
         return Result<Json>(Json{{"items", items}});
       })));
-  RETURN_IF_ERROR(
-      router.Add(JsonRoute("GET", "/api/v1/permissions", "self.read", [](const Request& req) -> Result<Json> {
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("GET", "/api/v1/permissions", "self.read", [](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
         Json items = Json::array();
         for (const auto& p : Permissions()) {
@@ -130,8 +130,8 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
       })));
 
   // ---- projects ----
-  RETURN_IF_ERROR(
-      router.Add(JsonRoute("GET", "/api/v1/projects", "project.read", [a](const Request& req) -> Result<Json> {
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("GET", "/api/v1/projects", "project.read", [a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
         return Result<Json>(Json{{"items", ListJson(a->ListProjects())}});
       })));
@@ -148,17 +148,16 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         return p.ToJson();
       },
       201)));
-  RETURN_IF_ERROR(router.Add(JsonRoute("GET", "/api/v1/projects/{name}", "project.read",
-                                       [a](const Request& req) -> Result<Json> {
-                                         RETURN_IF_ERROR(req.CheckQuery({}));
-                                         ASSIGN_OR_RETURN(Project p,
-                                                          a->GetProject(req.Param("name")));
-                                         return p.ToJson();
-                                       })));
+  RETURN_IF_ERROR(router.Add(JsonRoute(
+      "GET", "/api/v1/projects/{name}", "project.read", [a](const Request& req) -> Result<Json> {
+        RETURN_IF_ERROR(req.CheckQuery({}));
+        ASSIGN_OR_RETURN(Project p, a->GetProject(req.Param("name")));
+        return p.ToJson();
+      })));
 
   // ---- principals and role bindings ----
-  RETURN_IF_ERROR(
-      router.Add(JsonRoute("GET", "/api/v1/principals", "auth.admin", [a](const Request& req) -> Result<Json> {
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("GET", "/api/v1/principals", "auth.admin", [a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
         return Result<Json>(Json{{"items", ListJson(a->ListPrincipals())}});
       })));
@@ -176,13 +175,12 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         return p.ToJson();
       },
       201)));
-  RETURN_IF_ERROR(router.Add(JsonRoute("GET", "/api/v1/principals/{name}", "auth.admin",
-                                       [a](const Request& req) -> Result<Json> {
-                                         RETURN_IF_ERROR(req.CheckQuery({}));
-                                         ASSIGN_OR_RETURN(Principal p,
-                                                          a->GetPrincipal(req.Param("name")));
-                                         return p.ToJson();
-                                       })));
+  RETURN_IF_ERROR(router.Add(JsonRoute(
+      "GET", "/api/v1/principals/{name}", "auth.admin", [a](const Request& req) -> Result<Json> {
+        RETURN_IF_ERROR(req.CheckQuery({}));
+        ASSIGN_OR_RETURN(Principal p, a->GetPrincipal(req.Param("name")));
+        return p.ToJson();
+      })));
   RETURN_IF_ERROR(router.Add(JsonRoute(
       "POST", "/api/v1/principals/{name}/disable", "auth.admin",
       [a](const Request& req) -> Result<Json> {
@@ -191,8 +189,8 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
         ASSIGN_OR_RETURN(auto reason, r.OptionalString("reason"));
         RETURN_IF_ERROR(r.Finish());
-        ASSIGN_OR_RETURN(Principal p, a->DisablePrincipal(req.Param("name"), reason.value_or(""),
-                                                          Context(req)));
+        ASSIGN_OR_RETURN(Principal p,
+                         a->DisablePrincipal(req.Param("name"), reason.value_or(""), Context(req)));
         return p.ToJson();
       })));
   RETURN_IF_ERROR(router.Add(JsonRoute(
@@ -205,9 +203,8 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         ASSIGN_OR_RETURN(auto project, r.OptionalString("project"));
         ASSIGN_OR_RETURN(auto reason, r.OptionalString("reason"));
         RETURN_IF_ERROR(r.Finish());
-        ASSIGN_OR_RETURN(Principal p,
-                         a->BindRole(req.Param("name"), {role, project.value_or("")},
-                                     reason.value_or(""), Context(req)));
+        ASSIGN_OR_RETURN(Principal p, a->BindRole(req.Param("name"), {role, project.value_or("")},
+                                                  reason.value_or(""), Context(req)));
         return p.ToJson();
       },
       201)));
@@ -215,10 +212,9 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
       "DELETE", "/api/v1/principals/{name}/roles/{role}", "auth.admin",
       [a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({"project", "reason"}));
-        ASSIGN_OR_RETURN(Principal p,
-                         a->UnbindRole(req.Param("name"),
-                                       {req.Param("role"), req.QueryOr("project", "")},
-                                       req.QueryOr("reason", ""), Context(req)));
+        ASSIGN_OR_RETURN(Principal p, a->UnbindRole(req.Param("name"),
+                                                    {req.Param("role"), req.QueryOr("project", "")},
+                                                    req.QueryOr("reason", ""), Context(req)));
         return p.ToJson();
       })));
 
@@ -244,8 +240,7 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         ASSIGN_OR_RETURN(auto ttl, TtlFrom(r));
         RETURN_IF_ERROR(r.Finish());
         ASSIGN_OR_RETURN(std::string owner, TokenOwner(*a, req, principal.value_or("")));
-        ASSIGN_OR_RETURN(NewToken t,
-                         a->CreateToken({owner, name.value_or(""), ttl}, Context(req)));
+        ASSIGN_OR_RETURN(NewToken t, a->CreateToken({owner, name.value_or(""), ttl}, Context(req)));
         Json out = t.info.ToJson();
         out["token"] = t.token;
         out["note"] = "store this token now: it is shown only once";
@@ -263,8 +258,7 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         return t.ToJson();
       })));
   RETURN_IF_ERROR(router.Add(JsonRoute(
-      "POST", "/api/v1/tokens/{id}/revoke", "token.self",
-      [a](const Request& req) -> Result<Json> {
+      "POST", "/api/v1/tokens/{id}/revoke", "token.self", [a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
         ASSIGN_OR_RETURN(Json body, req.JsonBody());
         ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));

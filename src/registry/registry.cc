@@ -147,10 +147,10 @@ constexpr std::string_view kModelColumns =
     "name, project, description, tags, gate, latest_version, created_us, created_by, updated_us";
 
 Result<std::optional<RegisteredModel>> LoadModel(Connection& conn, const std::string& name) {
-  ASSIGN_OR_RETURN(Rows rows,
-                   conn.Query(fmt::format("SELECT {} FROM registered_models WHERE name = ?",
-                                          kModelColumns),
-                              {name}));
+  ASSIGN_OR_RETURN(
+      Rows rows,
+      conn.Query(fmt::format("SELECT {} FROM registered_models WHERE name = ?", kModelColumns),
+                 {name}));
   if (rows.empty())
     return std::optional<RegisteredModel>();
   const auto& r = rows[0];
@@ -239,8 +239,8 @@ Result<ModelVersion> RequireVersion(Connection& conn, const std::string& model, 
 // Applies a lifecycle transition and mirrors the new state into
 // model_versions, in the caller's transaction.
 Status ApplyTransition(CommandTx& tx, const store::Lifecycles& lifecycles, ModelVersion& v,
-                       const std::string& transition, const std::string& reason,
-                       const Json& data, const store::CommandContext& ctx) {
+                       const std::string& transition, const std::string& reason, const Json& data,
+                       const store::CommandContext& ctx) {
   core::TransitionRequest t{.transition = transition, .reason = reason, .request_data = &data};
   ASSIGN_OR_RETURN(store::Entity e,
                    lifecycles.TransitionIn(tx, std::string(kVersionKind), v.entity_id(), t, ctx));
@@ -325,8 +325,8 @@ Result<GateCheck> GateCheck::FromJson(const Json& json, const std::string& prefi
   ASSIGN_OR_RETURN(auto type, r.OptionalString("type"));
   ASSIGN_OR_RETURN(c.metric, r.RequiredString("metric"));
   if (c.metric.empty() || c.metric.size() > 250)
-    return core::InvalidArgument(fmt::format("field \"{}metric\": must be 1-250 characters", prefix),
-                                 prefix + "metric");
+    return core::InvalidArgument(
+        fmt::format("field \"{}metric\": must be 1-250 characters", prefix), prefix + "metric");
   ASSIGN_OR_RETURN(auto name, r.OptionalString("name"));
   std::string t = type.value_or("threshold");
   if (t == "threshold") {
@@ -355,8 +355,8 @@ Result<GateCheck> GateCheck::FromJson(const Json& json, const std::string& prefi
     }
     ASSIGN_OR_RETURN(auto higher, r.OptionalBool("higher_is_better"));
     c.higher_is_better = higher.value_or(true);
-    c.name = name.value_or(fmt::format("metrics.{} vs champion (max regression {})", c.metric,
-                                       c.max_regression));
+    c.name = name.value_or(
+        fmt::format("metrics.{} vs champion (max regression {})", c.metric, c.max_regression));
   } else {
     return core::InvalidArgument(
         fmt::format("field \"{}type\": \"{}\" is not threshold or champion", prefix, t),
@@ -483,17 +483,18 @@ Result<RegisteredModel> Registry::CreateModel(const CreateModelRequest& request,
       return core::AlreadyExists(fmt::format("registered model \"{}\" already exists (project {})",
                                              request.name, existing->project));
     }
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append({.type = "registered_model.created",
-                                .subject_kind = "registered_model",
-                                .subject_id = request.name,
-                                .actor = scoped.actor,
-                                .correlation_id = scoped.correlation_id,
-                                .causation_id = scoped.causation_id,
-                                .project = scoped.project,
-                                .data = {{"description", request.description},
-                                         {"tags", TagsJson(request.tags)},
-                                         {"validation", {{"checks", ChecksJson(request.checks)}}}}}));
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append({.type = "registered_model.created",
+                   .subject_kind = "registered_model",
+                   .subject_id = request.name,
+                   .actor = scoped.actor,
+                   .correlation_id = scoped.correlation_id,
+                   .causation_id = scoped.causation_id,
+                   .project = scoped.project,
+                   .data = {{"description", request.description},
+                            {"tags", TagsJson(request.tags)},
+                            {"validation", {{"checks", ChecksJson(request.checks)}}}}}));
     RETURN_IF_ERROR(tx.conn().Exec(
         fmt::format("INSERT INTO registered_models ({}) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
                     kModelColumns),
@@ -579,15 +580,16 @@ Result<RegisteredModel> Registry::SetGate(const std::string& name, std::vector<G
   }
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append({.type = "registered_model.gate_set",
-                                .subject_kind = "registered_model",
-                                .subject_id = name,
-                                .actor = ctx.actor,
-                                .reason = reason,
-                                .correlation_id = ctx.correlation_id,
-                                .project = m.project,
-                                .data = {{"from", ChecksJson(m.checks)}, {"to", ChecksJson(checks)}}}));
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append({.type = "registered_model.gate_set",
+                   .subject_kind = "registered_model",
+                   .subject_id = name,
+                   .actor = ctx.actor,
+                   .reason = reason,
+                   .correlation_id = ctx.correlation_id,
+                   .project = m.project,
+                   .data = {{"from", ChecksJson(m.checks)}, {"to", ChecksJson(checks)}}}));
     RETURN_IF_ERROR(
         tx.conn().Exec("UPDATE registered_models SET gate = ?, updated_us = ? WHERE name = ?",
                        {core::CanonicalJson(ChecksJson(checks)), ev.time_us, name}));
@@ -631,9 +633,9 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
                  {"source_run_id", request.source_run_id},
                  {"artifact_uri", request.artifact_uri},
                  {"metrics", MetricsJson(request.metrics)}};
-    ASSIGN_OR_RETURN(store::Entity created, lifecycles_.CreateIn(tx, std::string(kVersionKind),
-                                                                 EntityId(model, version), data,
-                                                                 user));
+    ASSIGN_OR_RETURN(
+        store::Entity created,
+        lifecycles_.CreateIn(tx, std::string(kVersionKind), EntityId(model, version), data, user));
     ASSIGN_OR_RETURN(std::string created_event, EventIdAt(tx.conn(), created.created_seq));
 
     // The gate, as automation, caused by the registration.
@@ -667,9 +669,9 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
       evidence["detail"] = "no validation gate configured for this model: passes by default";
     RETURN_IF_ERROR(
         ApplyTransition(tx, lifecycles_, v, passed ? "pass" : "fail", "", evidence, system));
-    RETURN_IF_ERROR(tx.conn().Exec(
-        "UPDATE model_versions SET validation = ? WHERE model = ? AND version = ?",
-        {core::CanonicalJson(evidence), model, version}));
+    RETURN_IF_ERROR(
+        tx.conn().Exec("UPDATE model_versions SET validation = ? WHERE model = ? AND version = ?",
+                       {core::CanonicalJson(evidence), model, version}));
     return core::Ok();
   });
   if (!done)
@@ -687,8 +689,8 @@ Result<std::vector<ModelVersion>> Registry::ListVersions(const std::string& mode
                                                          int limit) {
   ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
   ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(*conn, model));
-  std::string sql = fmt::format(
-      "SELECT {} FROM model_versions WHERE model = ? AND version > ?", kVersionColumns);
+  std::string sql =
+      fmt::format("SELECT {} FROM model_versions WHERE model = ? AND version > ?", kVersionColumns);
   std::vector<store::Value> params{model, after};
   if (!state.empty()) {
     const core::StateMachine* machine = lifecycles_.Find(std::string(kVersionKind));
@@ -753,28 +755,28 @@ Result<AliasChange> Registry::SetAlias(const std::string& model, const std::stri
       return core::FailedPrecondition(
           fmt::format("alias \"{}\" already points at version {}", alias, version));
     }
-    ASSIGN_OR_RETURN(store::Event ev,
-                     tx.Append({.type = "registered_model.alias_set",
-                                .subject_kind = "registered_model",
-                                .subject_id = model,
-                                .actor = ctx.actor,
-                                .reason = reason,
-                                .correlation_id = ctx.correlation_id,
-                                .project = v.project,
-                                .data = {{"alias", alias},
-                                         {"version", version},
-                                         {"previous_version",
-                                          previous ? Json(previous) : Json(nullptr)}}}));
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append({.type = "registered_model.alias_set",
+                   .subject_kind = "registered_model",
+                   .subject_id = model,
+                   .actor = ctx.actor,
+                   .reason = reason,
+                   .correlation_id = ctx.correlation_id,
+                   .project = v.project,
+                   .data = {{"alias", alias},
+                            {"version", version},
+                            {"previous_version", previous ? Json(previous) : Json(nullptr)}}}));
     if (previous == 0) {
       RETURN_IF_ERROR(tx.conn().Exec(
           "INSERT INTO model_aliases (model, alias, version, updated_us, updated_by) "
           "VALUES (?, ?, ?, ?, ?)",
           {model, alias, version, ev.time_us, ctx.actor}));
     } else {
-      RETURN_IF_ERROR(tx.conn().Exec(
-          "UPDATE model_aliases SET version = ?, updated_us = ?, updated_by = ? "
-          "WHERE model = ? AND alias = ?",
-          {version, ev.time_us, ctx.actor, model, alias}));
+      RETURN_IF_ERROR(
+          tx.conn().Exec("UPDATE model_aliases SET version = ?, updated_us = ?, updated_by = ? "
+                         "WHERE model = ? AND alias = ?",
+                         {version, ev.time_us, ctx.actor, model, alias}));
     }
     RETURN_IF_ERROR(tx.conn().Exec(
         "INSERT INTO model_alias_history (model, alias, seq, version, previous_version, time_us, "
@@ -809,8 +811,8 @@ Result<AliasChange> Registry::DeleteAlias(const std::string& model, const std::s
                                 .correlation_id = ctx.correlation_id,
                                 .project = m.project,
                                 .data = {{"alias", alias}, {"previous_version", it->second}}}));
-    RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM model_aliases WHERE model = ? AND alias = ?",
-                                   {model, alias}));
+    RETURN_IF_ERROR(
+        tx.conn().Exec("DELETE FROM model_aliases WHERE model = ? AND alias = ?", {model, alias}));
     RETURN_IF_ERROR(tx.conn().Exec(
         "INSERT INTO model_alias_history (model, alias, seq, version, previous_version, time_us, "
         "actor, reason) VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
@@ -839,8 +841,7 @@ Result<std::vector<AliasChange>> Registry::AliasHistory(const std::string& model
   ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
   std::vector<AliasChange> out;
   for (const auto& r : rows) {
-    out.push_back(
-        {r.Text(0), r.Int(1), r.Int(2), r.Int(3), r.Int(4), r.Text(5), r.Text(6)});
+    out.push_back({r.Text(0), r.Int(1), r.Int(2), r.Int(3), r.Int(4), r.Text(5), r.Text(6)});
   }
   return out;
 }

@@ -172,9 +172,8 @@ class Registry {
                                        const RegisterVersionRequest& request,
                                        const store::CommandContext& ctx);
   Result<ModelVersion> GetVersion(const std::string& model, int64_t version);
-  Result<std::vector<ModelVersion>> ListVersions(const std::string& model,
-                                                 const std::string& state, int64_t after,
-                                                 int limit);
+  Result<std::vector<ModelVersion>> ListVersions(const std::string& model, const std::string& state,
+                                                 int64_t after, int limit);
   // Manual transition by a person; a reason is required (kInvalidArgument
   // field "reason"), an illegal one is 409 with the allowed transitions.
   Result<ModelVersion> Transition(const std::string& model, int64_t version,
@@ -183,14 +182,12 @@ class Registry {
 
   // Points `alias` at `version` (which must exist and not be Archived);
   // returns the change. Reason required.
-  Result<AliasChange> SetAlias(const std::string& model, const std::string& alias,
-                               int64_t version, const std::string& reason,
-                               const store::CommandContext& ctx);
+  Result<AliasChange> SetAlias(const std::string& model, const std::string& alias, int64_t version,
+                               const std::string& reason, const store::CommandContext& ctx);
   Result<AliasChange> DeleteAlias(const std::string& model, const std::string& alias,
                                   const std::string& reason, const store::CommandContext& ctx);
   // Every move of `alias` (or of every alias when empty), oldest first.
-  Result<std::vector<AliasChange>> AliasHistory(const std::string& model,
-                                                const std::string& alias);
+  Result<std::vector<AliasChange>> AliasHistory(const std::string& model, const std::string& alias);
   // Which run produced the version, and which aliases pointed at it when.
   Result<Json> Lineage(const std::string& model, int64_t version);
 

@@ -161,8 +161,8 @@ class Api {
       checks.push_back(std::move(c));
     }
     ASSIGN_OR_RETURN(RegisteredModel m, Model(req, "registry.configure"));
-    ASSIGN_OR_RETURN(m, registry_.SetGate(m.name, std::move(checks), reason.value_or(""),
-                                          Context(req)));
+    ASSIGN_OR_RETURN(
+        m, registry_.SetGate(m.name, std::move(checks), reason.value_or(""), Context(req)));
     return m.ToJson();
   }
 
@@ -178,10 +178,9 @@ class Api {
     ASSIGN_OR_RETURN(Json metrics, r.OptionalObject("metrics"));
     for (const auto& [k, val] : metrics.items()) {
       if (!val.is_number()) {
-        return core::InvalidArgument(
-            fmt::format("field \"metrics.{}\": must be a number, got {}", k,
-                        core::JsonTypeName(val)),
-            "metrics." + k);
+        return core::InvalidArgument(fmt::format("field \"metrics.{}\": must be a number, got {}",
+                                                 k, core::JsonTypeName(val)),
+                                     "metrics." + k);
       }
       v.metrics[k] = val.get<double>();
     }
@@ -291,8 +290,9 @@ Status RegisterRoutes(http::Router& router, Registry& registry, const auth::Auth
   auto api = std::make_shared<Api>(registry, auth);
   auto route = [&](std::string method, std::string pattern, std::string permission,
                    Result<Json> (Api::*fn)(const Request&), int ok = 200) {
-    return router.Add(JsonRoute(std::move(method), std::move(pattern), std::move(permission),
-                                [api, fn](const Request& req) { return ((*api).*fn)(req); }, ok));
+    return router.Add(JsonRoute(
+        std::move(method), std::move(pattern), std::move(permission),
+        [api, fn](const Request& req) { return ((*api).*fn)(req); }, ok));
   };
   auto transition = [&](std::string verb, ManualTransition t, std::string permission) {
     return router.Add(JsonRoute(
@@ -309,10 +309,10 @@ Status RegisterRoutes(http::Router& router, Registry& registry, const auth::Auth
                         &Api::RegisterVersion, 201));
   RETURN_IF_ERROR(
       route("GET", "/api/v1/models/{name}/versions", "registry.read", &Api::ListVersions));
-  RETURN_IF_ERROR(route("GET", "/api/v1/models/{name}/versions/{version}", "registry.read",
-                        &Api::GetVersion));
-  RETURN_IF_ERROR(route("GET", "/api/v1/models/{name}/versions/{version}/lineage",
-                        "registry.read", &Api::Lineage));
+  RETURN_IF_ERROR(
+      route("GET", "/api/v1/models/{name}/versions/{version}", "registry.read", &Api::GetVersion));
+  RETURN_IF_ERROR(route("GET", "/api/v1/models/{name}/versions/{version}/lineage", "registry.read",
+                        &Api::Lineage));
   RETURN_IF_ERROR(transition("approve", ManualTransition::kApprove, "model_version.approve"));
   RETURN_IF_ERROR(transition("reject", ManualTransition::kReject, "model_version.approve"));
   RETURN_IF_ERROR(transition("archive", ManualTransition::kArchive, "model_version.archive"));
