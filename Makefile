@@ -1,7 +1,7 @@
 # The two commands of the README, and a few helpers.
 .PHONY: demo test build bench format clean
 
-demo:            ## build, start a server on SQLite, walk through a lifecycle, verify the audit chain
+demo:            ## build, start a server on SQLite, tokens + registry walkthrough, audit trail, verify
 	bash scripts/demo.sh
 
 test:            ## the full test suite (what CI runs)

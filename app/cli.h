@@ -1,5 +1,6 @@
 // The `kervan` command line: `kervan server`, configuration commands, and
-// client commands that talk to a server over HTTP (KERVAN_URL).
+// client commands (app/cli_*.cc) that talk to a server over HTTP (KERVAN_URL)
+// with an API token (KERVAN_TOKEN, --token, --token-file).
 #pragma once
 
 namespace kervan::app {

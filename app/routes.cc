@@ -114,8 +114,8 @@ Result<int64_t> TimeParam(const Request& req, const std::string& key) {
 // the export (one event per line, X-Kervan-Next-After for the next page).
 http::Response Audit(Services& s, const Request& req) {
   auto run = [&]() -> Result<std::pair<std::vector<store::Event>, store::EventQuery>> {
-    RETURN_IF_ERROR(req.CheckQuery({"kind", "id", "actor", "type", "project", "since", "until",
-                                    "after", "limit", "format"}));
+    RETURN_IF_ERROR(req.CheckQuery(
+        {"kind", "id", "actor", "type", "project", "since", "until", "after", "limit", "format"}));
     std::string format = req.QueryOr("format", "json");
     if (format != "json" && format != "jsonl") {
       return core::InvalidArgument(
@@ -124,9 +124,8 @@ http::Response Audit(Services& s, const Request& req) {
     }
     store::EventQuery q;
     ASSIGN_OR_RETURN(q.after_seq, req.QueryInt("after", 0, 0, INT64_MAX));
-    ASSIGN_OR_RETURN(int64_t limit,
-                     req.QueryInt("limit", format == "jsonl" ? 10000 : 100, 1,
-                                  format == "jsonl" ? 10000 : 1000));
+    ASSIGN_OR_RETURN(int64_t limit, req.QueryInt("limit", format == "jsonl" ? 10000 : 100, 1,
+                                                 format == "jsonl" ? 10000 : 1000));
     q.limit = static_cast<int>(limit);
     q.subject_kind = req.QueryOr("kind", "");
     q.subject_id = req.QueryOr("id", "");
@@ -152,8 +151,8 @@ http::Response Audit(Services& s, const Request& req) {
             q.project.empty()
                 ? fmt::format("{} holds audit.read only in some projects: pass ?project=",
                               req.actor)
-                : fmt::format("{} lacks permission \"audit.read\" in project \"{}\"",
-                              req.actor, q.project),
+                : fmt::format("{} lacks permission \"audit.read\" in project \"{}\"", req.actor,
+                              q.project),
             {{"permission", "audit.read"}, {"principal", req.actor}});
       }
     }

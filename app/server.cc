@@ -1,5 +1,7 @@
 #include "app/server.h"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -7,15 +9,13 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <fmt/format.h>
 
 #include "app/routes.h"
 #include "auth/auth.h"
 #include "http/http.h"
 #include "registry/registry.h"
+#include "webhooks/webhooks.h"
 
 namespace kervan::app {
 
@@ -65,6 +65,31 @@ core::Status WriteOwnerOnlyFile(const std::filesystem::path& path, const std::st
   if (::fsync(fd) != 0 || ::close(fd) != 0)
     return core::Unavailable(fmt::format("cannot sync {}: {}", path.string(), strerror(errno)));
   return core::Ok();
+}
+
+// The 32-byte key that seals secrets at rest (webhook signing secrets):
+// read from <data_dir>/secret.key, created (mode 0600) on first start.
+// Servers sharing one PostgreSQL must share this file.
+core::Result<std::string> LoadOrCreateSecretKey(const Config& config) {
+  std::filesystem::path path = std::filesystem::path(config.data_dir) / "secret.key";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    std::filesystem::create_directories(config.data_dir, ec);
+    auto written = WriteOwnerOnlyFile(path, core::HexEncode(core::RandomBytes(32)) + "\n");
+    if (!written && !std::filesystem::exists(path, ec))  // lost a race: fine, read theirs
+      return written.error();
+  }
+  std::ifstream in(path);
+  std::string hex;
+  std::getline(in, hex);
+  if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return core::Unavailable(
+        fmt::format("{}: expected 64 lowercase hex characters (a 32-byte key)", path.string()));
+  }
+  std::string key(32, '\0');
+  for (size_t i = 0; i < 32; ++i)
+    key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return key;
 }
 
 // First start: the bootstrap admin and its token (in <data_dir>/admin.token,
@@ -125,6 +150,20 @@ int RunServer(const ServerRunOptions& options) {
   auto registry = registry::Registry::Open(**db, **log, lifecycles);
   if (!registry)
     return fail(registry.error(), "cannot open the model registry");
+  auto secret_key = LoadOrCreateSecretKey(config);
+  if (!secret_key)
+    return fail(secret_key.error(), "cannot load the secret key");
+  webhooks::WebhooksOptions hook_options;
+  hook_options.secret_key = *secret_key;
+  hook_options.retry.base = std::chrono::milliseconds(config.webhook_backoff_base_ms);
+  hook_options.retry.max = std::chrono::seconds(config.webhook_backoff_max_s);
+  hook_options.retry.max_attempts = config.webhook_max_attempts;
+  hook_options.request_timeout = std::chrono::seconds(config.webhook_timeout_s);
+  auto hooks = webhooks::Webhooks::Open(**log, std::move(hook_options));
+  if (!hooks)
+    return fail(hooks.error(), "cannot open webhooks");
+  if (auto s = (*hooks)->Start(); !s)
+    return fail(s.error(), "cannot start webhook delivery");
 
   // Ship the audit trail with the logs: every committed event becomes an ECS
   // line. Durable cursor, so a restart neither repeats nor skips events.
@@ -158,6 +197,8 @@ int RunServer(const ServerRunOptions& options) {
   if (auto s = auth::RegisterRoutes(*router, **auth); !s)
     return fail(s.error(), "bad route");
   if (auto s = registry::RegisterRoutes(*router, **registry, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = webhooks::RegisterRoutes(*router, **hooks); !s)
     return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
@@ -194,6 +235,7 @@ int RunServer(const ServerRunOptions& options) {
   server.Shutdown(std::chrono::seconds(config.shutdown_grace_s));
   server.Wait();
   stream_pool.join();
+  (*hooks)->Stop();
   event_shipper.reset();
   (*log)->Stop();
   core::LogInfo("stopped", {{"event.action", "server.stopped"}});

@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
 # The main job (README command 1): builds Kervan, starts a server on the
-# embedded defaults (SQLite in a temporary data dir), walks a model version
-# through its lifecycle with the CLI — legal transitions, a refused illegal
-# one, a manual intervention with a reason — then prints the timeline read
-# back from the server's event log and verifies the audit hash chain.
+# embedded defaults (SQLite in a temporary data dir) and tells a short story
+# with the CLI, each person acting with their own API token:
+#
+#   the admin (bootstrap token) creates project `risk`, user:alice (scientist)
+#   and user:erin (engineer) and a token for each; erin registers model
+#   credit-risk with a validation gate; alice's versions are validated on
+#   registration (v1 passes, v2 is rejected with evidence); alice may not
+#   override the gate (403), erin may only with a reason (400, then a recorded
+#   manual override); v3 beats the champion and erin moves the alias to it.
+#   Then the audit trail (who, what, why), the alias history, the hash-chain
+#   verification, and a graceful stop.
+#
+# Exits non-zero as soon as any step does not do what the story says.
+# KERVAN_BIN=path/to/kervan skips the setup and build and uses that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-# An expected failure: show it, and stop the demo if it unexpectedly succeeds.
-refused() {
-  printf '$ %s\n' "$*"
-  if "$@"; then echo "demo: expected this to be refused" >&2; exit 1; fi
+BOLD=$'\033[1m' DIM=$'\033[2m' OFF=$'\033[0m'
+if [[ ! -t 1 ]]; then BOLD="" DIM="" OFF=""; fi
+say() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$OFF"; }
+note() { printf '%s%s%s\n' "$DIM" "$*" "$OFF"; }
+die() {
+  echo "demo: $*" >&2
+  exit 1
 }
 
-say "Installing dependencies and building"
-bash scripts/setup.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build --target kervan
-KERVAN="$ROOT/build/app/kervan"
-kervan() { "$KERVAN" "$@"; }
+if [[ -n "${KERVAN_BIN:-}" ]]; then
+  KERVAN=$(realpath "$KERVAN_BIN")
+else
+  say "Installing dependencies and building"
+  bash scripts/setup.sh
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build --target kervan
+  KERVAN="$ROOT/build/app/kervan"
+fi
+unset KERVAN_TOKEN KERVAN_TOKEN_FILE
 
 DATA=$(mktemp -d /tmp/kervan-demo.XXXXXX)
 SERVER_PID=""
@@ -32,6 +47,47 @@ stop_server() {
   fi
 }
 trap 'stop_server; rm -rf "$DATA"' EXIT
+
+# Who is acting: each person's token, by name.
+declare -A TOKEN
+# Shows a command the way one would type it: "NAME$ kervan ARGS", quoted.
+prompt() {
+  local who=$1 line="kervan" arg
+  shift 2
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@,+-]+$ ]]; then line+=" $arg"; else line+=" '$arg'"; fi
+  done
+  printf '%s%s$%s %s\n' "$BOLD" "$who" "$OFF" "$line"
+}
+# as NAME kervan ARGS...: runs the CLI with NAME's token, showing the prompt.
+as() {
+  prompt "$@"
+  local who=$1
+  shift 2
+  KERVAN_TOKEN="${TOKEN[$who]}" "$KERVAN" "$@"
+}
+# refused NAME EXPECTED_TEXT kervan ARGS...: the command must fail, and its
+# error must mention EXPECTED_TEXT; the error is shown.
+refused() {
+  local who=$1 expected=$2 out
+  shift 2
+  prompt "$who" "$@"
+  shift
+  if out=$(KERVAN_TOKEN="${TOKEN[$who]}" "$KERVAN" "$@" 2>&1); then
+    printf '%s\n' "$out"
+    die "expected this to be refused"
+  fi
+  printf '%s\n' "$out"
+  grep -qF -- "$expected" <<<"$out" || die "expected the refusal to mention \"$expected\""
+}
+# expect_state MODEL VERSION STATE: checks the registry's answer.
+expect_state() {
+  local state
+  state=$(KERVAN_TOKEN="${TOKEN[admin]}" "$KERVAN" version get "$1" "$2" -o json |
+    sed -n 's/^  "state": "\([A-Za-z]*\)",\{0,1\}$/\1/p')
+  [[ "$state" == "$3" ]] || die "$1 version $2 is in state \"$state\", expected $3"
+  note "(checked: $1 version $2 is $3)"
+}
 
 say "Starting kervan server (config/dev.yaml: SQLite in $DATA)"
 "$KERVAN" server --config config/dev.yaml --data-dir "$DATA" --port 0 \
@@ -45,45 +101,84 @@ if [[ ! -s "$DATA/port" ]]; then
 fi
 export KERVAN_URL="http://127.0.0.1:$(cat "$DATA/port")"
 echo "server up at $KERVAN_URL (JSON logs in $DATA/server.log)"
-run curl -sf "$KERVAN_URL/readyz"; echo
+[[ "$(stat -c %a "$DATA/admin.token")" == 600 ]] || die "admin.token is not mode 0600"
+echo "first start: bootstrap admin user:admin, its token in $DATA/admin.token (mode 0600)"
+TOKEN[admin]=$(head -n 1 "$DATA/admin.token")
+TOKEN[nobody]=""
 
-say "The model_version lifecycle, as declared"
-run kervan lifecycles model_version
+say "Every API call needs a token (only /healthz, /readyz and /metrics are open)"
+refused nobody "KERVAN_TOKEN" kervan model list
 
-say "Registering two model versions (actor: the training pipeline)"
-export KERVAN_ACTOR=pipeline:credit-train
-run kervan entity create model_version --id credit-risk-v1 \
-  --data '{"run_id":"run-0193","metrics":{"auc":0.91}}'
-run kervan entity create model_version --id credit-risk-v2 \
-  --data '{"run_id":"run-0194","metrics":{"auc":0.83}}'
+say "1. The admin sets up the risk team: a project, two people, their roles"
+note "export KERVAN_TOKEN=\$(head -n 1 $DATA/admin.token)"
+as admin kervan whoami
+as admin kervan project create risk --description "Credit risk scoring models"
+as admin kervan principal create user:alice --display-name "Alice (data scientist)"
+as admin kervan principal bind user:alice scientist --project risk --reason "joins the risk team"
+as admin kervan principal create user:erin --display-name "Erin (ML engineer)"
+as admin kervan principal bind user:erin engineer --project risk --reason "owns risk model releases"
 
-say "Validation: v1 passes its checks, v2 fails the AUC gate"
-export KERVAN_ACTOR=system:registry
-run kervan entity transition model_version credit-risk-v1 validate
-run kervan entity transition model_version credit-risk-v1 pass \
-  --data '{"checks":{"metrics.auc >= 0.85":true},"seen":{"metrics.auc":0.91}}'
-run kervan entity transition model_version credit-risk-v2 validate
-run kervan entity transition model_version credit-risk-v2 fail \
-  --data '{"checks":{"metrics.auc >= 0.85":false},"seen":{"metrics.auc":0.83}}'
+say "... and gives each of them an API token (shown once; secrets elided here)"
+for who in alice erin; do
+  out=$(as admin kervan token create --for "user:$who" --name demo --expires-in-days 1 2>&1)
+  TOKEN[$who]=$(grep -o 'kvn_[A-Za-z0-9]*_[A-Za-z0-9]*' <<<"$out" | head -n 1)
+  [[ -n "${TOKEN[$who]}" ]] || die "no token in: $out"
+  sed 's/\(kvn_[A-Za-z0-9]*_\)[A-Za-z0-9]*/\1<secret>/' <<<"$out"
+done
+as admin kervan principal list
 
-say "An illegal transition is refused with the allowed ones listed (HTTP 409)"
-refused kervan entity transition model_version credit-risk-v1 validate
+say "2. Erin (engineer) registers the model and its validation gate"
+as erin kervan model create credit-risk --project risk \
+  --description "Probability of default, retail loans" \
+  --check 'auc>=0.85' --champion auc:0.02
 
-say "A manual intervention without a reason is refused (HTTP 400)"
-export KERVAN_ACTOR=alice
-refused kervan entity transition model_version credit-risk-v2 approve
+say "3. Alice (scientist) registers version 1: the gate validates it at once"
+as alice kervan version register credit-risk --run-id run-0193 \
+  --artifact-uri file:///models/credit-risk/1 --metric auc=0.91 --metric ks=0.52
+expect_state credit-risk 1 DeploymentReady
 
-say "... and accepted with one; the reason is part of the audit trail"
-run kervan entity transition model_version credit-risk-v2 approve \
-  --reason "Risk committee override: AUC 0.83 acceptable for the pilot segment (ticket RISK-112)"
+say "4. Erin makes version 1 the champion (a reason is required)"
+as erin kervan alias set credit-risk champion 1 \
+  --reason "first version through the gate; replaces the rules-based scorecard"
 
-run kervan entity list model_version
+say "5. Alice registers version 2 (AUC 0.80): rejected, with the evidence"
+as alice kervan version register credit-risk --run-id run-0194 \
+  --artifact-uri file:///models/credit-risk/2 --metric auc=0.80 --metric ks=0.41
+expect_state credit-risk 2 Rejected
 
-say "Timeline, read back from the server's event log"
-run kervan events list
+say "6. Alice tries to override the gate: her role lacks the permission (HTTP 403)"
+refused alice "model_version.approve" kervan version approve credit-risk 2 \
+  --reason "I think it is fine"
+expect_state credit-risk 2 Rejected
 
-say "Audit: recompute the hash chain"
-run kervan audit verify
+say "7. Erin may override it, but not without saying why (HTTP 400)"
+refused erin "reason" kervan version approve credit-risk 2
+
+say "... with a reason, the manual override is accepted and recorded"
+as erin kervan version approve credit-risk 2 \
+  --reason "Risk committee: AUC 0.80 accepted for the thin-file pilot segment (ticket RISK-112)"
+expect_state credit-risk 2 DeploymentReady
+
+say "8. Alice registers version 3 (AUC 0.92): passes the threshold and beats the champion"
+as alice kervan version register credit-risk --run-id run-0197 \
+  --artifact-uri file:///models/credit-risk/3 --metric auc=0.92 --metric ks=0.55
+expect_state credit-risk 3 DeploymentReady
+
+say "9. Erin promotes version 3 to champion"
+as erin kervan alias set credit-risk champion 3 \
+  --reason "v3 beats v1 on holdout AUC (0.92 vs 0.91); signed off in model review MR-7"
+as erin kervan version list credit-risk
+
+say "10. The audit trail of project risk: who did what, when, and why"
+as admin kervan audit log --project risk
+
+say "The champion alias: where it points and every move it made"
+as admin kervan alias show credit-risk champion
+
+say "Audit: recompute the hash chain over every event"
+as admin kervan audit verify
+as admin kervan audit export --project risk --output-file "$DATA/risk-audit.jsonl"
+echo "$(wc -l <"$DATA/risk-audit.jsonl") events exported as JSON lines (with their hashes)"
 
 say "Stopping the server (SIGTERM: in-flight requests finish, nothing acknowledged is lost)"
 stop_server

@@ -482,7 +482,7 @@ Result<Principal> Auth::CreatePrincipal(const CreatePrincipalRequest& request,
 
 Result<Principal> Auth::DisablePrincipal(const std::string& name, const std::string& reason,
                                          const store::CommandContext& ctx) {
-  if (reason.empty())
+  if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": disabling a principal needs a reason",
                                  "reason");
   auto done = log_.Execute([&](CommandTx& tx) -> Status {

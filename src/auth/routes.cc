@@ -50,11 +50,29 @@ Json ListJson(const auto& items) {
   return out;
 }
 
+// A token's lifetime from "expires_in_days" (0 = never) or "expires_at"
+// (RFC 3339, in the future); neither: the server default.
 Result<std::optional<std::chrono::seconds>> TtlFrom(core::ObjectReader& r) {
   ASSIGN_OR_RETURN(auto days, r.OptionalInt("expires_in_days", 0, 3650));
-  if (!days)
+  ASSIGN_OR_RETURN(auto at, r.OptionalString("expires_at"));
+  if (days && at) {
+    return core::InvalidArgument(
+        "field \"expires_at\": give expires_in_days or expires_at, not both", "expires_at");
+  }
+  if (days)
+    return std::optional<std::chrono::seconds>(std::chrono::hours(24 * *days));
+  if (!at)
     return std::optional<std::chrono::seconds>();
-  return std::optional<std::chrono::seconds>(std::chrono::hours(24 * *days));
+  auto us = core::ParseRfc3339(*at);
+  int64_t now = core::NowMicros();
+  if (!us || *us <= now || *us - now > int64_t{3650} * 86400 * 1000000) {
+    return core::InvalidArgument(
+        fmt::format("field \"expires_at\": \"{}\" must be an RFC 3339 time in the next 10 years",
+                    *at),
+        "expires_at");
+  }
+  // Round up so the token never outlives the asked time by less than a second.
+  return std::optional<std::chrono::seconds>(std::chrono::seconds((*us - now + 999999) / 1000000));
 }
 
 // Who a token call is about: the caller, or (with auth.admin) anyone.

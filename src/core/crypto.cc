@@ -93,8 +93,7 @@ std::string HexEncode(std::string_view bytes) {
 std::string HmacSha256Hex(std::string_view key, std::string_view data) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), Bytes(data), data.size(), mac,
-       &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), Bytes(data), data.size(), mac, &len);
   return HexEncode(std::string_view(reinterpret_cast<const char*>(mac), len));
 }
 

@@ -7,6 +7,10 @@
 
 namespace kervan::core {
 
+bool IsBlankReason(std::string_view reason) {
+  return reason.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
+
 Result<StateMachine> StateMachine::Build(std::string kind, std::vector<std::string> states,
                                          std::string initial,
                                          std::vector<TransitionSpec> transitions) {
@@ -97,7 +101,7 @@ Result<const TransitionSpec*> StateMachine::Check(const std::string& current_sta
                     kind_),
         {{"current_state", current_state}, {"allowed_transitions", AllowedJson(current_state)}});
   }
-  if (t.reason_required && request.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+  if (t.reason_required && IsBlankReason(request.reason)) {
     return InvalidArgument(
         fmt::format("field \"reason\": transition \"{}\" is a manual intervention and needs a "
                     "non-empty reason",

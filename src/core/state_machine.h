@@ -15,6 +15,9 @@
 namespace kervan::core {
 
 // What a guard sees: the entity's stored data and the data sent with the request.
+// True when `reason` has no visible character: such a reason is no reason.
+bool IsBlankReason(std::string_view reason);
+
 struct GuardInput {
   const Json& entity_data;
   const Json& request_data;

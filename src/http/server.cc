@@ -688,10 +688,10 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
   }
   core::Status allowed = core::Ok();
   if (match.index >= 0 && options_.access_guard) {
-    allowed = match.route != nullptr
-                  ? options_.access_guard(req, match.route->permission, match.route->public_route)
-                  : options_.access_guard(req, match.stream->permission,
-                                          match.stream->public_route);
+    allowed =
+        match.route != nullptr
+            ? options_.access_guard(req, match.route->permission, match.route->public_route)
+            : options_.access_guard(req, match.stream->permission, match.stream->public_route);
   }
   if (match.stream != nullptr && allowed) {
     co_await ServeStream(c, req, *match.stream, stats, start);

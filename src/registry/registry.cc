@@ -574,7 +574,7 @@ Result<RegisteredModel> Registry::UpdateModel(
 Result<RegisteredModel> Registry::SetGate(const std::string& name, std::vector<GateCheck> checks,
                                           const std::string& reason,
                                           const store::CommandContext& ctx) {
-  if (reason.empty()) {
+  if (core::IsBlankReason(reason)) {
     return core::InvalidArgument("field \"reason\": changing a validation gate needs a reason",
                                  "reason");
   }
@@ -736,7 +736,7 @@ Result<AliasChange> Registry::SetAlias(const std::string& model, const std::stri
                                        int64_t version, const std::string& reason,
                                        const store::CommandContext& ctx) {
   RETURN_IF_ERROR(ValidateAliasName(alias));
-  if (reason.empty())
+  if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": moving an alias needs a reason", "reason");
   AliasChange change;
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
@@ -794,7 +794,7 @@ Result<AliasChange> Registry::DeleteAlias(const std::string& model, const std::s
                                           const std::string& reason,
                                           const store::CommandContext& ctx) {
   RETURN_IF_ERROR(ValidateAliasName(alias));
-  if (reason.empty())
+  if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": deleting an alias needs a reason", "reason");
   AliasChange change;
   auto done = log_.Execute([&](CommandTx& tx) -> Status {

@@ -254,7 +254,27 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
   const std::string& url() const { return url_; }
-  http::Client client() const { return http::Client(url_); }
+  // A client that sends the bootstrap admin's token (read from
+  // <data_dir>/admin.token, written by the server's first start).
+  http::Client client() const {
+    std::string token = admin_token();
+    if (token.empty())
+      return http::Client(url_);
+    return http::Client(url_, {{"Authorization", "Bearer " + token}});
+  }
+  // A client that sends no credentials.
+  http::Client anonymous_client() const { return http::Client(url_); }
+  // A client that sends `token`.
+  http::Client client_with_token(const std::string& token) const {
+    return http::Client(url_, {{"Authorization", "Bearer " + token}});
+  }
+  // The bootstrap admin token; "" when the file does not exist (yet).
+  std::string admin_token() const {
+    std::ifstream in(dir_ / "admin.token");
+    std::string token;
+    std::getline(in, token);
+    return token;
+  }
   const std::filesystem::path& data_dir() const { return dir_; }
   // The database name (PostgreSQL backend; empty before the first Start()).
   const std::string& dbname() const { return dbname_; }

@@ -237,7 +237,9 @@ TEST(Crypto, SealedSecretRoundTripsAndDetectsTampering) {
   for (std::string plain : {std::string(), std::string("s"), std::string(1000, 'x')}) {
     auto sealed = SealSecret(key, plain);
     ASSERT_TRUE(sealed) << sealed.error().message;
-    EXPECT_EQ(sealed->find(plain.empty() ? "\x01" : plain), std::string::npos);
+    if (plain.size() > 8) {
+      EXPECT_EQ(sealed->find(plain.substr(0, 8)), std::string::npos);  // not in clear
+    }
     auto opened = OpenSecret(key, *sealed);
     ASSERT_TRUE(opened) << opened.error().message;
     EXPECT_EQ(*opened, plain);

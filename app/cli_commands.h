@@ -1,0 +1,23 @@
+// The client command groups of the `kervan` CLI, one file each; app/cli.cc
+// adds them to the root command. Each callback sets `rc` to the exit status
+// (see app/cli_util.h).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "app/cli_util.h"
+
+namespace kervan::app {
+
+// whoami, roles, permissions, routes, token, project, principal.
+void AddIdentityCommands(CLI::App& app, ClientOptions& options, int& rc);
+// model, version, alias.
+void AddRegistryCommands(CLI::App& app, ClientOptions& options, int& rc);
+// lifecycles, entity get|list|history, events list.
+void AddEventCommands(CLI::App& app, ClientOptions& options, int& rc);
+// audit log|export|verify.
+void AddAuditCommands(CLI::App& app, ClientOptions& options, int& rc);
+// webhook create|list|get|delete|pause|resume|ping|deliveries|delivery.
+void AddWebhookCommands(CLI::App& app, ClientOptions& options, int& rc);
+
+}  // namespace kervan::app
