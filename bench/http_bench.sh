@@ -76,7 +76,7 @@ wait_http() {  # url, name, pid, log files to show on failure...
   local url=$1 name=$2 pid=$3 i
   shift 3
   for ((i = 0; i < 200; i++)); do
-    curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null && return 0
+    curl -fsS -m 2 -H "$AUTH_HEADER" -o /dev/null "$url" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || { tail -n 20 "$@" >&2 2>/dev/null; die "$name exited during start-up"; }
     sleep 0.1
   done
@@ -96,10 +96,13 @@ for ((i = 0; i < 200; i++)); do
   sleep 0.1
 done
 [[ -s "$WORK/kervan/port" ]] || die "kervan wrote no ready file within 20 s"
+# Every API route needs a token: the bootstrap admin's. Both servers get the
+# same header, so the requests are the same size; nginx ignores it.
+AUTH_HEADER="Authorization: Bearer $(tr -d '[:space:]' <"$WORK/kervan/admin.token")"
 KERVAN_URL="http://127.0.0.1:$(tr -d '[:space:]' <"$WORK/kervan/port")/api/v1/version"
 wait_http "$KERVAN_URL" kervan "$KERVAN_PID" "$WORK/kervan.log"
 
-BODY=$(curl -fsS -m 5 "$KERVAN_URL")
+BODY=$(curl -fsS -m 5 -H "$AUTH_HEADER" "$KERVAN_URL")
 SQUOTE="'"
 BACKSLASH=$'\\'
 [[ "$BODY" != *"$SQUOTE"* && "$BODY" != *"$BACKSLASH"* ]] ||
@@ -148,7 +151,7 @@ for _ in 1 2 3; do
   NGINX_PID=$!
   NGINX_URL="http://127.0.0.1:$NGINX_PORT/v"
   for ((i = 0; i < 200; i++)); do
-    if curl -fsS -m 2 -o /dev/null "$NGINX_URL" 2>/dev/null; then
+    if curl -fsS -m 2 -H "$AUTH_HEADER" -o /dev/null "$NGINX_URL" 2>/dev/null; then
       NGINX_UP=1
       break
     fi
@@ -165,11 +168,11 @@ if ((!NGINX_UP)); then
   die "nginx did not start"
 fi
 
-NGINX_BODY=$(curl -fsS -m 5 "$NGINX_URL")
+NGINX_BODY=$(curl -fsS -m 5 -H "$AUTH_HEADER" "$NGINX_URL")
 [[ "$NGINX_BODY" == "$BODY" ]] || die "nginx body differs from kervan's: $NGINX_BODY"
 
 sizes() {  # url -> "header_bytes body_bytes"
-  curl -fsS -m 5 -o /dev/null -w '%{size_header} %{size_download}' "$1"
+  curl -fsS -m 5 -H "$AUTH_HEADER" -o /dev/null -w '%{size_header} %{size_download}' "$1"
 }
 read -r K_HDR K_BODY <<<"$(sizes "$KERVAN_URL")"
 read -r N_HDR N_BODY <<<"$(sizes "$NGINX_URL")"
@@ -193,7 +196,7 @@ dur_s=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print in
 
 # Runs wrk against $1, saves its output in $2, prints "rps p50_ms p99_ms".
 run_wrk() {
-  timeout --foreground $((dur_s + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" >"$2" 2>&1 ||
+  timeout --foreground $((dur_s + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH_HEADER" --latency "$1" >"$2" 2>&1 ||
     { cat "$2" >&2; die "wrk failed against $1"; }
   if grep -qE 'Non-2xx|Socket errors' "$2"; then
     echo "http_bench: warning: $(grep -E 'Non-2xx|Socket errors' "$2" | tr -s ' ') ($1)" >&2
