@@ -32,13 +32,27 @@ Result<store::EventQuery> EventQueryFrom(const Request& req) {
   q.subject_id = req.QueryOr("id", "");
   q.type = req.QueryOr("type", "");
   q.actor = req.QueryOr("actor", "");
+  q.project = req.QueryOr("project", "");
   return q;
+}
+
+// The raw event log spans projects: reading it needs event.read globally, or
+// in the project named by ?project= (then only that project's events).
+core::Status CheckEventScope(const Services& s, const Request& req, const store::EventQuery& q) {
+  return s.auth.AuthorizeIn(req.actor, "event.read", q.project);
+}
+
+// The entities projection carries no project: reading it needs a global
+// entity.read (project members use their module's API, e.g. /api/v1/models).
+core::Status CheckEntityScope(const Services& s, const Request& req) {
+  return s.auth.AuthorizeIn(req.actor, "entity.read", "");
 }
 
 // ---- lifecycles and entities ----------------------------------------------
 
 Result<Json> ListEntities(Services& s, const Request& req) {
   RETURN_IF_ERROR(req.CheckQuery({"state", "after", "limit"}));
+  RETURN_IF_ERROR(CheckEntityScope(s, req));
   ASSIGN_OR_RETURN(int64_t limit, req.QueryInt("limit", 100, 1, 1000));
   ASSIGN_OR_RETURN(auto list, s.lifecycles.List({.kind = req.Param("kind"),
                                                  .state = req.QueryOr("state", ""),
@@ -55,6 +69,8 @@ Result<Json> ListEntities(Services& s, const Request& req) {
 
 Result<Json> EntityHistory(Services& s, const Request& req) {
   RETURN_IF_ERROR(req.CheckQuery({"after", "limit"}));
+  RETURN_IF_ERROR(CheckEntityScope(s, req));
+  RETURN_IF_ERROR(s.auth.AuthorizeIn(req.actor, "event.read", ""));
   ASSIGN_OR_RETURN(store::Entity e, s.lifecycles.Get(req.Param("kind"), req.Param("id")));
   ASSIGN_OR_RETURN(store::EventQuery q, EventQueryFrom(req));
   q.subject_kind = e.kind;
@@ -73,8 +89,10 @@ Result<Json> LifecycleJson(Services& s, const std::string& kind) {
 // ---- events ----------------------------------------------------------------
 
 Result<Json> ListEvents(Services& s, const Request& req) {
-  RETURN_IF_ERROR(req.CheckQuery({"after", "limit", "kind", "id", "type", "actor", "wait"}));
+  RETURN_IF_ERROR(
+      req.CheckQuery({"after", "limit", "kind", "id", "type", "actor", "project", "wait"}));
   ASSIGN_OR_RETURN(store::EventQuery q, EventQueryFrom(req));
+  RETURN_IF_ERROR(CheckEventScope(s, req, q));
   ASSIGN_OR_RETURN(int64_t wait_s, req.QueryInt("wait", 0, 0, 60));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
   std::vector<store::Event> events;
@@ -153,7 +171,10 @@ http::Response Audit(Services& s, const Request& req) {
                               req.actor)
                 : fmt::format("{} lacks permission \"audit.read\" in project \"{}\"", req.actor,
                               q.project),
-            {{"permission", "audit.read"}, {"principal", req.actor}});
+            q.project.empty() ? Json{{"permission", "audit.read"}, {"principal", req.actor}}
+                              : Json{{"permission", "audit.read"},
+                                     {"principal", req.actor},
+                                     {"project", q.project}});
       }
     }
     ASSIGN_OR_RETURN(auto events, s.log.Read(q));
@@ -182,13 +203,17 @@ http::Response Audit(Services& s, const Request& req) {
 
 asio::awaitable<void> StreamEvents(Services& s, asio::thread_pool& pool, const Request& req,
                                    http::SseStream& stream) {
-  if (auto st = req.CheckQuery({"after", "kind", "id", "type", "actor"}); !st) {
+  if (auto st = req.CheckQuery({"after", "kind", "id", "type", "actor", "project"}); !st) {
     stream.Fail(st.error());
     co_return;
   }
   auto q = EventQueryFrom(req);
   if (!q) {
     stream.Fail(q.error());
+    co_return;
+  }
+  if (auto st = CheckEventScope(s, req, *q); !st) {
+    stream.Fail(st.error());
     co_return;
   }
   // A reconnecting EventSource sends the last id it saw; it wins over ?after.
@@ -346,6 +371,7 @@ core::Status RegisterRoutes(http::Router& router, Services& s) {
   RETURN_IF_ERROR(json_route("GET", "/api/v1/entities/{kind}/{id}", "entity.read",
                              [&s](const Request& req) -> Result<Json> {
                                RETURN_IF_ERROR(req.CheckQuery({}));
+                               RETURN_IF_ERROR(CheckEntityScope(s, req));
                                ASSIGN_OR_RETURN(
                                    auto e, s.lifecycles.Get(req.Param("kind"), req.Param("id")));
                                return e.ToJson();

@@ -96,12 +96,39 @@ core::Result<std::string> LoadOrCreateSecretKey(const Config& config) {
 // mode 0600, never logged), and the "default" project.
 core::Status Bootstrap(const Config& config, auth::Auth& auth) {
   store::CommandContext system{.actor = "system:auth", .correlation_id = core::NewUuidV7()};
-  ASSIGN_OR_RETURN(auto token, auth.BootstrapIfEmpty(system));
+  namespace fs = std::filesystem;
+  fs::path path = fs::path(config.data_dir) / "admin.token";
+  fs::path pending = fs::path(config.data_dir) / "admin.token.new";
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  // The token reaches the disk (pending) before it is committed, and takes
+  // its final name after: a crash in between leaves a pending file, which
+  // the next start keeps if its token is valid (committed) and drops if not.
+  bool persisted = false;
+  ASSIGN_OR_RETURN(auto token,
+                   auth.BootstrapIfEmpty(system, [&](const std::string& text) -> core::Status {
+                     fs::remove(pending, ec);
+                     RETURN_IF_ERROR(WriteOwnerOnlyFile(pending, text + "\n"));
+                     persisted = true;
+                     return core::Ok();
+                   }));
+  if (!token && fs::exists(pending, ec)) {
+    std::ifstream in(pending);
+    std::string text;
+    std::getline(in, text);
+    if (!persisted && auth.Authenticate("Bearer " + text)) {
+      token = auth::NewToken{.token = text};
+    } else {
+      fs::remove(pending, ec);
+    }
+  }
   if (token) {
-    std::filesystem::path path = std::filesystem::path(config.data_dir) / "admin.token";
-    std::error_code ec;
-    std::filesystem::create_directories(config.data_dir, ec);
-    RETURN_IF_ERROR(WriteOwnerOnlyFile(path, token->token + "\n"));
+    // Replaces a stale file left by an earlier, wiped database.
+    fs::rename(pending, path, ec);
+    if (ec) {
+      return core::Unavailable(
+          fmt::format("cannot rename {} to {}: {}", pending.string(), path.string(), ec.message()));
+    }
     core::LogInfo(fmt::format("created bootstrap admin user:admin; its token is in {} (mode 0600)",
                               path.string()),
                   {{"event.action", "auth.bootstrapped"}, {"file.path", path.string()}});
@@ -198,7 +225,7 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = registry::RegisterRoutes(*router, **registry, **auth); !s)
     return fail(s.error(), "bad route");
-  if (auto s = webhooks::RegisterRoutes(*router, **hooks); !s)
+  if (auto s = webhooks::RegisterRoutes(*router, **hooks, **auth); !s)
     return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");

@@ -303,6 +303,19 @@ Status Auth::Authorize(const std::string& principal, std::string_view permission
       std::move(details));
 }
 
+Status Auth::AuthorizeIn(const std::string& principal, std::string_view permission,
+                         const std::string& project) const {
+  if (!project.empty())
+    return Authorize(principal, permission, project);
+  if (!ProjectsWith(principal, permission))
+    return core::Ok();
+  return core::PermissionDenied(
+      fmt::format("{} holds \"{}\" only in some projects; this needs it for every project (a "
+                  "global role binding), or name one of your projects",
+                  principal, permission),
+      {{"permission", permission}, {"principal", principal}, {"scope", "global"}});
+}
+
 std::optional<std::set<std::string>> Auth::ProjectsWith(const std::string& principal,
                                                         std::string_view permission) const {
   std::set<std::string> out;
@@ -441,8 +454,17 @@ Status ValidateBinding(const RoleBinding& b) {
 
 }  // namespace
 
-Result<std::optional<NewToken>> Auth::BootstrapIfEmpty(const store::CommandContext& ctx) {
+Result<std::optional<NewToken>> Auth::BootstrapIfEmpty(
+    const store::CommandContext& ctx, const std::function<Status(const std::string&)>& persist) {
   MintedToken minted = MintToken();
+  {
+    ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
+    ASSIGN_OR_RETURN(Rows rows, conn->Query("SELECT COUNT(*) FROM principals"));
+    if (!rows.empty() && rows[0].Int(0) > 0)
+      return std::optional<NewToken>();
+  }
+  if (persist)
+    RETURN_IF_ERROR(persist(TokenText(minted)));
   bool created = false;
   TokenInfo info{.id = minted.id, .principal = "user:admin", .name = "bootstrap"};
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
@@ -619,8 +641,8 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
   RETURN_IF_ERROR(ValidatePrincipalName(request.principal, "principal"));
   if (request.name.size() > 100)
     return core::InvalidArgument("field \"name\": longer than 100 characters", "name");
-  std::chrono::seconds ttl = request.ttl.value_or(
-      std::chrono::duration_cast<std::chrono::seconds>(options_.default_token_ttl));
+  std::chrono::microseconds ttl = request.ttl.value_or(
+      std::chrono::duration_cast<std::chrono::microseconds>(options_.default_token_ttl));
   if (ttl.count() < 0)
     return core::InvalidArgument("field \"expires_in_days\": must not be negative",
                                  "expires_in_days");
@@ -636,7 +658,7 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
     }
     info.created_us = core::NowMicros();
     info.created_by = ctx.actor;
-    info.expires_us = ttl.count() == 0 ? 0 : info.created_us + ttl.count() * 1000000;
+    info.expires_us = ttl.count() == 0 ? 0 : info.created_us + ttl.count();
     return InsertToken(tx, minted, info, ctx);
   });
   if (!done)

@@ -134,7 +134,7 @@ struct CreateTokenRequest {
   std::string principal;  // whose token
   std::string name;
   // Lifetime; nullopt = options.default_token_ttl, 0 = never expires.
-  std::optional<std::chrono::seconds> ttl;
+  std::optional<std::chrono::microseconds> ttl;
 };
 
 class Auth {
@@ -147,9 +147,13 @@ class Auth {
   Auth& operator=(const Auth&) = delete;
 
   // First start: when no principal exists, creates user:admin with a global
-  // admin binding and a token that never expires, and returns that token
-  // (for the caller to write to a 0600 file). nullopt when principals exist.
-  Result<std::optional<NewToken>> BootstrapIfEmpty(const store::CommandContext& ctx);
+  // admin binding and a token that never expires, and returns that token.
+  // nullopt when principals exist. `persist` (optional) receives the token
+  // text before anything is committed, so the token is safely stored (a
+  // 0600 file) before it becomes valid; if it fails, nothing is created.
+  Result<std::optional<NewToken>> BootstrapIfEmpty(
+      const store::CommandContext& ctx,
+      const std::function<Status(const std::string& token)>& persist = {});
 
   // ---- request path (in memory, never blocks on the database) ----
   // From an Authorization header: "Bearer <token>", or "Basic base64(user:
@@ -163,6 +167,11 @@ class Auth {
   // kPermissionDenied naming the permission (and project) otherwise.
   Status Authorize(const std::string& principal, std::string_view permission,
                    std::string_view project = {}) const;
+  // Like Authorize, but `project` "" means every project: it then needs a
+  // global binding (for things that span projects, e.g. a webhook on all
+  // events or the unfiltered event log).
+  Status AuthorizeIn(const std::string& principal, std::string_view permission,
+                     const std::string& project) const;
   // The projects in which `principal` holds `permission`; nullopt = all (a
   // global binding grants it). For filtering lists.
   std::optional<std::set<std::string>> ProjectsWith(const std::string& principal,

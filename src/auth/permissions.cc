@@ -30,7 +30,7 @@ const std::vector<PermissionInfo>& Permissions() {
       {"audit.verify", "recompute the audit log's hash chain"},
       {"registry.read", "read registered models, versions, aliases and lineage"},
       {"registry.write", "create models, register versions, edit descriptions and tags"},
-      {"registry.configure", "set a model's validation gates; revalidate versions"},
+      {"registry.configure", "set a model's validation gates"},
       {"registry.alias", "move and delete model aliases (champion, challenger, ...)"},
       {"model_version.approve", "manually approve or reject a model version (with a reason)"},
       {"model_version.archive", "archive a model version (with a reason)"},

@@ -52,7 +52,7 @@ Json ListJson(const auto& items) {
 
 // A token's lifetime from "expires_in_days" (0 = never) or "expires_at"
 // (RFC 3339, in the future); neither: the server default.
-Result<std::optional<std::chrono::seconds>> TtlFrom(core::ObjectReader& r) {
+Result<std::optional<std::chrono::microseconds>> TtlFrom(core::ObjectReader& r) {
   ASSIGN_OR_RETURN(auto days, r.OptionalInt("expires_in_days", 0, 3650));
   ASSIGN_OR_RETURN(auto at, r.OptionalString("expires_at"));
   if (days && at) {
@@ -60,9 +60,9 @@ Result<std::optional<std::chrono::seconds>> TtlFrom(core::ObjectReader& r) {
         "field \"expires_at\": give expires_in_days or expires_at, not both", "expires_at");
   }
   if (days)
-    return std::optional<std::chrono::seconds>(std::chrono::hours(24 * *days));
+    return std::optional<std::chrono::microseconds>(std::chrono::hours(24 * *days));
   if (!at)
-    return std::optional<std::chrono::seconds>();
+    return std::optional<std::chrono::microseconds>();
   auto us = core::ParseRfc3339(*at);
   int64_t now = core::NowMicros();
   if (!us || *us <= now || *us - now > int64_t{3650} * 86400 * 1000000) {
@@ -71,8 +71,9 @@ Result<std::optional<std::chrono::seconds>> TtlFrom(core::ObjectReader& r) {
                     *at),
         "expires_at");
   }
-  // Round up so the token never outlives the asked time by less than a second.
-  return std::optional<std::chrono::seconds>(std::chrono::seconds((*us - now + 999999) / 1000000));
+  // Measured from now; CreateToken stamps its own "now" a little later, so
+  // the token may outlive the asked time by those microseconds, never more.
+  return std::optional<std::chrono::microseconds>(std::chrono::microseconds(*us - now));
 }
 
 // Who a token call is about: the caller, or (with auth.admin) anyone.
@@ -117,7 +118,15 @@ Status RegisterRoutes(http::Router& router, Auth& auth) {
         ASSIGN_OR_RETURN(Principal p, a->GetPrincipal(req.actor));
         std::string project = req.QueryOr("project", "");
         Json out = p.ToJson();
+        // Global permissions (plus `project`'s when asked), and what each
+        // project binding adds, so a project-only member sees what it can do.
         out["permissions"] = a->EffectivePermissions(req.actor, project);
+        Json by_project = Json::object();
+        for (const auto& b : p.bindings) {
+          if (!b.project.empty())
+            by_project[b.project] = a->EffectivePermissions(req.actor, b.project);
+        }
+        out["project_permissions"] = by_project;
         if (!project.empty())
           out["project"] = project;
         return Result<Json>(std::move(out));

@@ -206,7 +206,7 @@ struct Route {
   // a database, a file or a lock held for long). false: a cheap in-memory
   // handler run inline on the I/O thread.
   bool blocking = true;
-  std::string permission;     // the permission a caller needs, e.g. "model_version.read"
+  std::string permission;     // the permission a caller needs, e.g. "registry.read"
   bool public_route = false;  // true: no permission needed (health probes)
 };
 

@@ -722,6 +722,15 @@ Result<ModelVersion> Registry::Transition(const std::string& model, int64_t vers
                                           const store::CommandContext& ctx) {
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    if (transition == ManualTransition::kArchive && !v.aliases.empty()) {
+      // An alias on an archived version would keep serving (and be compared
+      // against) a model nobody stands behind: move or delete it first.
+      return core::FailedPrecondition(
+          fmt::format("version {} of \"{}\" holds alias(es) {}: move or delete them before "
+                      "archiving",
+                      version, model, Json(v.aliases).dump()),
+          {{"current_state", v.state}, {"aliases", v.aliases}});
+    }
     store::CommandContext scoped = ctx;
     scoped.project = v.project;
     return ApplyTransition(tx, lifecycles_, v, StateNameFor(transition), reason, Json::object(),

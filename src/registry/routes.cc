@@ -265,6 +265,14 @@ class Api {
     RETURN_IF_ERROR(req.CheckQuery({}));
     ASSIGN_OR_RETURN(RegisteredModel m, Model(req, "registry.read"));
     const std::string& alias = req.Param("alias");
+    if (alias == "latest") {
+      // Not stored: always the newest version (reserved so nobody can pin it).
+      return Json{{"model", m.name},
+                  {"alias", alias},
+                  {"version", m.latest_version ? Json(m.latest_version) : Json(nullptr)},
+                  {"computed", true},
+                  {"history", Json::array()}};
+    }
     RETURN_IF_ERROR(ValidateAliasName(alias));
     ASSIGN_OR_RETURN(auto history, registry_.AliasHistory(m.name, alias));
     auto current = m.aliases.find(alias);

@@ -58,29 +58,44 @@ Result<NewSubscription> ParseCreate(const Request& req) {
   return out;
 }
 
-Result<Json> CreateRoute(Webhooks& w, const Request& req) {
+// The subscription `id`, once the caller holds `permission` in its project.
+Result<Subscription> Authorized(Webhooks& w, const auth::Auth& a, const Request& req,
+                                std::string_view permission) {
+  ASSIGN_OR_RETURN(Subscription s, w.Get(IdParam(req)));
+  RETURN_IF_ERROR(a.AuthorizeIn(req.actor, permission, s.project));
+  return s;
+}
+
+Result<Json> CreateRoute(Webhooks& w, const auth::Auth& a, const Request& req) {
   RETURN_IF_ERROR(req.CheckQuery({}));
   ASSIGN_OR_RETURN(NewSubscription request, ParseCreate(req));
+  RETURN_IF_ERROR(a.AuthorizeIn(req.actor, "webhook.write", request.project));
   ASSIGN_OR_RETURN(CreatedSubscription created, w.Create(std::move(request), Context(req)));
   return created.ToJson();
 }
 
-Result<Json> ListRoute(Webhooks& w, const Request& req) {
+Result<Json> ListRoute(Webhooks& w, const auth::Auth& a, const Request& req) {
   RETURN_IF_ERROR(req.CheckQuery({"after", "limit"}));
   ASSIGN_OR_RETURN(int64_t limit, req.QueryInt("limit", 100, 1, 1000));
   ASSIGN_OR_RETURN(
       auto list, w.List({.after_id = req.QueryOr("after", ""), .limit = static_cast<int>(limit)}));
+  // Only the caller's projects (all of them with a global binding); the
+  // cursor still advances past hidden ones.
+  auto visible = a.ProjectsWith(req.actor, "webhook.read");
   Json items = Json::array();
-  for (const auto& s : list)
-    items.push_back(s.ToJson());
+  for (const auto& s : list) {
+    if (!visible || (!s.project.empty() && visible->contains(s.project)))
+      items.push_back(s.ToJson());
+  }
   Json out = {{"items", items}};
   if (static_cast<int64_t>(list.size()) == limit)
     out["next_after"] = list.back().id.value();
   return out;
 }
 
-Result<Json> ListDeliveriesRoute(Webhooks& w, const Request& req) {
+Result<Json> ListDeliveriesRoute(Webhooks& w, const auth::Auth& a, const Request& req) {
   RETURN_IF_ERROR(req.CheckQuery({"status", "after", "limit"}));
+  RETURN_IF_ERROR(Authorized(w, a, req, "webhook.read"));
   ASSIGN_OR_RETURN(int64_t limit, req.QueryInt("limit", 100, 1, 1000));
   DeliveryListQuery q{.after_id = req.QueryOr("after", ""), .limit = static_cast<int>(limit)};
   if (std::string status = req.QueryOr("status", ""); !status.empty()) {
@@ -105,7 +120,7 @@ Result<Json> ListDeliveriesRoute(Webhooks& w, const Request& req) {
 
 }  // namespace
 
-Status RegisterRoutes(http::Router& router, Webhooks& w) {
+Status RegisterRoutes(http::Router& router, Webhooks& w, const auth::Auth& a) {
   auto add = [&](std::string method, std::string pattern, std::string permission,
                  std::function<Result<Json>(const Request&)> fn, int ok_status = 200) {
     return router.Add(
@@ -122,44 +137,48 @@ Status RegisterRoutes(http::Router& router, Webhooks& w) {
   auto write = std::string(kWrite);
 
   RETURN_IF_ERROR(add(
-      "POST", "/api/v1/webhooks", write, [&w](const Request& req) { return CreateRoute(w, req); },
-      201));
+      "POST", "/api/v1/webhooks", write,
+      [&w, &a](const Request& req) { return CreateRoute(w, a, req); }, 201));
+  RETURN_IF_ERROR(add("GET", "/api/v1/webhooks", read,
+                      [&w, &a](const Request& req) { return ListRoute(w, a, req); }));
   RETURN_IF_ERROR(
-      add("GET", "/api/v1/webhooks", read, [&w](const Request& req) { return ListRoute(w, req); }));
-  RETURN_IF_ERROR(
-      add("GET", "/api/v1/webhooks/{id}", read, [&w](const Request& req) -> Result<Json> {
+      add("GET", "/api/v1/webhooks/{id}", read, [&w, &a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
-        ASSIGN_OR_RETURN(Subscription s, w.Get(IdParam(req)));
+        ASSIGN_OR_RETURN(Subscription s, Authorized(w, a, req, "webhook.read"));
         return s.ToJson();
       }));
   RETURN_IF_ERROR(
-      add("DELETE", "/api/v1/webhooks/{id}", write, [&w](const Request& req) -> Result<Json> {
+      add("DELETE", "/api/v1/webhooks/{id}", write, [&w, &a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
+        RETURN_IF_ERROR(Authorized(w, a, req, "webhook.write"));
         RETURN_IF_ERROR(w.Delete(IdParam(req), Context(req)));
         return Json{{"id", req.Param("id")}, {"deleted", true}};
       }));
   for (bool active : {false, true}) {
     RETURN_IF_ERROR(
         add("POST", active ? "/api/v1/webhooks/{id}/resume" : "/api/v1/webhooks/{id}/pause", write,
-            [&w, active](const Request& req) -> Result<Json> {
+            [&w, &a, active](const Request& req) -> Result<Json> {
               RETURN_IF_ERROR(req.CheckQuery({}));
+              RETURN_IF_ERROR(Authorized(w, a, req, "webhook.write"));
               ASSIGN_OR_RETURN(Subscription s, w.SetActive(IdParam(req), active, Context(req)));
               return s.ToJson();
             }));
   }
   RETURN_IF_ERROR(add(
       "POST", "/api/v1/webhooks/{id}/ping", write,
-      [&w](const Request& req) -> Result<Json> {
+      [&w, &a](const Request& req) -> Result<Json> {
         RETURN_IF_ERROR(req.CheckQuery({}));
+        RETURN_IF_ERROR(Authorized(w, a, req, "webhook.write"));
         ASSIGN_OR_RETURN(store::Event e, w.Ping(IdParam(req), Context(req)));
         return Json{{"event", e.ToJson()}};
       },
       202));
   RETURN_IF_ERROR(add("GET", "/api/v1/webhooks/{id}/deliveries", read,
-                      [&w](const Request& req) { return ListDeliveriesRoute(w, req); }));
+                      [&w, &a](const Request& req) { return ListDeliveriesRoute(w, a, req); }));
   RETURN_IF_ERROR(add("GET", "/api/v1/webhooks/{id}/deliveries/{delivery_id}", read,
-                      [&w](const Request& req) -> Result<Json> {
+                      [&w, &a](const Request& req) -> Result<Json> {
                         RETURN_IF_ERROR(req.CheckQuery({}));
+                        RETURN_IF_ERROR(Authorized(w, a, req, "webhook.read"));
                         ASSIGN_OR_RETURN(
                             Delivery d,
                             w.GetDelivery(IdParam(req), DeliveryId(req.Param("delivery_id"))));

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth/auth.h"
 #include "core/core.h"
 #include "http/http.h"
 #include "store/store.h"
@@ -254,6 +255,10 @@ class Webhooks {
 
 // Registers the /api/v1/webhooks routes (permissions webhook.read and
 // webhook.write). `webhooks` must outlive the router's server.
-Status RegisterRoutes(http::Router& router, Webhooks& webhooks);
+// Route permissions are webhook.read / webhook.write, checked again in the
+// subscription's project; a subscription without a project (every
+// project's events) needs a global binding, and lists show only the
+// caller's projects.
+Status RegisterRoutes(http::Router& router, Webhooks& webhooks, const auth::Auth& auth);
 
 }  // namespace kervan::webhooks

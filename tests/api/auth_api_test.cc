@@ -241,6 +241,26 @@ TEST_F(AuthApi, InsufficientRoleIs403NamingThePermissionAndProject) {
   EXPECT_EQ(approve.body["error"].value("permission", ""), "model_version.approve");
   // Someone else's tokens are invisible to a non-admin.
   EXPECT_TRUE(IsError(Get(sam, "/api/v1/tokens?principal=user:vic"), 403, "permission_denied"));
+  // The raw event log and the entities projection span projects: a
+  // project member reads its project's events with ?project=, nothing more.
+  EXPECT_TRUE(IsError(Get(sam, "/api/v1/events"), 403, "permission_denied"));
+  EXPECT_TRUE(IsError(Get(sam, "/api/v1/events?project=default"), 403, "permission_denied"));
+  Reply events = Get(sam, "/api/v1/events?project=risk");
+  ASSERT_EQ(events.status, 200) << events.Describe();
+  EXPECT_FALSE(events.body["events"].empty());
+  for (const auto& e : events.body["events"])
+    EXPECT_EQ(e.value("project", ""), "risk") << e.dump();
+  EXPECT_TRUE(IsError(Get(sam, "/api/v1/entities/model_version"), 403, "permission_denied"));
+  auto stream = sam.ReadStream(
+      "/api/v1/events/stream", {}, [](std::string_view) { return true; }, std::chrono::seconds(5));
+  ASSERT_FALSE(stream);
+  EXPECT_EQ(stream.error().code, core::ErrorCode::kPermissionDenied);
+  // whoami shows what the project binding grants.
+  Reply me = Get(sam, "/api/v1/whoami");
+  ASSERT_EQ(me.status, 200) << me.Describe();
+  EXPECT_TRUE(me.body["permissions"].empty()) << me.raw;
+  EXPECT_NE(me.body["project_permissions"]["risk"].dump().find("registry.write"), std::string::npos)
+      << me.raw;
   // Project-scoped auditors must name their project.
   EXPECT_TRUE(IsError(Get(sam, "/api/v1/audit"), 403, "permission_denied"));
   Reply audit = Get(sam, "/api/v1/audit?project=risk");
@@ -264,7 +284,8 @@ TEST_F(AuthApi, BootstrapTokenFileIsOwnerOnlyAndNeverLogged) {
   EXPECT_EQ(all.find(secret), std::string::npos) << "the token leaked into the log";
   for (const auto& e : AllEvents(*admin_))
     EXPECT_EQ(e.dump().find(secret), std::string::npos) << e.dump();
-  // A restart does not bootstrap again.
+  // A restart does not bootstrap again, and no half-written token is left.
+  EXPECT_FALSE(std::filesystem::exists(server_.data_dir() / "admin.token.new"));
   ASSERT_TRUE(server_.Stop(false));
   ASSERT_TRUE(server_.Start());
   EXPECT_EQ(server_.admin_token(), token);
@@ -279,6 +300,28 @@ TEST_F(AuthApi, MetricsCanBeProtected) {
   EXPECT_TRUE(IsError(Get(locked.anonymous_client(), "/metrics"), 401, "unauthenticated"));
   EXPECT_EQ(Get(locked.client(), "/metrics").status, 200);
   EXPECT_EQ(Get(locked.anonymous_client(), "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace kervan::apitest
+
+namespace kervan::apitest {
+namespace {
+
+// A data dir whose database was wiped keeps its old admin.token: the next
+// first start must replace it with the new, working token.
+TEST(AuthBootstrap, StaleTokenFileFromAWipedDatabaseIsReplaced) {
+  ServerProcess server;
+  ASSERT_TRUE(server.Start());
+  std::string old_token = server.admin_token();
+  ASSERT_TRUE(server.Stop(false));
+  for (const char* f : {"kervan.db", "kervan.db-wal", "kervan.db-shm"})
+    std::filesystem::remove(server.data_dir() / f);
+  ASSERT_TRUE(server.Start());
+  std::string new_token = server.admin_token();
+  EXPECT_NE(new_token, old_token);
+  EXPECT_EQ(Get(server.client(), "/api/v1/whoami").status, 200);
+  EXPECT_EQ(Get(server.client_with_token(old_token), "/api/v1/whoami").status, 401);
 }
 
 }  // namespace

@@ -281,6 +281,21 @@ TEST_P(RegistryTest, AliasesMoveAtomicallyWithHistoryAndLineage) {
                        "registered_model.alias_set", "registered_model.alias_deleted"}));
 }
 
+TEST_P(RegistryTest, AVersionHoldingAnAliasCannotBeArchived) {
+  Register(0.9);
+  ASSERT_TRUE(registry_->SetAlias("credit", "champion", 1, "first", Ctx("user:erin")));
+  int64_t head = log_->head_seq();
+  auto archived =
+      registry_->Transition("credit", 1, ManualTransition::kArchive, "old", Ctx("user:erin"));
+  ASSERT_FALSE(archived);
+  EXPECT_EQ(archived.error().code, core::ErrorCode::kFailedPrecondition);
+  EXPECT_NE(archived.error().message.find("champion"), std::string::npos);
+  EXPECT_EQ(log_->head_seq(), head);
+  ASSERT_TRUE(registry_->DeleteAlias("credit", "champion", "retire", Ctx("user:erin")));
+  EXPECT_TRUE(
+      registry_->Transition("credit", 1, ManualTransition::kArchive, "old", Ctx("user:erin")));
+}
+
 TEST_P(RegistryTest, GateChangesAreAuditedAndApplyToLaterVersions) {
   auto no_reason = registry_->SetGate("credit", {}, "", Ctx("user:erin"));
   ASSERT_FALSE(no_reason);

@@ -11,8 +11,20 @@ class WebhooksRoutesTest : public WebhooksTest {
     WebhooksTest::SetUp();
     if (IsSkipped() || HasFatalFailure())
       return;
+    // Real identities: alice is a global engineer, bob an engineer in "risk"
+    // only (project scoping of subscriptions).
+    auto a = auth::Auth::Open(*db_, *log_);
+    ASSERT_TRUE(a) << a.error().ToString();
+    auth_ = std::move(a).value();
+    store::CommandContext admin{.actor = "user:admin"};
+    ASSERT_TRUE(auth_->CreateProject("risk", "", admin));
+    for (const char* who : {"user:alice", "user:bob"})
+      ASSERT_TRUE(auth_->CreatePrincipal({who, ""}, admin));
+    ASSERT_TRUE(auth_->BindRole("user:alice", {"engineer", ""}, "", admin));
+    ASSERT_TRUE(auth_->BindRole("user:bob", {"engineer", "risk"}, "", admin));
+    base_seq_ = log_->head_seq();  // the identity set-up's events
     http::Router router;
-    auto st = RegisterRoutes(router, *webhooks_);
+    auto st = RegisterRoutes(router, *webhooks_, *auth_);
     ASSERT_TRUE(st) << st.error().ToString();
     for (const auto& r : router.Routes()) {
       EXPECT_TRUE(r.permission == "webhook.read" || r.permission == "webhook.write")
@@ -23,15 +35,16 @@ class WebhooksRoutesTest : public WebhooksTest {
     options.io_threads = 1;
     options.worker_threads = 2;
     options.access_log = false;
-    // Stands in for auth: the caller is who X-Kervan-Actor says, and every
-    // webhook route must ask for a webhook permission.
-    options.access_guard = [](http::Request& req, const std::string& permission,
-                              bool public_route) -> Status {
+    // Stands in for token authentication: the caller is user:<X-Test-User>
+    // (alice by default); every webhook route must ask for a webhook
+    // permission, checked like the real guard does.
+    options.access_guard = [this](http::Request& req, const std::string& permission,
+                                  bool public_route) -> Status {
       if (public_route || (permission != "webhook.read" && permission != "webhook.write"))
         return core::PermissionDenied("unexpected permission \"" + permission + "\"");
-      std::string actor = req.Header("X-Kervan-Actor");
-      req.actor = actor.empty() ? "anonymous" : actor;
-      return core::Ok();
+      std::string user = req.Header("X-Test-User");
+      req.actor = "user:" + (user.empty() ? std::string("alice") : user);
+      return auth_->Authorize(req.actor, permission);
     };
     server_ = std::make_unique<http::Server>(
         options, std::make_shared<const http::Router>(std::move(router)));
@@ -43,6 +56,7 @@ class WebhooksRoutesTest : public WebhooksTest {
     if (server_)
       server_->Shutdown(std::chrono::milliseconds(500));
     server_.reset();
+    auth_.reset();
     WebhooksTest::TearDown();
   }
 
@@ -51,9 +65,10 @@ class WebhooksRoutesTest : public WebhooksTest {
     core::Json json;
     std::string body;
   };
-  Reply Call(const std::string& method, const std::string& target, const std::string& body = {}) {
-    auto r = client_->Send(method, target, body,
-                           {{"X-Kervan-Actor", "alice"}, {"X-Request-Id", "req-42"}});
+  Reply Call(const std::string& method, const std::string& target, const std::string& body = {},
+             const std::string& user = "alice") {
+    auto r =
+        client_->Send(method, target, body, {{"X-Test-User", user}, {"X-Request-Id", "req-42"}});
     EXPECT_TRUE(r) << r.error().ToString();
     if (!r)
       return {};
@@ -66,9 +81,42 @@ class WebhooksRoutesTest : public WebhooksTest {
     return list ? list->size() : 0;
   }
 
+  std::unique_ptr<auth::Auth> auth_;
+  int64_t base_seq_ = 0;
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<http::Client> client_;
 };
+
+TEST_P(WebhooksRoutesTest, ProjectScopedEngineersManageOnlyTheirProjectsSubscriptions) {
+  // bob (engineer in risk) may subscribe to risk's events only.
+  Reply risk =
+      Call("POST", "/api/v1/webhooks",
+           R"({"url":"http://127.0.0.1:9/x","event_types":["*"],"project":"risk"})", "bob");
+  ASSERT_EQ(risk.status, 201) << risk.body;
+  Reply all = Call("POST", "/api/v1/webhooks",
+                   R"({"url":"http://127.0.0.1:9/x","event_types":["*"]})", "bob");
+  EXPECT_EQ(all.status, 403) << all.body;
+  Reply fraud =
+      Call("POST", "/api/v1/webhooks",
+           R"({"url":"http://127.0.0.1:9/x","event_types":["*"],"project":"fraud"})", "bob");
+  EXPECT_EQ(fraud.status, 403) << fraud.body;
+  EXPECT_EQ(SubscriptionCount(), 1u);
+  // alice's global subscription is invisible and untouchable for bob.
+  Reply global =
+      Call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/y","event_types":["*"]})");
+  ASSERT_EQ(global.status, 201) << global.body;
+  std::string global_id = global.json.value("id", "");
+  Reply bobs_list = Call("GET", "/api/v1/webhooks", "", "bob");
+  ASSERT_EQ(bobs_list.status, 200);
+  ASSERT_EQ(bobs_list.json["items"].size(), 1u) << bobs_list.body;
+  EXPECT_EQ(bobs_list.json["items"][0]["project"], "risk");
+  EXPECT_EQ(Call("GET", "/api/v1/webhooks/" + global_id, "", "bob").status, 403);
+  EXPECT_EQ(Call("DELETE", "/api/v1/webhooks/" + global_id, "", "bob").status, 403);
+  EXPECT_EQ(Call("GET", "/api/v1/webhooks/" + global_id + "/deliveries", "", "bob").status, 403);
+  EXPECT_EQ(SubscriptionCount(), 2u);
+  Reply alices_list = Call("GET", "/api/v1/webhooks");
+  EXPECT_EQ(alices_list.json["items"].size(), 2u) << alices_list.body;
+}
 
 TEST_P(WebhooksRoutesTest, CreateShowsTheSecretOnceAndNeverAgain) {
   Reply created = Call("POST", "/api/v1/webhooks",
@@ -81,7 +129,7 @@ TEST_P(WebhooksRoutesTest, CreateShowsTheSecretOnceAndNeverAgain) {
   EXPECT_EQ(created.json["url"], "http://127.0.0.1:9/x");
   EXPECT_EQ(created.json["event_types"], core::Json::array({"job.*"}));
   EXPECT_EQ(created.json["project"], "risk");
-  EXPECT_EQ(created.json["created_by"], "alice");
+  EXPECT_EQ(created.json["created_by"], "user:alice");
   EXPECT_EQ(created.json["active"], true);
 
   Reply got = Call("GET", "/api/v1/webhooks/" + id);
@@ -96,7 +144,7 @@ TEST_P(WebhooksRoutesTest, CreateShowsTheSecretOnceAndNeverAgain) {
   EXPECT_EQ(list.body.find(secret), std::string::npos);
 
   // Nor is it in the event log.
-  auto events = log_->Read({});
+  auto events = log_->Read({.after_seq = base_seq_});
   ASSERT_TRUE(events);
   ASSERT_EQ(events->size(), 1u);
   EXPECT_EQ((*events)[0].correlation_id, "req-42");
@@ -138,7 +186,7 @@ TEST_P(WebhooksRoutesTest, BadInputIs400NamingTheFieldAndChangesNothing) {
     EXPECT_EQ(r.json["error"].value("code", ""), "invalid_argument");
   }
   EXPECT_EQ(SubscriptionCount(), 0u);
-  EXPECT_EQ(log_->head_seq(), 0);
+  EXPECT_EQ(log_->head_seq(), base_seq_);
 }
 
 TEST_P(WebhooksRoutesTest, UnknownIdsAre404) {
@@ -173,7 +221,7 @@ TEST_P(WebhooksRoutesTest, DeliveriesAndAttemptsAreVisible) {
   Reply ping = Call("POST", "/api/v1/webhooks/" + id + "/ping");
   ASSERT_EQ(ping.status, 202) << ping.body;
   EXPECT_EQ(ping.json["event"]["type"], "webhook.pinged");
-  EXPECT_EQ(ping.json["event"]["actor"], "alice");
+  EXPECT_EQ(ping.json["event"]["actor"], "user:alice");
 
   Reply delivered;
   ASSERT_TRUE(WaitFor([&] {
