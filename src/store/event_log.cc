@@ -1,5 +1,6 @@
 #include "store/event_log.h"
 
+#include <array>
 #include <climits>
 
 #include <pthread.h>
@@ -113,29 +114,46 @@ Event NewEvent(EventDraft d, int64_t seq, const std::string& prev_hash) {
   return e;
 }
 
+// How InsertEvents treats a constraint violation.
+enum class OnConflict {
+  kAbortStatement,  // plain INSERT: the statement fails, the transaction goes on
+  // The whole transaction is rolled back (SQLite: INSERT OR ROLLBACK;
+  // PostgreSQL aborts the transaction on any error anyway). For multi-row
+  // statements on SQLite this spares the statement journal, which copied
+  // every page the statement touched to a temporary file.
+  kRollbackTransaction,
+};
+
 // INSERT of `rows` events in one statement (rows = 1, 2, 4, ..., kMaxInsertRows).
 constexpr size_t kMaxInsertRows = 32;
-const std::string& InsertSql(size_t rows) {
-  static const std::vector<std::string> sql = [] {
-    std::vector<std::string> out(kMaxInsertRows + 1);
-    for (size_t n = 1; n <= kMaxInsertRows; n *= 2) {
-      out[n] =
-          "INSERT INTO events (seq, id, time_us, type, subject_kind, subject_id, actor, reason, "
-          "correlation_id, causation_id, data, prev_hash, hash) VALUES ";
-      for (size_t i = 0; i < n; ++i)
-        out[n] += i == 0 ? "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                         : ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const std::string& InsertSql(size_t rows, bool or_rollback) {
+  static const auto sql = [] {
+    std::array<std::vector<std::string>, 2> out;
+    for (int rollback = 0; rollback < 2; ++rollback) {
+      out[rollback].resize(kMaxInsertRows + 1);
+      for (size_t n = 1; n <= kMaxInsertRows; n *= 2) {
+        std::string& q = out[rollback][n];
+        q = rollback ? "INSERT OR ROLLBACK INTO" : "INSERT INTO";
+        q += " events (seq, id, time_us, type, subject_kind, subject_id, actor, reason, "
+             "correlation_id, causation_id, data, prev_hash, hash) VALUES ";
+        for (size_t i = 0; i < n; ++i)
+          q += i == 0 ? "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                      : ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      }
     }
     return out;
   }();
-  return sql[rows];
+  return sql[or_rollback ? 1 : 0][rows];
 }
 
 // Inserts `events` (in seq order) with as few statements as the chunk sizes
 // allow: one statement step inserts up to kMaxInsertRows rows, which costs
 // the writer less than a statement per row (and on PostgreSQL saves a
 // round trip per row).
-Status InsertEvents(Connection& conn, const std::vector<const Event*>& events) {
+Status InsertEvents(Connection& conn, const std::vector<const Event*>& events,
+                    OnConflict on_conflict) {
+  const bool or_rollback =
+      on_conflict == OnConflict::kRollbackTransaction && conn.dialect() == Dialect::kSqlite;
   std::vector<Value> params;
   for (size_t done = 0; done < events.size();) {
     size_t rows = kMaxInsertRows;
@@ -149,7 +167,7 @@ Status InsertEvents(Connection& conn, const std::vector<const Event*>& events) {
                     {e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id, e.actor,
                      e.reason, e.correlation_id, e.causation_id, e.data, e.prev_hash, e.hash});
     }
-    RETURN_IF_ERROR(conn.Exec(InsertSql(rows), params));
+    RETURN_IF_ERROR(conn.Exec(InsertSql(rows, or_rollback), params));
     done += rows;
   }
   return core::Ok();
@@ -165,7 +183,7 @@ class WriterTx final : public CommandTx {
   Result<Event> Append(EventDraft d) override {
     RETURN_IF_ERROR(ValidateDraft(d));
     Event e = NewEvent(std::move(d), seq_, prev_);
-    RETURN_IF_ERROR(InsertEvents(conn_, {&e}));
+    RETURN_IF_ERROR(InsertEvents(conn_, {&e}, OnConflict::kAbortStatement));
     seq_ = e.seq;
     prev_ = e.hash;
     events.push_back(e);
@@ -392,7 +410,7 @@ void EventLog::CommitBatch(Batch& batch) {
       continue;
     }
     if (!unwritten.empty()) {
-      if (Status s = InsertEvents(conn, unwritten); !s) {
+      if (Status s = InsertEvents(conn, unwritten, OnConflict::kRollbackTransaction); !s) {
         failure = std::move(s).error();
         break;
       }
@@ -408,7 +426,7 @@ void EventLog::CommitBatch(Batch& batch) {
     results.emplace_back(std::move(tx.events));
   }
   if (!failure && !unwritten.empty()) {
-    if (Status s = InsertEvents(conn, unwritten); !s)
+    if (Status s = InsertEvents(conn, unwritten, OnConflict::kRollbackTransaction); !s)
       failure = std::move(s).error();
   }
   bool fast_failed = failure.has_value();
@@ -420,8 +438,11 @@ void EventLog::CommitBatch(Batch& batch) {
   }
   if (fast_failed) {
     results.clear();
-    if (Status s = conn.Rollback(); !s)
-      return fail_all(s.error());
+    // (An INSERT OR ROLLBACK may have ended the transaction already.)
+    if (conn.InTransaction()) {
+      if (Status s = conn.Rollback(); !s)
+        return fail_all(s.error());
+    }
     if (Status s = begin(); !s) {
       (void)conn.Rollback();
       return fail_all(s.error());
