@@ -90,7 +90,7 @@ class CommandTx {
 using Command = std::function<Status(CommandTx& tx)>;
 
 struct EventLogOptions {
-  size_t max_batch = 512;      // commands per group commit
+  size_t max_batch = 512;      // commands and appends per group commit
   size_t recent_cache = 8192;  // recent events kept in memory for readers
 };
 
