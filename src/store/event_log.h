@@ -159,7 +159,7 @@ class EventLog {
   std::condition_variable queue_cv_;   // writer waits for work
   std::condition_variable commit_cv_;  // readers wait for new events
   // Batches waiting for the writer; callers add to the last one until it
-  // holds max_batch commands.
+  // holds max_batch items.
   std::deque<std::shared_ptr<Batch>> queue_;
   std::deque<Event> recent_;  // last committed events, for fast reads
   std::vector<std::function<void(int64_t)>> listeners_;
