@@ -39,7 +39,12 @@ Result<store::EventQuery> EventQueryFrom(const Request& req) {
 // The raw event log spans projects: reading it needs event.read globally, or
 // in the project named by ?project= (then only that project's events).
 core::Status CheckEventScope(const Services& s, const Request& req, const store::EventQuery& q) {
-  return s.auth.AuthorizeIn(req.actor, "event.read", q.project);
+  auto allowed = s.auth.AuthorizeIn(req.actor, "event.read", q.project);
+  if (allowed || !q.project.empty())
+    return allowed;
+  core::Error e = allowed.error();
+  e.message += "; or pass ?project=<one of your projects>";
+  return e;
 }
 
 // The entities projection carries no project: reading it needs a global

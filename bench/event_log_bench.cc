@@ -30,6 +30,9 @@
 //   writer_busy        share of the run the log's writer thread was on a CPU
 //   writer_runq        share of the run it was runnable but waiting for a CPU
 //   writer_cpu_us_per_event  its CPU time per appended event
+//   process_cpu_us_per_event CPU time of the whole process (every thread,
+//                            user + system) per appended event: what the log
+//                            costs the machine, however the load is spread
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,6 +49,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -127,6 +131,21 @@ std::vector<int> ThreadIds() {
   return ids;
 }
 
+// A thread's name (/proc/self/task/TID/comm), or "" if unknown.
+std::string ThreadName(int tid) {
+  std::string name;
+  std::string path = "/proc/self/task/" + std::to_string(tid) + "/comm";
+  if (std::FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f) != nullptr)
+      name = buf;
+    std::fclose(f);
+  }
+  if (!name.empty() && name.back() == '\n')
+    name.pop_back();
+  return name;
+}
+
 // A thread's scheduler accounting (/proc/self/task/TID/schedstat): time on a
 // CPU and time runnable but waiting for one, in microseconds.
 struct SchedTimes {
@@ -147,6 +166,17 @@ struct SchedTimes {
     return t;
   }
 };
+
+// CPU time of the whole process so far (all threads, user + system), in
+// microseconds.
+double ProcessCpuUs() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto us = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec);
+  };
+  return us(ru.ru_utime) + us(ru.ru_stime);
+}
 
 // The event log's own counters, to report the mean group-commit batch.
 struct CommitCounters {
@@ -192,13 +222,18 @@ class LogUnderTest {
     }
     RETURN_IF_ERROR(store::ApplyMigrations(*t->db_));
     if (open_log) {
-      // The log starts one writer thread: find it, to account its CPU time.
+      // The log starts a writer thread (named kervan-evlog): find it, to
+      // account its CPU time.
       std::vector<int> before = ThreadIds();
       ASSIGN_OR_RETURN(t->log_, store::EventLog::Open(*t->db_));
       std::vector<int> after = ThreadIds(), added;
       std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
                           std::back_inserter(added));
-      if (added.size() == 1)
+      for (int tid : added) {
+        if (ThreadName(tid) == "kervan-evlog")
+          t->writer_tid_ = tid;
+      }
+      if (t->writer_tid_ == 0 && added.size() == 1)
         t->writer_tid_ = added[0];
     }
     return t;
@@ -251,6 +286,7 @@ struct SharedRun {
   std::vector<std::vector<double>> latency_us;  // one per thread
   CommitCounters before;
   SchedTimes writer_before;
+  double process_cpu_before_us = 0;
   Clock::time_point started;
 };
 SharedRun g_run;
@@ -267,6 +303,7 @@ void SetupLog(const benchmark::State& state) {
   g_run.target = std::move(t).value();
   g_run.before = CommitCounters::Read();
   g_run.writer_before = SchedTimes::Read(g_run.target->writer_tid());
+  g_run.process_cpu_before_us = ProcessCpuUs();
   g_run.started = Clock::now();
 }
 
@@ -319,6 +356,9 @@ void BM_Append(benchmark::State& state) {
     double commits = after.commits - g_run.before.commits;
     double appends = after.appends - g_run.before.appends;
     state.counters["events_per_commit"] = commits > 0 ? appends / commits : 0;
+    if (appends > 0)
+      state.counters["process_cpu_us_per_event"] =
+          (ProcessCpuUs() - g_run.process_cpu_before_us) / appends;
     // The writer thread's share of the run: on a CPU (busy), waiting for one
     // (runq), and its CPU time per event. busy near 1 means the single
     // writer is the bottleneck; a large runq share means CPU contention.

@@ -310,8 +310,8 @@ Status Auth::AuthorizeIn(const std::string& principal, std::string_view permissi
   if (!ProjectsWith(principal, permission))
     return core::Ok();
   return core::PermissionDenied(
-      fmt::format("{} holds \"{}\" only in some projects; this needs it for every project (a "
-                  "global role binding), or name one of your projects",
+      fmt::format("{} holds \"{}\" only in some projects; this request spans projects and "
+                  "needs it globally (a role binding without a project)",
                   principal, permission),
       {{"permission", permission}, {"principal", principal}, {"scope", "global"}});
 }

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "core/core.h"
@@ -98,7 +99,7 @@ class CommandTx {
 using Command = std::function<Status(CommandTx& tx)>;
 
 struct EventLogOptions {
-  size_t max_batch = 512;      // commands per group commit
+  size_t max_batch = 512;      // commands and appends per group commit
   size_t recent_cache = 8192;  // recent events kept in memory for readers
 };
 
@@ -152,12 +153,12 @@ class EventLog {
   Database& database() { return db_; }
 
  private:
-  struct Pending;
+  struct Batch;
   EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOptions options,
            int64_t head_seq);
+  Result<std::vector<Event>> Enqueue(std::variant<Command, EventDraft> item);
   void WriterLoop();
-  void AckLoop();
-  void CommitBatch(std::vector<std::shared_ptr<Pending>>& batch);
+  void CommitBatch(Batch& batch);
 
   Database& db_;
   std::unique_ptr<Connection> writer_;
@@ -166,21 +167,12 @@ class EventLog {
   std::mutex mu_;
   std::condition_variable queue_cv_;   // writer waits for work
   std::condition_variable commit_cv_;  // readers wait for new events
-  std::deque<std::shared_ptr<Pending>> queue_;
+  // Batches waiting for the writer; callers add to the last one until it
+  // holds max_batch items.
+  std::deque<std::shared_ptr<Batch>> queue_;
   std::deque<Event> recent_;  // last committed events, for fast reads
   std::vector<std::function<void(int64_t)>> listeners_;
   bool stopping_ = false;
-
-  // Committed batches waiting for their callers to be woken (ack thread).
-  struct Acknowledgement {
-    std::vector<std::shared_ptr<Pending>> batch;
-    std::vector<Result<std::vector<Event>>> results;
-  };
-  std::mutex ack_mu_;
-  std::condition_variable ack_cv_;
-  std::deque<Acknowledgement> acks_;
-  bool ack_stopping_ = false;
-  std::thread ack_thread_;
 
   std::atomic<int64_t> head_seq_{0};
   std::thread writer_thread_;

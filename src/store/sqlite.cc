@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "store/sqlite_wal_vfs.h"
+
 namespace kervan::store {
 namespace {
 
@@ -67,7 +69,7 @@ class SqliteConnection final : public Connection {
 
  private:
   Result<sqlite3_stmt*> Prepare(std::string_view sql) {
-    auto it = cache_.find(std::string(sql));
+    auto it = cache_.find(sql);
     if (it != cache_.end())
       return it->second;
     sqlite3_stmt* stmt = nullptr;
@@ -109,8 +111,9 @@ class SqliteConnection final : public Connection {
             else if constexpr (std::is_same_v<T, double>)
               return sqlite3_bind_double(stmt, idx, v);
             else
-              return sqlite3_bind_text64(stmt, idx, v.data(), v.size(), SQLITE_TRANSIENT,
-                                         SQLITE_UTF8);
+              // SQLITE_STATIC: `params` outlives the statement's use of it
+              // (Reset clears the bindings before Run returns).
+              return sqlite3_bind_text64(stmt, idx, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
           },
           params[i]);
       if (rc != SQLITE_OK)
@@ -154,9 +157,12 @@ class SqliteConnection final : public Connection {
 
 Result<std::unique_ptr<Connection>> Connect(const SqliteOptions& options) {
   sqlite3* db = nullptr;
-  int rc =
-      sqlite3_open_v2(options.path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  // WAL writes go through the coalescing VFS (one write() per commit instead
+  // of two per page); see sqlite_wal_vfs.h.
+  const char* vfs = CoalescingWalVfsName();
+  int rc = sqlite3_open_v2(options.path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           *vfs == '\0' ? nullptr : vfs);
   if (rc != SQLITE_OK) {
     Error e = core::Unavailable(fmt::format("sqlite: cannot open {}: {}", options.path,
                                             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));

@@ -197,8 +197,8 @@ TEST_F(RegistryApi, GatePassesRejectsAndManualOverrideIsAudited) {
   ASSERT_EQ(verify.status, 200) << verify.Describe();
   EXPECT_EQ(verify.body.value("ok", false), true) << verify.raw;
 
-  // And the generic projection agrees with the registry.
-  Reply entity = Get(*alice_, "/api/v1/entities/model_version/credit:2");
+  // And the generic projection (global readers only) agrees with the registry.
+  Reply entity = Get(server_.client(), "/api/v1/entities/model_version/credit:2");
   ASSERT_EQ(entity.status, 200) << entity.Describe();
   EXPECT_EQ(entity.body.value("state", ""), "DeploymentReady");
   Reply ready = Get(*alice_, "/api/v1/models/credit/versions?state=DeploymentReady");
