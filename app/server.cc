@@ -117,7 +117,8 @@ core::Status Bootstrap(const Config& config, auth::Auth& auth) {
     std::string text;
     std::getline(in, text);
     if (!persisted && auth.Authenticate("Bearer " + text)) {
-      token = auth::NewToken{.token = text};
+      token.emplace();
+      token->token = text;
     } else {
       fs::remove(pending, ec);
     }
