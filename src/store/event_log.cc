@@ -44,7 +44,8 @@ bool Matches(const Event& e, const EventQuery& q) {
          (q.type.empty() || e.type == q.type) && (q.actor.empty() || e.actor == q.actor) &&
          (q.project.empty() || e.project == q.project) &&
          (q.type_prefix.empty() || e.type.starts_with(q.type_prefix)) &&
-         (q.since_us <= 0 || e.time_us >= q.since_us) && (q.until_us <= 0 || e.time_us < q.until_us);
+         (q.since_us <= 0 || e.time_us >= q.since_us) &&
+         (q.until_us <= 0 || e.time_us < q.until_us);
 }
 
 core::Status ValidateDraft(const EventDraft& d) {
@@ -168,10 +169,9 @@ Status InsertEvents(Connection& conn, const std::vector<const Event*>& events,
     params.reserve(rows * 14);
     for (size_t i = done; i < done + rows; ++i) {
       const Event& e = *events[i];
-      params.insert(params.end(),
-                    {e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id, e.actor,
-                     e.reason, e.correlation_id, e.causation_id, e.data, e.prev_hash, e.hash,
-                     e.project});
+      params.insert(params.end(), {e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id,
+                                   e.actor, e.reason, e.correlation_id, e.causation_id, e.data,
+                                   e.prev_hash, e.hash, e.project});
     }
     RETURN_IF_ERROR(conn.Exec(InsertSql(rows, or_rollback), params));
     done += rows;

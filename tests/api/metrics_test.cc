@@ -34,17 +34,16 @@ TEST(Metrics, ExpositionPassesPromtoolCheck) {
 
   // Traffic on several routes and statuses, so every family has samples.
   ASSERT_EQ(Post(client, "/api/v1/models", {{"name", "m-1"}}).status, 201);
-  ASSERT_EQ(Post(client, "/api/v1/models/m-1/versions", {{"metrics", {{"auc", 0.9}}}}).status,
-            201);
+  ASSERT_EQ(Post(client, "/api/v1/models/m-1/versions", {{"metrics", {{"auc", 0.9}}}}).status, 201);
   EXPECT_EQ(Post(client, "/api/v1/models", {{"name", "m-1"}}).status, 409);
   EXPECT_EQ(Get(client, "/api/v1/entities/model_version/m-1:1").status, 200);
   // Failed authentication and a webhook subscription put the auth and
   // webhook families on the page too.
   EXPECT_EQ(Get(server.anonymous_client(), "/api/v1/models").status, 401);
-  EXPECT_EQ(Post(client, "/api/v1/webhooks",
-                 {{"url", "http://127.0.0.1:9/hook"}, {"event_types", {"*"}}})
-                .status,
-            201);
+  EXPECT_EQ(
+      Post(client, "/api/v1/webhooks", {{"url", "http://127.0.0.1:9/hook"}, {"event_types", {"*"}}})
+          .status,
+      201);
   EXPECT_EQ(Get(client, "/api/v1/events?limit=5").status, 200);
   EXPECT_EQ(Get(client, "/api/v1/nope").status, 404);
   EXPECT_EQ(Get(client, "/readyz").status, 200);
