@@ -211,6 +211,11 @@ void Auth::RefreshLoop() {
   }
 }
 
+Status Auth::Apply(store::Command command) {
+  RETURN_IF_ERROR(log_.Execute(std::move(command)));
+  return Refresh();
+}
+
 Status Auth::Refresh() {
   ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
   ASSIGN_OR_RETURN(auto snap, Snapshot::Load(*conn));
@@ -495,10 +500,7 @@ Result<Principal> Auth::CreatePrincipal(const CreatePrincipalRequest& request,
   if (request.display_name.size() > 200)
     return core::InvalidArgument("field \"display_name\": longer than 200 characters",
                                  "display_name");
-  auto done = log_.Execute([&](CommandTx& tx) { return InsertPrincipal(tx, request, ctx); });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) { return InsertPrincipal(tx, request, ctx); }));
   return GetPrincipal(request.name);
 }
 
@@ -507,7 +509,7 @@ Result<Principal> Auth::DisablePrincipal(const std::string& name, const std::str
   if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": disabling a principal needs a reason",
                                  "reason");
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(Rows rows,
                      tx.conn().Query("SELECT disabled_us FROM principals WHERE name = ?", {name}));
     if (rows.empty())
@@ -519,10 +521,7 @@ Result<Principal> Auth::DisablePrincipal(const std::string& name, const std::str
     RETURN_IF_ERROR(
         tx.conn().Exec("UPDATE principals SET disabled_us = ? WHERE name = ?", {ev.time_us, name}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return GetPrincipal(name);
 }
 
@@ -550,7 +549,7 @@ Result<Project> Auth::CreateProject(const std::string& name, const std::string& 
                                  "description");
   store::CommandContext in_project = ctx;
   in_project.project = name;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(bool exists, Exists(tx.conn(), "SELECT 1 FROM projects WHERE name = ?", name));
     if (exists)
       return core::AlreadyExists(fmt::format("project {} already exists", name));
@@ -561,10 +560,7 @@ Result<Project> Auth::CreateProject(const std::string& name, const std::string& 
         "INSERT INTO projects (name, description, created_us, created_by) VALUES (?, ?, ?, ?)",
         {name, description, ev.time_us, ctx.actor}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return GetProject(name);
 }
 
@@ -589,7 +585,7 @@ Result<Principal> Auth::BindRole(const std::string& principal, const RoleBinding
   RETURN_IF_ERROR(ValidateBinding(binding));
   store::CommandContext scoped = ctx;
   scoped.project = binding.project;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(bool exists,
                      Exists(tx.conn(), "SELECT 1 FROM principals WHERE name = ?", principal));
     if (!exists)
@@ -601,10 +597,7 @@ Result<Principal> Auth::BindRole(const std::string& principal, const RoleBinding
         return core::NotFound(fmt::format("project {} not found", binding.project));
     }
     return InsertBinding(tx, principal, binding, reason, scoped);
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return GetPrincipal(principal);
 }
 
@@ -613,7 +606,7 @@ Result<Principal> Auth::UnbindRole(const std::string& principal, const RoleBindi
   RETURN_IF_ERROR(ValidateBinding(binding));
   store::CommandContext scoped = ctx;
   scoped.project = binding.project;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(
         int64_t removed,
         tx.conn().Exec("DELETE FROM role_bindings WHERE principal = ? AND role = ? AND project = ?",
@@ -629,10 +622,7 @@ Result<Principal> Auth::UnbindRole(const std::string& principal, const RoleBindi
                         {{"role", binding.role}, {"project", binding.project}})));
     (void)ev;
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return GetPrincipal(principal);
 }
 
@@ -648,7 +638,7 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
                                  "expires_in_days");
   MintedToken minted = MintToken();
   TokenInfo info{.id = minted.id, .principal = request.principal, .name = request.name};
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(Rows rows, tx.conn().Query("SELECT disabled_us FROM principals WHERE name = ?",
                                                 {request.principal}));
     if (rows.empty())
@@ -660,16 +650,13 @@ Result<NewToken> Auth::CreateToken(const CreateTokenRequest& request,
     info.created_by = ctx.actor;
     info.expires_us = ttl.count() == 0 ? 0 : info.created_us + ttl.count();
     return InsertToken(tx, minted, info, ctx);
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return NewToken{info, TokenText(minted)};
 }
 
 Result<TokenInfo> Auth::RevokeToken(const std::string& id, const std::string& reason,
                                     const store::CommandContext& ctx) {
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(Apply([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(
         Rows rows,
         tx.conn().Query("SELECT principal, revoked_us FROM api_tokens WHERE id = ?", {id}));
@@ -682,10 +669,7 @@ Result<TokenInfo> Auth::RevokeToken(const std::string& id, const std::string& re
     RETURN_IF_ERROR(
         tx.conn().Exec("UPDATE api_tokens SET revoked_us = ? WHERE id = ?", {ev.time_us, id}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
-  RETURN_IF_ERROR(Refresh());
+  }));
   return GetToken(id);
 }
 

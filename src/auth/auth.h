@@ -216,6 +216,9 @@ class Auth {
   struct Snapshot;
   Auth(store::Database& db, store::EventLog& log, AuthOptions options);
   std::shared_ptr<const Snapshot> snapshot() const;
+  // Executes a change through the event log, then re-reads the snapshot so
+  // this server answers from it at once.
+  Status Apply(store::Command command);
   void RefreshLoop();
 
   store::Database& db_;

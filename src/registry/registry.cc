@@ -252,11 +252,6 @@ Status ApplyTransition(CommandTx& tx, const store::Lifecycles& lifecycles, Model
   return core::Ok();
 }
 
-Result<std::string> EventIdAt(Connection& conn, int64_t seq) {
-  ASSIGN_OR_RETURN(Rows rows, conn.Query("SELECT id FROM events WHERE seq = ?", {seq}));
-  return rows.empty() ? std::string() : rows[0].Text(0);
-}
-
 bool Compare(double value, const std::string& op, double threshold) {
   if (op == ">=")
     return value >= threshold;
@@ -477,7 +472,7 @@ Result<RegisteredModel> Registry::CreateModel(const CreateModelRequest& request,
   RETURN_IF_ERROR(auth::ValidateProjectName(request.project));
   store::CommandContext scoped = ctx;
   scoped.project = request.project;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(auto existing, LoadModel(tx.conn(), request.name));
     if (existing) {
       return core::AlreadyExists(fmt::format("registered model \"{}\" already exists (project {})",
@@ -502,9 +497,7 @@ Result<RegisteredModel> Registry::CreateModel(const CreateModelRequest& request,
          core::CanonicalJson(TagsJson(request.tags)),
          core::CanonicalJson(ChecksJson(request.checks)), ev.time_us, scoped.actor, ev.time_us}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return GetModel(request.name);
 }
 
@@ -541,7 +534,7 @@ Result<std::vector<RegisteredModel>> Registry::ListModels(const ListModelsReques
 Result<RegisteredModel> Registry::UpdateModel(
     const std::string& name, std::optional<std::string> description,
     std::optional<std::map<std::string, std::string>> tags, const store::CommandContext& ctx) {
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
     Json changes = Json::object();
     if (description && *description != m.description) {
@@ -565,9 +558,7 @@ Result<RegisteredModel> Registry::UpdateModel(
         "UPDATE registered_models SET description = ?, tags = ?, updated_us = ? WHERE name = ?",
         {m.description, core::CanonicalJson(TagsJson(m.tags)), ev.time_us, name}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return GetModel(name);
 }
 
@@ -578,7 +569,7 @@ Result<RegisteredModel> Registry::SetGate(const std::string& name, std::vector<G
     return core::InvalidArgument("field \"reason\": changing a validation gate needs a reason",
                                  "reason");
   }
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
     ASSIGN_OR_RETURN(
         store::Event ev,
@@ -594,9 +585,7 @@ Result<RegisteredModel> Registry::SetGate(const std::string& name, std::vector<G
         tx.conn().Exec("UPDATE registered_models SET gate = ?, updated_us = ? WHERE name = ?",
                        {core::CanonicalJson(ChecksJson(checks)), ev.time_us, name}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return GetModel(name);
 }
 
@@ -610,7 +599,7 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
     }
   }
   int64_t version = 0;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), model));
     version = m.latest_version + 1;
     int64_t now = core::NowMicros();
@@ -633,15 +622,14 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
                  {"source_run_id", request.source_run_id},
                  {"artifact_uri", request.artifact_uri},
                  {"metrics", MetricsJson(request.metrics)}};
-    ASSIGN_OR_RETURN(
-        store::Entity created,
-        lifecycles_.CreateIn(tx, std::string(kVersionKind), EntityId(model, version), data, user));
-    ASSIGN_OR_RETURN(std::string created_event, EventIdAt(tx.conn(), created.created_seq));
+    store::Event created;
+    RETURN_IF_ERROR(lifecycles_.CreateIn(tx, std::string(kVersionKind), EntityId(model, version),
+                                         data, user, &created));
 
     // The gate, as automation, caused by the registration.
     store::CommandContext system{.actor = std::string(kSystemActor),
                                  .correlation_id = ctx.correlation_id,
-                                 .causation_id = created_event,
+                                 .causation_id = created.id,
                                  .project = m.project};
     ModelVersion v{.model = model, .version = version, .project = m.project, .state = "Registered"};
     RETURN_IF_ERROR(ApplyTransition(tx, lifecycles_, v, "validate", "",
@@ -673,9 +661,7 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
         tx.conn().Exec("UPDATE model_versions SET validation = ? WHERE model = ? AND version = ?",
                        {core::CanonicalJson(evidence), model, version}));
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return GetVersion(model, version);
 }
 
@@ -720,7 +706,7 @@ Result<std::vector<ModelVersion>> Registry::ListVersions(const std::string& mode
 Result<ModelVersion> Registry::Transition(const std::string& model, int64_t version,
                                           ManualTransition transition, const std::string& reason,
                                           const store::CommandContext& ctx) {
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
     if (transition == ManualTransition::kArchive && !v.aliases.empty()) {
       // An alias on an archived version would keep serving (and be compared
@@ -735,9 +721,7 @@ Result<ModelVersion> Registry::Transition(const std::string& model, int64_t vers
     scoped.project = v.project;
     return ApplyTransition(tx, lifecycles_, v, StateNameFor(transition), reason, Json::object(),
                            scoped);
-  });
-  if (!done)
-    return done.error();
+  }));
   return GetVersion(model, version);
 }
 
@@ -748,7 +732,7 @@ Result<AliasChange> Registry::SetAlias(const std::string& model, const std::stri
   if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": moving an alias needs a reason", "reason");
   AliasChange change;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
     if (v.state == "Archived") {
       return core::FailedPrecondition(
@@ -793,9 +777,7 @@ Result<AliasChange> Registry::SetAlias(const std::string& model, const std::stri
         {model, alias, ev.seq, version, previous, ev.time_us, ctx.actor, reason}));
     change = {alias, version, previous, ev.seq, ev.time_us, ctx.actor, reason};
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return change;
 }
 
@@ -806,7 +788,7 @@ Result<AliasChange> Registry::DeleteAlias(const std::string& model, const std::s
   if (core::IsBlankReason(reason))
     return core::InvalidArgument("field \"reason\": deleting an alias needs a reason", "reason");
   AliasChange change;
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), model));
     auto it = m.aliases.find(alias);
     if (it == m.aliases.end())
@@ -828,9 +810,7 @@ Result<AliasChange> Registry::DeleteAlias(const std::string& model, const std::s
         {model, alias, ev.seq, it->second, ev.time_us, ctx.actor, reason}));
     change = {alias, 0, it->second, ev.seq, ev.time_us, ctx.actor, reason};
     return core::Ok();
-  });
-  if (!done)
-    return done.error();
+  }));
   return change;
 }
 

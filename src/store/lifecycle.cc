@@ -116,7 +116,7 @@ std::vector<const core::StateMachine*> Lifecycles::All() const {
 }
 
 Result<Entity> Lifecycles::CreateIn(CommandTx& tx, const std::string& kind, std::string id,
-                                    Json data, const CommandContext& ctx) const {
+                                    Json data, const CommandContext& ctx, Event* appended) const {
   const core::StateMachine* machine = Find(kind);
   if (machine == nullptr)
     return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
@@ -141,6 +141,8 @@ Result<Entity> Lifecycles::CreateIn(CommandTx& tx, const std::string& kind, std:
                               .causation_id = ctx.causation_id,
                               .project = ctx.project,
                               .data = {{"state", machine->initial_state()}, {"data", data}}}));
+  if (appended != nullptr)
+    *appended = ev;
   RETURN_IF_ERROR(ApplyToProjection(tx.conn(), kind, id, ev.type,
                                     {{"state", machine->initial_state()}, {"data", data}}, ev.seq,
                                     ev.time_us));
@@ -150,7 +152,7 @@ Result<Entity> Lifecycles::CreateIn(CommandTx& tx, const std::string& kind, std:
 Result<Entity> Lifecycles::TransitionIn(CommandTx& tx, const std::string& kind,
                                         const std::string& id,
                                         const core::TransitionRequest& request,
-                                        const CommandContext& ctx) const {
+                                        const CommandContext& ctx, Event* appended) const {
   const core::StateMachine* machine = Find(kind);
   if (machine == nullptr)
     return core::NotFound(fmt::format("unknown entity kind \"{}\"", kind));
@@ -173,6 +175,8 @@ Result<Entity> Lifecycles::TransitionIn(CommandTx& tx, const std::string& kind,
                                         .causation_id = ctx.causation_id,
                                         .project = ctx.project,
                                         .data = data}));
+  if (appended != nullptr)
+    *appended = ev;
   RETURN_IF_ERROR(ApplyToProjection(tx.conn(), kind, id, ev.type, data, ev.seq, ev.time_us));
   e.state = t->to;
   e.updated_seq = ev.seq;

@@ -65,11 +65,13 @@ class Lifecycles {
   // Building blocks for a module's own command that also changes its own
   // tables: call inside EventLog::Execute; they append the event and update
   // the projection in that command's transaction.
+  // `appended` (optional) receives the event written, e.g. to name it as
+  // the causation of events that follow in the same command.
   Result<Entity> CreateIn(CommandTx& tx, const std::string& kind, std::string id, Json data,
-                          const CommandContext& ctx) const;
+                          const CommandContext& ctx, Event* appended = nullptr) const;
   Result<Entity> TransitionIn(CommandTx& tx, const std::string& kind, const std::string& id,
-                              const core::TransitionRequest& request,
-                              const CommandContext& ctx) const;
+                              const core::TransitionRequest& request, const CommandContext& ctx,
+                              Event* appended = nullptr) const;
 
   // Reads the committed projection.
   Result<Entity> Get(const std::string& kind, const std::string& id);
