@@ -38,6 +38,17 @@ constexpr KeySpec kKeys[] = {
     {"auth.refresh_s", "5",
      "seconds between re-reads of identities and tokens (changes made by other servers)"},
     {"auth.protect_metrics", "false", "require a token with metrics.read for GET /metrics"},
+    {"artifacts.backend", "local", "local (files under artifacts.root) | s3"},
+    {"artifacts.root", "artifacts", "local artifact directory; relative to data_dir"},
+    {"artifacts.s3.endpoint", "", "S3-compatible endpoint, e.g. http://127.0.0.1:9000"},
+    {"artifacts.s3.region", "us-east-1", "region used in request signatures"},
+    {"artifacts.s3.bucket", "", "bucket holding the artifacts"},
+    {"artifacts.s3.prefix", "", "key prefix inside the bucket"},
+    {"artifacts.s3.access_key", "",
+     "access key id (default: AWS_ACCESS_KEY_ID from the environment)"},
+    {"artifacts.s3.secret_key", "",
+     "secret access key (default: AWS_SECRET_ACCESS_KEY; secret: masked in output)"},
+    {"artifacts.max_upload_bytes", "268435456", "largest artifact upload accepted (413 above)"},
     {"webhooks.max_attempts", "8", "delivery attempts before a webhook delivery fails"},
     {"webhooks.backoff_base_ms", "1000", "delay before the first retry; doubles per attempt"},
     {"webhooks.backoff_max_s", "600", "longest delay between two attempts"},
@@ -197,6 +208,34 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   ASSIGN_OR_RETURN(c.auth_default_expiry_days, IntValue(c, "auth.default_expiry_days", 0, 3650));
   ASSIGN_OR_RETURN(c.auth_refresh_s, IntValue(c, "auth.refresh_s", 1, 3600));
   ASSIGN_OR_RETURN(c.auth_protect_metrics, BoolValue(c, "auth.protect_metrics"));
+  c.artifacts_backend = str("artifacts.backend");
+  if (c.artifacts_backend != "local" && c.artifacts_backend != "s3") {
+    return core::InvalidArgument(
+        fmt::format("config key \"artifacts.backend\": must be local or s3, got \"{}\"",
+                    c.artifacts_backend),
+        "artifacts.backend");
+  }
+  c.artifacts_root = str("artifacts.root");
+  if (!c.artifacts_root.empty() && std::filesystem::path(c.artifacts_root).is_relative())
+    c.artifacts_root = (std::filesystem::path(c.data_dir) / c.artifacts_root).string();
+  c.s3_endpoint = str("artifacts.s3.endpoint");
+  c.s3_region = str("artifacts.s3.region");
+  c.s3_bucket = str("artifacts.s3.bucket");
+  c.s3_prefix = str("artifacts.s3.prefix");
+  c.s3_access_key = str("artifacts.s3.access_key");
+  c.s3_secret_key = str("artifacts.s3.secret_key");
+  if (c.s3_access_key.empty() && std::getenv("AWS_ACCESS_KEY_ID") != nullptr)
+    c.s3_access_key = std::getenv("AWS_ACCESS_KEY_ID");
+  if (c.s3_secret_key.empty() && std::getenv("AWS_SECRET_ACCESS_KEY") != nullptr)
+    c.s3_secret_key = std::getenv("AWS_SECRET_ACCESS_KEY");
+  if (c.artifacts_backend == "s3" && (c.s3_endpoint.empty() || c.s3_bucket.empty())) {
+    return core::InvalidArgument(
+        "config keys \"artifacts.s3.endpoint\" and \"artifacts.s3.bucket\": required when "
+        "artifacts.backend is s3",
+        "artifacts.s3.endpoint");
+  }
+  ASSIGN_OR_RETURN(c.artifacts_max_upload_bytes,
+                   IntValue(c, "artifacts.max_upload_bytes", 1024, 1LL << 36));
   ASSIGN_OR_RETURN(c.webhook_max_attempts, IntValue(c, "webhooks.max_attempts", 1, 100));
   ASSIGN_OR_RETURN(c.webhook_backoff_base_ms,
                    IntValue(c, "webhooks.backoff_base_ms", 10, 3600 * 1000));

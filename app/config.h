@@ -37,6 +37,11 @@ struct Config {
   int auth_refresh_s = 5;
   bool auth_protect_metrics = false;
 
+  std::string artifacts_backend;  // "local" | "s3"
+  std::string artifacts_root;     // relative paths are under data_dir
+  std::string s3_endpoint, s3_region, s3_bucket, s3_prefix, s3_access_key, s3_secret_key;
+  int64_t artifacts_max_upload_bytes = 256 << 20;
+
   int webhook_max_attempts = 8;
   int webhook_backoff_base_ms = 1000;
   int webhook_backoff_max_s = 600;

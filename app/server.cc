@@ -12,9 +12,11 @@
 #include <fmt/format.h>
 
 #include "app/routes.h"
+#include "artifacts/artifacts.h"
 #include "auth/auth.h"
 #include "http/http.h"
 #include "registry/registry.h"
+#include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
 
 namespace kervan::app {
@@ -90,6 +92,19 @@ core::Result<std::string> LoadOrCreateSecretKey(const Config& config) {
   for (size_t i = 0; i < 32; ++i)
     key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
   return key;
+}
+
+// The artifact store named by artifacts.backend.
+core::Result<std::unique_ptr<artifacts::ArtifactStore>> OpenArtifactStore(const Config& config) {
+  if (config.artifacts_backend == "s3") {
+    return artifacts::OpenS3({.endpoint = config.s3_endpoint,
+                              .region = config.s3_region,
+                              .bucket = config.s3_bucket,
+                              .prefix = config.s3_prefix,
+                              .access_key = config.s3_access_key,
+                              .secret_key = config.s3_secret_key});
+  }
+  return artifacts::OpenLocal(config.artifacts_root);
 }
 
 // First start: the bootstrap admin and its token (in <data_dir>/admin.token,
@@ -175,6 +190,12 @@ int RunServer(const ServerRunOptions& options) {
     return fail(auth.error(), "cannot open identities");
   if (auto s = Bootstrap(config, **auth); !s)
     return fail(s.error(), "cannot bootstrap identities");
+  auto artifact_store = OpenArtifactStore(config);
+  if (!artifact_store)
+    return fail(artifact_store.error(), "cannot open the artifact store");
+  auto tracking = tracking::Tracking::Open(**db, **log, lifecycles);
+  if (!tracking)
+    return fail(tracking.error(), "cannot open experiment tracking");
   auto registry = registry::Registry::Open(**db, **log, lifecycles);
   if (!registry)
     return fail(registry.error(), "cannot open the model registry");
@@ -223,6 +244,14 @@ int RunServer(const ServerRunOptions& options) {
   if (auto s = RegisterRoutes(*router, services); !s)
     return fail(s.error(), "bad route");
   if (auto s = auth::RegisterRoutes(*router, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = tracking::RegisterRoutes(*router, **tracking, **auth, artifact_store->get()); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = artifacts::RegisterRoutes(
+          *router, **artifact_store,
+          {.authorize = tracking::MakeArtifactAuthorizer(**tracking, **auth),
+           .max_upload_bytes = static_cast<size_t>(config.artifacts_max_upload_bytes)});
+      !s)
     return fail(s.error(), "bad route");
   if (auto s = registry::RegisterRoutes(*router, **registry, **auth); !s)
     return fail(s.error(), "bad route");

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libboost-dev libboost-system-dev libboost-program-options-dev
   nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-  libsqlite3-dev sqlite3 libpq-dev libssl-dev
+  libsqlite3-dev sqlite3 libpq-dev libssl-dev libpugixml-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql prometheus wrk nginx-light curl jq clang-format procps
 )
@@ -15,6 +15,13 @@ PACKAGES=(
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node and npm run the test S3 server (scripts/s3.sh). Any working install
+# will do (e.g. one from NodeSource); Debian's packages only when missing.
+for tool in node npm; do
+  if ! command -v "$tool" >/dev/null; then
+    [[ $tool == node ]] && missing+=(nodejs) || missing+=(npm)
+  fi
 done
 
 if ((${#missing[@]} == 0)); then

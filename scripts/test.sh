@@ -28,17 +28,26 @@ cmake --build build -j "$JOBS"
 step "building unit tests with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1" \
   -DKERVAN_SANITIZE=ON -DKERVAN_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_test auth_test registry_test webhooks_test
+cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_test auth_test registry_test webhooks_test artifacts_test filter_test tracking_test
 
-step "starting a throwaway PostgreSQL on loopback"
+step "starting a throwaway PostgreSQL and an S3-compatible server (s3rver) on loopback"
 PGDIR=$(mktemp -d /var/tmp/kervan-test-pg.XXXXXX)
-cleanup() { "$ROOT/scripts/pg.sh" stop "$PGDIR" >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
+S3DIR=$(mktemp -d /var/tmp/kervan-test-s3.XXXXXX)
+cleanup() {
+  "$ROOT/scripts/pg.sh" stop "$PGDIR" >/dev/null 2>&1 || true
+  rm -rf "$PGDIR"
+  "$ROOT/scripts/s3.sh" stop "$S3DIR" >/dev/null 2>&1 || true
+  rm -rf "$S3DIR"
+}
 trap cleanup EXIT
 scripts/pg.sh start "$PGDIR" >/dev/null
 export KERVAN_TEST_PG_DSN
 KERVAN_TEST_PG_DSN=$(cat "$PGDIR/dsn")
+scripts/s3.sh start "$S3DIR" >/dev/null
+export KERVAN_TEST_S3_ENDPOINT
+KERVAN_TEST_S3_ENDPOINT=$(cat "$S3DIR/endpoint")
 # The test command never skips the real-server tests: missing servers fail.
-export KERVAN_REQUIRE_PG=1 KERVAN_REQUIRE_TOOLS=1
+export KERVAN_REQUIRE_PG=1 KERVAN_REQUIRE_S3=1 KERVAN_REQUIRE_TOOLS=1
 
 step "unit tests under ASan + UBSan (SQLite and PostgreSQL)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -36,6 +36,11 @@ const std::vector<PermissionInfo>& Permissions() {
       {"model_version.archive", "archive a model version (with a reason)"},
       {"model_version.validate",
        "record automated validation results (granted to no role: system:registry only)"},
+      {"tracking.read", "read experiments, runs, params, metrics and tags (MLflow API included)"},
+      {"tracking.write",
+       "create, update, delete and restore experiments and runs; log params, metrics, tags"},
+      {"artifact.read", "list and download run artifacts"},
+      {"artifact.write", "upload and delete run artifacts"},
       {"webhook.read", "list webhook subscriptions and their deliveries"},
       {"webhook.write", "create and delete webhook subscriptions"},
   };
@@ -50,10 +55,12 @@ bool IsKnownPermission(std::string_view permission) {
 
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
-    std::set<std::string> viewer = {"system.read",  "metrics.read",   "self.read",   "token.self",
-                                    "project.read", "lifecycle.read", "entity.read", "event.read",
-                                    "audit.read",   "registry.read"};
-    std::set<std::string> scientist = Union(viewer, {"registry.write"});
+    std::set<std::string> viewer = {"system.read",   "metrics.read",  "self.read",
+                                    "token.self",    "project.read",  "lifecycle.read",
+                                    "entity.read",   "event.read",    "audit.read",
+                                    "registry.read", "tracking.read", "artifact.read"};
+    std::set<std::string> scientist =
+        Union(viewer, {"registry.write", "tracking.write", "artifact.write"});
     std::set<std::string> engineer = Union(
         scientist, {"registry.configure", "registry.alias", "model_version.approve",
                     "model_version.archive", "audit.verify", "webhook.read", "webhook.write"});
@@ -63,8 +70,11 @@ const std::vector<RoleInfo>& Roles() {
         admin.insert(p.name);
     }
     return std::vector<RoleInfo>{
-        {"viewer", "reads everything in its scope: models, events, audit", viewer},
-        {"scientist", "viewer + registers models and versions", scientist},
+        {"viewer", "reads everything in its scope: experiments, runs, models, events, audit",
+         viewer},
+        {"scientist",
+         "viewer + tracks experiments and runs, uploads artifacts, registers models and versions",
+         scientist},
         {"engineer",
          "scientist + configures gates, approves/rejects/archives versions, moves aliases, "
          "manages webhooks",

@@ -48,7 +48,7 @@ struct Request {
   std::map<std::string, std::string> query;  // percent-decoded; first value of a repeated key
   HeaderList headers;                        // as received; use Header() to look one up
   std::string body;
-  std::map<std::string, std::string> params;  // {name} path segments, percent-decoded
+  std::map<std::string, std::string> params;  // {name} / {name...} values, decoded as Router says
   std::string request_id;                     // X-Request-Id (accepted or generated)
   std::string actor;  // the authenticated caller (set by the access guard), else "anonymous"
   std::string route;  // the matched pattern, e.g. "/api/v1/entities/{kind}/{id}"
@@ -199,8 +199,12 @@ using Handler = std::function<Response(const Request&)>;
 using StreamHandler = std::function<asio::awaitable<void>(const Request&, SseStream&)>;
 
 struct Route {
-  std::string method;   // "GET", "POST", ...
-  std::string pattern;  // "/api/v1/entities/{kind}/{id}": literal or {param} segments
+  std::string method;  // "GET", "POST", ...
+  // Segments separated by '/': literals, {param} (one non-empty segment), and
+  // as the LAST segment optionally {param...}: the rest of the path, one or
+  // more segments ("/files/{path...}" matches "/files/a/b.txt" with path
+  // "a/b.txt"). See Router for how values are decoded.
+  std::string pattern;
   Handler handler;
   // true: runs on the worker pool, never on an I/O thread (anything touching
   // a database, a file or a lock held for long). false: a cheap in-memory
@@ -208,6 +212,11 @@ struct Route {
   bool blocking = true;
   std::string permission;     // the permission a caller needs, e.g. "registry.read"
   bool public_route = false;  // true: no permission needed (health probes)
+  // Largest request body this route accepts, in bytes; 0 means the server's
+  // ServerOptions::max_body_bytes. A larger body is answered 413 (from
+  // Content-Length before the body is read, or as soon as a chunked body
+  // passes the limit) and the handler never runs.
+  size_t max_body_bytes = 0;
 };
 
 // A blocking route whose handler returns JSON or an error:
@@ -229,6 +238,7 @@ struct RouteInfo {
   std::string permission;
   bool public_route = false;
   bool stream = false;
+  size_t max_body_bytes = 0;  // Route::max_body_bytes; 0 for streams
 };
 
 // What Router::Match found for a method and path.
@@ -237,15 +247,25 @@ struct RouteMatch {
   const StreamRoute* stream = nullptr;  // set when a stream route matched
   int index = -1;                       // dense id of the matched route (0..size()-1)
   const std::string* pattern = nullptr;
-  std::map<std::string, std::string> params;  // percent-decoded
+  std::map<std::string, std::string> params;  // decoded as Router describes
   // When nothing matched: the methods the path does support ("GET, POST"),
   // empty when the path is unknown (404) rather than the method (405).
   std::string allow;
 };
 
-// Routes by method and segment pattern. Literal segments beat {param}
-// segments at the same position. Not thread-safe while routes are added;
-// safe to share once built (the server takes a shared_ptr<const Router>).
+// Routes by method and segment pattern. At the same position a literal
+// segment beats {param}, which beats a trailing {param...}.
+//
+// Values: a {param} is its segment percent-decoded ("a%2Fb" -> "a/b"). A
+// {param...} is the remaining segments, each percent-decoded, joined with
+// '/'; an encoded slash stays encoded as "%2F" (upper-case), so it can never
+// become a separator: "/files/a%2Fb/c" gives "a%2Fb/c". Empty segments are
+// kept ("/files//etc/x" gives "/etc/x"), and "." or ".." segments are passed
+// on as they are: a handler that treats the value as a path must validate it.
+// A path of more than 64 segments matches nothing.
+//
+// Not thread-safe while routes are added; safe to share once built (the
+// server takes a shared_ptr<const Router>).
 class Router {
  public:
   Router();
@@ -264,6 +284,10 @@ class Router {
   // Every route in registration order, for docs and tests.
   std::vector<RouteInfo> Routes() const;
   size_t size() const;
+
+  // The body limit for a request to `method` `path`: the matched route's
+  // max_body_bytes, or `default_limit` when it has none or nothing matches.
+  size_t BodyLimit(std::string_view method, std::string_view path, size_t default_limit) const;
 
  private:
   struct Node;

@@ -1,6 +1,6 @@
 // Router: a trie over path segments; literal children are tried before the
-// {param} child, with backtracking, so "/runs/search" beats "/runs/{id}" but
-// "/runs/42" still reaches "/runs/{id}".
+// {param} child, and both before a trailing {param...}, with backtracking, so
+// "/runs/search" beats "/runs/{id}" but "/runs/42" still reaches "/runs/{id}".
 #include <algorithm>
 #include <array>
 #include <set>
@@ -12,8 +12,10 @@
 namespace kervan::http {
 namespace {
 
-// Paths deeper than this cannot match any route (no pattern is this deep).
-constexpr size_t kMaxSegments = 32;
+// Paths deeper than this cannot match any route; patterns are shallower
+// (a trailing {param...} takes the segments between the two).
+constexpr size_t kMaxSegments = 64;
+constexpr size_t kMaxPatternSegments = 32;
 
 bool ValidMethod(std::string_view method) {
   if (method.empty() || method.size() > 16)
@@ -32,6 +34,32 @@ bool ValidParamName(std::string_view name) {
       return false;
   }
   return true;
+}
+
+// A {param...} value: each segment percent-decoded, joined with '/', but an
+// encoded slash kept as "%2F" so that it cannot turn into a separator.
+std::string JoinRest(const std::string_view* segments, size_t count) {
+  std::string out;
+  for (size_t i = 0; i < count; ++i) {
+    if (i > 0)
+      out.push_back('/');
+    std::string_view segment = segments[i];
+    for (;;) {
+      size_t slash = segment.find("%2");
+      while (slash != std::string_view::npos && slash + 2 < segment.size() &&
+             segment[slash + 2] != 'F' && segment[slash + 2] != 'f') {
+        slash = segment.find("%2", slash + 1);
+      }
+      if (slash != std::string_view::npos && slash + 2 >= segment.size())
+        slash = std::string_view::npos;
+      out += PercentDecode(segment.substr(0, slash));
+      if (slash == std::string_view::npos)
+        break;
+      out += "%2F";
+      segment = segment.substr(slash + 3);
+    }
+  }
+  return out;
 }
 
 // RFC 3986 pchar minus '%' (patterns are written decoded-free by hand).
@@ -71,7 +99,8 @@ bool SplitPath(std::string_view path, std::array<std::string_view, kMaxSegments>
 struct Router::Node {
   std::map<std::string, std::unique_ptr<Node>, std::less<>> literals;
   std::unique_ptr<Node> param;
-  std::vector<size_t> entries;  // routes ending at this node, by index into entries_
+  std::vector<size_t> entries;       // routes ending at this node, by index into entries_
+  std::vector<size_t> rest_entries;  // routes whose {param...} follows this node
 };
 
 struct Router::Entry {
@@ -80,7 +109,10 @@ struct Router::Entry {
   std::string permission;
   bool public_route = false;
   std::vector<std::pair<size_t, std::string>> params;  // segment position -> name
-  std::unique_ptr<Route> route;                        // exactly one of route/stream is set
+  std::string rest;              // name of the trailing {param...}, empty when none
+  size_t rest_position = 0;      // its segment position
+  size_t max_body_bytes = 0;     // Route::max_body_bytes
+  std::unique_ptr<Route> route;  // exactly one of route/stream is set
   std::unique_ptr<StreamRoute> stream;
 };
 
@@ -106,6 +138,8 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
     return bad("pattern must start with '/'");
 
   std::vector<std::pair<size_t, std::string>> params;
+  std::string rest_name;
+  size_t rest_position = 0;
   Node* node = root_.get();
   if (pattern != "/") {
     std::string_view rest = std::string_view(pattern).substr(1);
@@ -115,16 +149,28 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
       std::string_view segment = rest.substr(0, slash);
       if (segment.empty())
         return bad("pattern has an empty segment");
-      if (position >= kMaxSegments)
+      if (position >= kMaxPatternSegments)
         return bad("pattern has too many segments");
       if (segment.front() == '{') {
         std::string_view name = segment.substr(1, segment.size() - 2);
+        const bool trailing = name.ends_with("...");
+        if (trailing)
+          name.remove_suffix(3);
         if (segment.back() != '}' || !ValidParamName(name)) {
-          return bad(fmt::format("bad parameter segment \"{}\"; expected {{name}}", segment));
+          return bad(fmt::format(
+              "bad parameter segment \"{}\"; expected {{name}} or a last {{name...}}", segment));
+        }
+        if (trailing && slash != std::string_view::npos) {
+          return bad(fmt::format("\"{}\" must be the last segment", segment));
         }
         for (const auto& [pos, existing] : params) {
           if (existing == name)
             return bad(fmt::format("parameter \"{}\" appears twice", name));
+        }
+        if (trailing) {
+          rest_name = std::string(name);
+          rest_position = position;
+          break;
         }
         params.emplace_back(position, std::string(name));
         if (!node->param)
@@ -145,7 +191,8 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
       rest = rest.substr(slash + 1);
     }
   }
-  for (size_t existing : node->entries) {
+  std::vector<size_t>& ending = rest_name.empty() ? node->entries : node->rest_entries;
+  for (size_t existing : ending) {
     if (entries_[existing].method == method) {
       return bad(fmt::format("duplicates route {} {}", method, entries_[existing].pattern));
     }
@@ -156,9 +203,11 @@ core::Status Router::Insert(const std::string& method, const std::string& patter
   entry.permission = permission;
   entry.public_route = public_route;
   entry.params = std::move(params);
+  entry.rest = std::move(rest_name);
+  entry.rest_position = rest_position;
   entries_.push_back(std::move(entry));
   *entry_index = entries_.size() - 1;
-  node->entries.push_back(*entry_index);
+  ending.push_back(*entry_index);
   return core::Ok();
 }
 
@@ -166,6 +215,7 @@ core::Status Router::Add(Route route) {
   size_t index = 0;
   RETURN_IF_ERROR(Insert(route.method, route.pattern, route.permission, route.public_route,
                          static_cast<bool>(route.handler), &index));
+  entries_[index].max_body_bytes = route.max_body_bytes;
   entries_[index].route = std::make_unique<Route>(std::move(route));
   return core::Ok();
 }
@@ -180,23 +230,31 @@ core::Status Router::AddStream(StreamRoute route) {
 
 namespace {
 
-// Depth-first search, literal child first. Returns the entry index of the
-// first route for `method` whose pattern matches, or -1. With `methods`,
-// instead collects the methods of every matching pattern.
+// The entry in `ending` for `method`, or -1. With `methods`, instead adds
+// the method of every entry there.
+template <typename Entries>
+int Pick(const std::vector<size_t>& ending, std::string_view method, const Entries& entries,
+         std::set<std::string>* methods) {
+  for (size_t e : ending) {
+    if (methods != nullptr) {
+      methods->insert(entries[e].method);
+    } else if (entries[e].method == method) {
+      return static_cast<int>(e);
+    }
+  }
+  return -1;
+}
+
+// Depth-first search: literal child, then {param} child, then a trailing
+// {param...}. Returns the entry index of the first route for `method` whose
+// pattern matches, or -1. With `methods`, instead collects the methods of
+// every matching pattern.
 template <typename Node, typename Entries>
 int Find(const Node* node, const std::array<std::string_view, kMaxSegments>& segments, size_t count,
          size_t i, std::string_view method, const Entries& entries,
          std::set<std::string>* methods) {
-  if (i == count) {
-    for (size_t e : node->entries) {
-      if (methods != nullptr) {
-        methods->insert(entries[e].method);
-      } else if (entries[e].method == method) {
-        return static_cast<int>(e);
-      }
-    }
-    return -1;
-  }
+  if (i == count)
+    return Pick(node->entries, method, entries, methods);
   auto it = node->literals.find(segments[i]);
   if (it != node->literals.end()) {
     int found = Find(it->second.get(), segments, count, i + 1, method, entries, methods);
@@ -204,8 +262,13 @@ int Find(const Node* node, const std::array<std::string_view, kMaxSegments>& seg
       return found;
   }
   if (node->param && !segments[i].empty()) {
-    return Find(node->param.get(), segments, count, i + 1, method, entries, methods);
+    int found = Find(node->param.get(), segments, count, i + 1, method, entries, methods);
+    if (found >= 0)
+      return found;
   }
+  // The rest of the path must hold something: "/files/" is not "/files/{p...}".
+  if (!node->rest_entries.empty() && !(count - i == 1 && segments[i].empty()))
+    return Pick(node->rest_entries, method, entries, methods);
   return -1;
 }
 
@@ -245,14 +308,32 @@ RouteMatch Router::Match(std::string_view method, std::string_view path) const {
   for (const auto& [position, name] : entry.params) {
     match.params.emplace(name, PercentDecode(segments[position]));
   }
+  if (!entry.rest.empty()) {
+    match.params.emplace(
+        entry.rest, JoinRest(segments.data() + entry.rest_position, count - entry.rest_position));
+  }
   return match;
+}
+
+size_t Router::BodyLimit(std::string_view method, std::string_view path,
+                         size_t default_limit) const {
+  std::array<std::string_view, kMaxSegments> segments;
+  size_t count = 0;
+  if (!SplitPath(path, &segments, &count))
+    return default_limit;
+  int found = Find(root_.get(), segments, count, 0, method, entries_, nullptr);
+  if (found < 0)
+    return default_limit;
+  size_t limit = entries_[static_cast<size_t>(found)].max_body_bytes;
+  return limit == 0 ? default_limit : limit;
 }
 
 std::vector<RouteInfo> Router::Routes() const {
   std::vector<RouteInfo> out;
   out.reserve(entries_.size());
   for (const Entry& e : entries_) {
-    out.push_back({e.method, e.pattern, e.permission, e.public_route, e.stream != nullptr});
+    out.push_back(
+        {e.method, e.pattern, e.permission, e.public_route, e.stream != nullptr, e.max_body_bytes});
   }
   return out;
 }

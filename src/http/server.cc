@@ -198,6 +198,8 @@ class Server::Impl {
   // the answer.
   asio::awaitable<void> LingeringClose(Connection& c);
   Response Invoke(const Route& route, const Request& req);
+  // The body limit of the route a request head is for.
+  size_t BodyLimitFor(const bhttp::request<bhttp::string_body>& head) const;
   void Finish(RouteStats* stats, const Request& req, std::string_view method, int status,
               Clock::time_point start, bool observe_duration);
 
@@ -209,6 +211,11 @@ class Server::Impl {
   core::Gauge* open_connections_;
   core::Gauge* open_streams_;
   std::vector<std::unique_ptr<RouteStats>> route_stats_;  // by route index
+  // The parser starts with the largest body limit of any route and narrows
+  // it to the matched route's once the head is in (only when some route has
+  // a limit of its own).
+  size_t largest_body_limit_ = 0;
+  bool route_body_limits_ = false;
   std::map<std::string, std::unique_ptr<RouteStats>, std::less<>> unmatched_stats_;
 
   std::atomic<bool> stopping_{false};
@@ -357,9 +364,14 @@ Server::Impl::Impl(ServerOptions options, std::shared_ptr<const Router> router)
       &metrics.AddGauge("kervan_http_open_connections", "Open HTTP connections.").With({});
   open_streams_ =
       &metrics.AddGauge("kervan_http_open_streams", "Open Server-Sent Events streams.").With({});
+  largest_body_limit_ = options_.max_body_bytes;
   for (const RouteInfo& info : router_->Routes()) {
     route_stats_.push_back(
         std::make_unique<RouteStats>(info.method, info.pattern, requests_, durations_));
+    if (info.max_body_bytes != 0 && info.max_body_bytes != options_.max_body_bytes) {
+      route_body_limits_ = true;
+      largest_body_limit_ = std::max(largest_body_limit_, info.max_body_bytes);
+    }
   }
   for (std::string_view m :
        {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "other"}) {
@@ -523,7 +535,7 @@ asio::awaitable<void> Server::Impl::Serve(Connection& c) {
     const Clock::time_point start = Clock::now();
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(kHeaderLimit);
-    parser.body_limit(options_.max_body_bytes);
+    parser.body_limit(largest_body_limit_);
     c.stream.expires_after(options_.read_timeout);
     std::optional<Response> reply;
     ErrorCode ec = co_await ReadRequest(c, parser, &reply);
@@ -577,6 +589,16 @@ asio::awaitable<ErrorCode> Server::Impl::ReadRequest(
           co_return ec;
         if (parser.is_header_done() && !header_seen) {
           header_seen = true;
+          if (route_body_limits_ && (parser.content_length() || parser.chunked())) {
+            // Before any body byte is parsed, so the parser may take it.
+            const size_t limit = BodyLimitFor(parser.get());
+            parser.body_limit(limit);
+            auto length = parser.content_length();
+            if (length && *length > limit) {
+              ec = bhttp::error::body_limit;
+              break;
+            }
+          }
           parser.eager(true);
           // curl and others wait for this before sending a large body.
           auto expect = parser.get().find(bhttp::field::expect);
@@ -599,9 +621,9 @@ asio::awaitable<ErrorCode> Server::Impl::ReadRequest(
     c.buffer.commit(n);
   }
   if (ec == bhttp::error::body_limit) {
-    *reply = TransportError(
-        413, "payload_too_large",
-        fmt::format("request body exceeds the limit of {} bytes", options_.max_body_bytes), {});
+    const size_t limit = route_body_limits_ ? BodyLimitFor(parser.get()) : options_.max_body_bytes;
+    *reply = TransportError(413, "payload_too_large",
+                            fmt::format("request body exceeds the limit of {} bytes", limit), {});
   } else if (ec == bhttp::error::header_limit) {
     *reply = TransportError(
         431, "header_too_large",
@@ -629,6 +651,12 @@ asio::awaitable<void> Server::Impl::LingeringClose(Connection& c) {
       co_return;
     discarded += n;
   }
+}
+
+size_t Server::Impl::BodyLimitFor(const bhttp::request<bhttp::string_body>& head) const {
+  std::string_view target = ToStd(head.target());
+  return router_->BodyLimit(ToStd(head.method_string()), target.substr(0, target.find('?')),
+                            options_.max_body_bytes);
 }
 
 Response Server::Impl::Invoke(const Route& route, const Request& req) {

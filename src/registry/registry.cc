@@ -103,7 +103,8 @@ Result<core::StateMachine> VersionLifecycle() {
   };
   return core::StateMachine::Build(
       std::string(kVersionKind),
-      {"Registered", "Validating", "DeploymentReady", "Rejected", "Archived"}, "Registered",
+      {"Registered", "Validating", "DeploymentReady", "Rejected", "Archived", "Deleted"},
+      "Registered",
       {
           {.name = "validate",
            .from = {"Registered"},
@@ -140,6 +141,13 @@ Result<core::StateMachine> VersionLifecycle() {
            .event = "archived",
            .permission = "model_version.archive",
            .reason_required = true},
+          // Applied by Registry::DeleteVersion / DeleteModel, which also
+          // remove the version's registry rows; the entity stays, Deleted.
+          {.name = "delete",
+           .from = {"Registered", "Validating", "DeploymentReady", "Rejected", "Archived"},
+           .to = "Deleted",
+           .event = "deleted",
+           .permission = "registry.configure"},
       });
 }
 
@@ -188,7 +196,7 @@ Result<RegisteredModel> RequireModel(Connection& conn, const std::string& name) 
 
 constexpr std::string_view kVersionColumns =
     "model, version, project, state, source_run_id, artifact_uri, metrics, signature, tags, "
-    "description, validation, created_us, created_by, updated_us";
+    "description, validation, created_us, created_by, updated_us, stage, source, run_link";
 
 ModelVersion VersionFromRow(const store::Row& r) {
   ModelVersion v;
@@ -206,6 +214,9 @@ ModelVersion VersionFromRow(const store::Row& r) {
   v.created_us = r.Int(11);
   v.created_by = r.Text(12);
   v.updated_us = r.Int(13);
+  v.stage = r.Text(14);
+  v.source = r.Text(15);
+  v.run_link = r.Text(16);
   return v;
 }
 
@@ -234,6 +245,28 @@ Result<ModelVersion> RequireVersion(Connection& conn, const std::string& model, 
   ModelVersion v = VersionFromRow(rows[0]);
   RETURN_IF_ERROR(AttachAliases(conn, v));
   return v;
+}
+
+// The highest version a deleted or renamed model of this name had (0: none).
+Result<int64_t> TombstoneVersion(Connection& conn, const std::string& name) {
+  ASSIGN_OR_RETURN(
+      Rows rows,
+      conn.Query("SELECT last_version FROM registered_model_tombstones WHERE name = ?", {name}));
+  return rows.empty() ? int64_t{0} : rows[0].Int(0);
+}
+
+// Remembers that `name` has used versions up to `last_version`.
+Status WriteTombstone(Connection& conn, const std::string& name, int64_t last_version,
+                      int64_t time_us, const std::string& actor) {
+  ASSIGN_OR_RETURN(int64_t known, TombstoneVersion(conn, name));
+  if (last_version <= known)
+    return core::Ok();
+  RETURN_IF_ERROR(conn.Exec(
+      "INSERT INTO registered_model_tombstones (name, last_version, deleted_us, deleted_by) "
+      "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET last_version = "
+      "excluded.last_version, deleted_us = excluded.deleted_us, deleted_by = excluded.deleted_by",
+      {name, last_version, time_us, actor}));
+  return core::Ok();
 }
 
 // Applies a lifecycle transition and mirrors the new state into
@@ -442,6 +475,7 @@ Json ModelVersion::ToJson() const {
           {"description", description},
           {"validation", validation},
           {"aliases", aliases},
+          {"stage", stage},
           {"created", core::FormatRfc3339(created_us)},
           {"created_by", created_by},
           {"updated", core::FormatRfc3339(updated_us)}};
@@ -478,6 +512,7 @@ Result<RegisteredModel> Registry::CreateModel(const CreateModelRequest& request,
       return core::AlreadyExists(fmt::format("registered model \"{}\" already exists (project {})",
                                              request.name, existing->project));
     }
+    ASSIGN_OR_RETURN(int64_t first_version, TombstoneVersion(tx.conn(), request.name));
     ASSIGN_OR_RETURN(
         store::Event ev,
         tx.Append({.type = "registered_model.created",
@@ -491,11 +526,12 @@ Result<RegisteredModel> Registry::CreateModel(const CreateModelRequest& request,
                             {"tags", TagsJson(request.tags)},
                             {"validation", {{"checks", ChecksJson(request.checks)}}}}}));
     RETURN_IF_ERROR(tx.conn().Exec(
-        fmt::format("INSERT INTO registered_models ({}) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        fmt::format("INSERT INTO registered_models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     kModelColumns),
         {request.name, request.project, request.description,
          core::CanonicalJson(TagsJson(request.tags)),
-         core::CanonicalJson(ChecksJson(request.checks)), ev.time_us, scoped.actor, ev.time_us}));
+         core::CanonicalJson(ChecksJson(request.checks)), first_version, ev.time_us, scoped.actor,
+         ev.time_us}));
     return core::Ok();
   }));
   return GetModel(request.name);
@@ -608,11 +644,12 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
         {version, now, model}));
     RETURN_IF_ERROR(tx.conn().Exec(
         fmt::format("INSERT INTO model_versions ({}) VALUES (?, ?, ?, 'Registered', ?, ?, ?, ?, ?, "
-                    "?, 'null', ?, ?, ?)",
+                    "?, 'null', ?, ?, ?, ?, ?, ?)",
                     kVersionColumns),
         {model, version, m.project, request.source_run_id, request.artifact_uri,
          core::CanonicalJson(MetricsJson(request.metrics)), core::CanonicalJson(request.signature),
-         core::CanonicalJson(TagsJson(request.tags)), request.description, now, ctx.actor, now}));
+         core::CanonicalJson(TagsJson(request.tags)), request.description, now, ctx.actor, now,
+         std::string(kStageNone), request.source, request.run_link}));
 
     // Registered, by the person (or service) who registered it.
     store::CommandContext user = ctx;
@@ -719,8 +756,15 @@ Result<ModelVersion> Registry::Transition(const std::string& model, int64_t vers
     }
     store::CommandContext scoped = ctx;
     scoped.project = v.project;
-    return ApplyTransition(tx, lifecycles_, v, StateNameFor(transition), reason, Json::object(),
-                           scoped);
+    RETURN_IF_ERROR(ApplyTransition(tx, lifecycles_, v, StateNameFor(transition), reason,
+                                    Json::object(), scoped));
+    if (transition == ManualTransition::kArchive) {
+      // The MLflow view follows: an archived version is in stage Archived.
+      RETURN_IF_ERROR(
+          tx.conn().Exec("UPDATE model_versions SET stage = ? WHERE model = ? AND version = ?",
+                         {std::string(kStageArchived), model, version}));
+    }
+    return core::Ok();
   }));
   return GetVersion(model, version);
 }
@@ -856,6 +900,607 @@ Result<Json> Registry::Lineage(const std::string& model, int64_t version) {
               {"state", v.state},
               {"current_aliases", v.aliases},
               {"alias_history", aliases}};
+}
+
+// ---- MLflow-facing operations: stages, tags, deletion, rename, search ---------------
+
+namespace {
+
+Status Done(Result<std::vector<store::Event>> executed) {
+  if (!executed)
+    return std::move(executed).error();
+  return core::Ok();
+}
+
+// Deletes one alias row in the caller's transaction, as DeleteAlias does.
+Status DeleteAliasIn(CommandTx& tx, const std::string& model, const std::string& alias,
+                     int64_t previous, const std::string& project, const std::string& reason,
+                     const store::CommandContext& ctx) {
+  ASSIGN_OR_RETURN(store::Event ev,
+                   tx.Append({.type = "registered_model.alias_deleted",
+                              .subject_kind = "registered_model",
+                              .subject_id = model,
+                              .actor = ctx.actor,
+                              .reason = reason,
+                              .correlation_id = ctx.correlation_id,
+                              .causation_id = ctx.causation_id,
+                              .project = project,
+                              .data = {{"alias", alias}, {"previous_version", previous}}}));
+  RETURN_IF_ERROR(
+      tx.conn().Exec("DELETE FROM model_aliases WHERE model = ? AND alias = ?", {model, alias}));
+  RETURN_IF_ERROR(tx.conn().Exec(
+      "INSERT INTO model_alias_history (model, alias, seq, version, previous_version, time_us, "
+      "actor, reason) VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
+      {model, alias, ev.seq, previous, ev.time_us, ctx.actor, reason}));
+  return core::Ok();
+}
+
+Status TouchModel(Connection& conn, const std::string& model, int64_t time_us) {
+  RETURN_IF_ERROR(
+      conn.Exec("UPDATE registered_models SET updated_us = ? WHERE name = ?", {time_us, model}));
+  return core::Ok();
+}
+
+// Moves `v` to `stage` in the caller's transaction (see Registry::SetStage).
+// `extra` joins the event's data. Returns whether anything changed.
+Result<bool> MoveStage(CommandTx& tx, const store::Lifecycles& lifecycles, ModelVersion& v,
+                       const std::string& stage, const std::string& reason, const Json& extra,
+                       const store::CommandContext& ctx) {
+  if (v.state == "Archived" && stage != kStageArchived) {
+    return core::FailedPrecondition(
+        fmt::format("version {} of \"{}\" is Archived in Kervan's lifecycle, which is final: it "
+                    "cannot move to stage {}",
+                    v.version, v.model, stage),
+        {{"current_state", v.state}, {"current_stage", v.stage}});
+  }
+  bool archive = false;
+  std::string lifecycle = "unchanged";
+  if (stage == kStageArchived && v.state != "Archived") {
+    const core::StateMachine* machine = lifecycles.Find(std::string(kVersionKind));
+    bool allowed = false;
+    if (machine != nullptr) {
+      for (const auto* t : machine->AllowedFrom(v.state))
+        allowed = allowed || t->name == "archive";
+    }
+    if (!allowed) {
+      lifecycle = fmt::format("unchanged: state {} cannot be archived", v.state);
+    } else if (!v.aliases.empty()) {
+      lifecycle = fmt::format(
+          "unchanged: the version holds alias(es) {}; move or delete them, then move it to "
+          "Archived again to archive it",
+          Json(v.aliases).dump());
+    } else {
+      archive = true;
+      lifecycle = "archived";
+    }
+  }
+  if (v.stage == stage && !archive)
+    return false;
+  // No top-level "to" in this data: the entities projection reads "to" of
+  // model_version events as a state change.
+  Json data = {{"model", v.model},
+               {"version", v.version},
+               {"stage", stage},
+               {"previous_stage", v.stage},
+               {"lifecycle", lifecycle}};
+  for (const auto& [k, val] : extra.items())
+    data[k] = val;
+  ASSIGN_OR_RETURN(store::Event ev, tx.Append({.type = "model_version.stage_changed",
+                                               .subject_kind = std::string(kVersionKind),
+                                               .subject_id = v.entity_id(),
+                                               .actor = ctx.actor,
+                                               .reason = reason,
+                                               .correlation_id = ctx.correlation_id,
+                                               .causation_id = ctx.causation_id,
+                                               .project = v.project,
+                                               .data = data}));
+  RETURN_IF_ERROR(tx.conn().Exec(
+      "UPDATE model_versions SET stage = ?, updated_us = ? WHERE model = ? AND version = ?",
+      {stage, ev.time_us, v.model, v.version}));
+  v.stage = stage;
+  v.updated_us = ev.time_us;
+  if (archive) {
+    store::CommandContext caused = ctx;
+    caused.causation_id = ev.id;
+    RETURN_IF_ERROR(ApplyTransition(tx, lifecycles, v, "archive", reason, Json::object(), caused));
+  }
+  return true;
+}
+
+std::string ProjectListSql(const std::set<std::string>& projects,
+                           std::vector<store::Value>& params) {
+  std::string sql = "project IN (";
+  for (const auto& p : projects) {
+    sql += sql.back() == '(' ? "?" : ", ?";
+    params.emplace_back(p);
+  }
+  return sql + ")";
+}
+
+// The value of an equality clause on `key` (an attribute), to narrow a query.
+const core::filter::Comparison* EqualityOn(const core::filter::Filter& filter,
+                                           std::string_view key) {
+  for (const auto& c : filter.clauses) {
+    if (c.entity == core::filter::Entity::kAttribute && c.key == key &&
+        c.op == core::filter::Op::kEq && !c.numeric)
+      return &c;
+  }
+  return nullptr;
+}
+
+core::filter::FieldValue TagValue(const std::map<std::string, std::string>& tags,
+                                  const std::string& key) {
+  auto it = tags.find(key);
+  if (it == tags.end())
+    return std::monostate();
+  return it->second;
+}
+
+template <typename T>
+SearchPage<T> Slice(std::vector<T> all, int64_t offset, int64_t max_results) {
+  SearchPage<T> page;
+  int64_t n = static_cast<int64_t>(all.size());
+  int64_t begin = std::min(offset, n);
+  int64_t end = std::min(n, begin + max_results);
+  for (int64_t i = begin; i < end; ++i)
+    page.items.push_back(std::move(all[static_cast<size_t>(i)]));
+  if (end < n)
+    page.next_offset = end;
+  return page;
+}
+
+}  // namespace
+
+std::optional<std::string> CanonicalStage(std::string_view text) {
+  for (std::string_view s : {kStageNone, kStageStaging, kStageProduction, kStageArchived}) {
+    bool same =
+        s.size() == text.size() && std::equal(s.begin(), s.end(), text.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        });
+    if (same)
+      return std::string(s);
+  }
+  return std::nullopt;
+}
+
+Status Registry::SetModelTag(const std::string& name, const std::string& key,
+                             const std::string& value, const store::CommandContext& ctx) {
+  if (key.empty() || key.size() > 250)
+    return core::InvalidArgument("field \"key\": tag keys must be 1-250 characters", "key");
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
+    auto it = m.tags.find(key);
+    if (it != m.tags.end() && it->second == value)
+      return core::Ok();
+    Json previous = it == m.tags.end() ? Json(nullptr) : Json(it->second);
+    m.tags[key] = value;
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append({.type = "registered_model.tag_set",
+                   .subject_kind = "registered_model",
+                   .subject_id = name,
+                   .actor = ctx.actor,
+                   .correlation_id = ctx.correlation_id,
+                   .project = m.project,
+                   .data = {{"key", key}, {"value", value}, {"previous_value", previous}}}));
+    RETURN_IF_ERROR(tx.conn().Exec("UPDATE registered_models SET tags = ? WHERE name = ?",
+                                   {core::CanonicalJson(TagsJson(m.tags)), name}));
+    return core::Ok();
+  }));
+}
+
+Status Registry::DeleteModelTag(const std::string& name, const std::string& key,
+                                const store::CommandContext& ctx) {
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
+    auto it = m.tags.find(key);
+    if (it == m.tags.end())
+      return core::Ok();
+    Json previous = it->second;
+    m.tags.erase(it);
+    ASSIGN_OR_RETURN(store::Event ev,
+                     tx.Append({.type = "registered_model.tag_deleted",
+                                .subject_kind = "registered_model",
+                                .subject_id = name,
+                                .actor = ctx.actor,
+                                .correlation_id = ctx.correlation_id,
+                                .project = m.project,
+                                .data = {{"key", key}, {"previous_value", previous}}}));
+    RETURN_IF_ERROR(tx.conn().Exec("UPDATE registered_models SET tags = ? WHERE name = ?",
+                                   {core::CanonicalJson(TagsJson(m.tags)), name}));
+    return core::Ok();
+  }));
+}
+
+Result<RegisteredModel> Registry::RenameModel(const std::string& name, const std::string& new_name,
+                                              const store::CommandContext& ctx) {
+  RETURN_IF_ERROR(ValidateModelName(new_name, "new_name"));
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
+    if (new_name == name)
+      return core::Ok();
+    ASSIGN_OR_RETURN(auto taken, LoadModel(tx.conn(), new_name));
+    if (taken) {
+      return core::AlreadyExists(fmt::format("registered model \"{}\" already exists (project {})",
+                                             new_name, taken->project));
+    }
+    ASSIGN_OR_RETURN(
+        Rows versions,
+        tx.conn().Query("SELECT COUNT(*) FROM model_versions WHERE model = ?", {name}));
+    int64_t count = versions.empty() ? 0 : versions[0].Int(0);
+    if (count > 0) {
+      return core::FailedPrecondition(fmt::format(
+          "registered model \"{}\" has {} version(s) and cannot be renamed: Kervan names each "
+          "version \"<model>:<version>\" in the audit log, and those names never change. Create "
+          "a model named \"{}\" and register the versions there instead",
+          name, count, new_name));
+    }
+    ASSIGN_OR_RETURN(int64_t taken_before, TombstoneVersion(tx.conn(), new_name));
+    ASSIGN_OR_RETURN(store::Event ev,
+                     tx.Append({.type = "registered_model.renamed",
+                                .subject_kind = "registered_model",
+                                .subject_id = new_name,
+                                .actor = ctx.actor,
+                                .correlation_id = ctx.correlation_id,
+                                .project = m.project,
+                                .data = {{"previous_name", name}, {"name", new_name}}}));
+    RETURN_IF_ERROR(tx.conn().Exec(
+        "UPDATE registered_models SET name = ?, latest_version = ?, updated_us = ? WHERE name = ?",
+        {new_name, std::max(m.latest_version, taken_before), ev.time_us, name}));
+    // Only deleted versions' alias moves can remain under the old name.
+    RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM model_alias_history WHERE model = ?", {name}));
+    return WriteTombstone(tx.conn(), name, m.latest_version, ev.time_us, ctx.actor);
+  }));
+  return GetModel(new_name);
+}
+
+Status Registry::DeleteModel(const std::string& name, const std::string& reason,
+                             const store::CommandContext& ctx) {
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
+    ASSIGN_OR_RETURN(
+        Rows rows,
+        tx.conn().Query("SELECT version FROM model_versions WHERE model = ? ORDER BY version",
+                        {name}));
+    Json versions = Json::array();
+    for (const auto& r : rows)
+      versions.push_back(r.Int(0));
+    Json aliases = Json::object();
+    for (const auto& [a, v] : m.aliases)
+      aliases[a] = v;
+    ASSIGN_OR_RETURN(store::Event ev,
+                     tx.Append({.type = "registered_model.deleted",
+                                .subject_kind = "registered_model",
+                                .subject_id = name,
+                                .actor = ctx.actor,
+                                .reason = reason,
+                                .correlation_id = ctx.correlation_id,
+                                .causation_id = ctx.causation_id,
+                                .project = m.project,
+                                .data = {{"description", m.description},
+                                         {"tags", TagsJson(m.tags)},
+                                         {"validation", {{"checks", ChecksJson(m.checks)}}},
+                                         {"versions", versions},
+                                         {"aliases", aliases},
+                                         {"latest_version", m.latest_version}}}));
+    store::CommandContext caused{.actor = ctx.actor,
+                                 .correlation_id = ctx.correlation_id,
+                                 .causation_id = ev.id,
+                                 .project = m.project};
+    Json data = {{"model", name}, {"with_model", true}};
+    for (const auto& v : versions) {
+      core::TransitionRequest t{.transition = "delete", .reason = reason, .request_data = &data};
+      ASSIGN_OR_RETURN(store::Entity e,
+                       lifecycles_.TransitionIn(tx, std::string(kVersionKind),
+                                                EntityId(name, v.get<int64_t>()), t, caused));
+      (void)e;
+    }
+    for (std::string_view table : {"model_aliases", "model_alias_history", "model_versions"}) {
+      RETURN_IF_ERROR(tx.conn().Exec(fmt::format("DELETE FROM {} WHERE model = ?", table), {name}));
+    }
+    RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM registered_models WHERE name = ?", {name}));
+    return WriteTombstone(tx.conn(), name, m.latest_version, ev.time_us, ctx.actor);
+  }));
+}
+
+Result<ModelVersion> Registry::UpdateVersion(const std::string& model, int64_t version,
+                                             const std::string& description,
+                                             const store::CommandContext& ctx) {
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    if (v.description == description)
+      return core::Ok();
+    ASSIGN_OR_RETURN(
+        store::Event ev,
+        tx.Append({.type = "model_version.updated",
+                   .subject_kind = std::string(kVersionKind),
+                   .subject_id = v.entity_id(),
+                   .actor = ctx.actor,
+                   .correlation_id = ctx.correlation_id,
+                   .project = v.project,
+                   .data = {{"model", model},
+                            {"version", version},
+                            {"description", {{"from", v.description}, {"to", description}}}}}));
+    RETURN_IF_ERROR(tx.conn().Exec(
+        "UPDATE model_versions SET description = ?, updated_us = ? WHERE model = ? AND version = ?",
+        {description, ev.time_us, model, version}));
+    return core::Ok();
+  }));
+  return GetVersion(model, version);
+}
+
+Status Registry::SetVersionTag(const std::string& model, int64_t version, const std::string& key,
+                               const std::string& value, const store::CommandContext& ctx) {
+  if (key.empty() || key.size() > 250)
+    return core::InvalidArgument("field \"key\": tag keys must be 1-250 characters", "key");
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    auto it = v.tags.find(key);
+    if (it != v.tags.end() && it->second == value)
+      return core::Ok();
+    Json previous = it == v.tags.end() ? Json(nullptr) : Json(it->second);
+    v.tags[key] = value;
+    ASSIGN_OR_RETURN(store::Event ev, tx.Append({.type = "model_version.tag_set",
+                                                 .subject_kind = std::string(kVersionKind),
+                                                 .subject_id = v.entity_id(),
+                                                 .actor = ctx.actor,
+                                                 .correlation_id = ctx.correlation_id,
+                                                 .project = v.project,
+                                                 .data = {{"model", model},
+                                                          {"version", version},
+                                                          {"key", key},
+                                                          {"value", value},
+                                                          {"previous_value", previous}}}));
+    RETURN_IF_ERROR(
+        tx.conn().Exec("UPDATE model_versions SET tags = ? WHERE model = ? AND version = ?",
+                       {core::CanonicalJson(TagsJson(v.tags)), model, version}));
+    return core::Ok();
+  }));
+}
+
+Status Registry::DeleteVersionTag(const std::string& model, int64_t version, const std::string& key,
+                                  const store::CommandContext& ctx) {
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    auto it = v.tags.find(key);
+    if (it == v.tags.end())
+      return core::Ok();
+    Json previous = it->second;
+    v.tags.erase(it);
+    ASSIGN_OR_RETURN(store::Event ev, tx.Append({.type = "model_version.tag_deleted",
+                                                 .subject_kind = std::string(kVersionKind),
+                                                 .subject_id = v.entity_id(),
+                                                 .actor = ctx.actor,
+                                                 .correlation_id = ctx.correlation_id,
+                                                 .project = v.project,
+                                                 .data = {{"model", model},
+                                                          {"version", version},
+                                                          {"key", key},
+                                                          {"previous_value", previous}}}));
+    RETURN_IF_ERROR(
+        tx.conn().Exec("UPDATE model_versions SET tags = ? WHERE model = ? AND version = ?",
+                       {core::CanonicalJson(TagsJson(v.tags)), model, version}));
+    return core::Ok();
+  }));
+}
+
+Result<ModelVersion> Registry::SetStage(const std::string& model, int64_t version,
+                                        const std::string& stage, bool archive_existing,
+                                        const std::string& reason,
+                                        const store::CommandContext& ctx) {
+  auto canonical = CanonicalStage(stage);
+  if (!canonical || *canonical != stage) {
+    return core::InvalidArgument(
+        fmt::format("field \"stage\": \"{}\" is not one of None, Staging, Production, Archived",
+                    stage),
+        "stage");
+  }
+  if (archive_existing && stage != kStageStaging && stage != kStageProduction) {
+    return core::InvalidArgument(
+        fmt::format("field \"archive_existing_versions\": other versions can only be archived "
+                    "when moving to Staging or Production, not {}",
+                    stage),
+        "archive_existing_versions");
+  }
+  if (core::IsBlankReason(reason))
+    return core::InvalidArgument("field \"reason\": moving a stage needs a reason", "reason");
+  RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    store::CommandContext scoped = ctx;
+    scoped.project = v.project;
+    ASSIGN_OR_RETURN(bool changed,
+                     MoveStage(tx, lifecycles_, v, stage, reason, Json::object(), scoped));
+    if (archive_existing) {
+      ASSIGN_OR_RETURN(Rows others, tx.conn().Query("SELECT version FROM model_versions WHERE "
+                                                    "model = ? AND stage = ? AND version <> ? "
+                                                    "ORDER BY version",
+                                                    {model, stage, version}));
+      for (const auto& r : others) {
+        ASSIGN_OR_RETURN(ModelVersion other, RequireVersion(tx.conn(), model, r.Int(0)));
+        ASSIGN_OR_RETURN(bool moved,
+                         MoveStage(tx, lifecycles_, other, std::string(kStageArchived), reason,
+                                   {{"archived_existing_for_version", version}}, scoped));
+        changed = changed || moved;
+      }
+    }
+    if (changed)
+      RETURN_IF_ERROR(TouchModel(tx.conn(), model, core::NowMicros()));
+    return core::Ok();
+  }));
+  return GetVersion(model, version);
+}
+
+Status Registry::DeleteVersion(const std::string& model, int64_t version, const std::string& reason,
+                               const store::CommandContext& ctx) {
+  return Done(log_.Execute([&](CommandTx& tx) -> Status {
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+    store::CommandContext scoped = ctx;
+    scoped.project = v.project;
+    Json data = {{"model", model},
+                 {"version", version},
+                 {"stage", v.stage},
+                 {"aliases", v.aliases},
+                 {"artifact_uri", v.artifact_uri}};
+    core::TransitionRequest t{.transition = "delete", .reason = reason, .request_data = &data};
+    store::Event deleted;
+    ASSIGN_OR_RETURN(store::Entity e, lifecycles_.TransitionIn(tx, std::string(kVersionKind),
+                                                               v.entity_id(), t, scoped, &deleted));
+    store::CommandContext caused = scoped;
+    caused.causation_id = deleted.id;
+    std::string alias_reason = fmt::format("version {} was deleted", version);
+    if (!core::IsBlankReason(reason))
+      alias_reason += ": " + reason;
+    for (const auto& alias : v.aliases) {
+      RETURN_IF_ERROR(DeleteAliasIn(tx, model, alias, version, v.project, alias_reason, caused));
+    }
+    RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM model_versions WHERE model = ? AND version = ?",
+                                   {model, version}));
+    return TouchModel(tx.conn(), model, e.updated_us);
+  }));
+}
+
+Result<SearchPage<RegisteredModel>> Registry::SearchModels(const ModelSearchRequest& request) {
+  if (request.projects && request.projects->empty())
+    return SearchPage<RegisteredModel>{};
+  ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
+  std::string sql = "SELECT name, tags, created_us, updated_us FROM registered_models WHERE 1 = 1";
+  std::vector<store::Value> params;
+  if (request.projects)
+    sql += " AND " + ProjectListSql(*request.projects, params);
+  if (const auto* eq = EqualityOn(request.filter, "name")) {
+    sql += " AND name = ?";
+    params.emplace_back(eq->text);
+  }
+  ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
+  struct Candidate {
+    std::string name;
+    int64_t created_us = 0, updated_us = 0;
+  };
+  std::vector<Candidate> matched;
+  for (const auto& r : rows) {
+    Candidate c{r.Text(0), r.Int(2), r.Int(3)};
+    auto tags = TagsFrom(ParseStored(r.Text(1)));
+    bool ok = core::filter::Matches(request.filter, [&](const core::filter::Comparison& clause) {
+      if (clause.entity == core::filter::Entity::kTag)
+        return TagValue(tags, clause.key);
+      if (clause.entity == core::filter::Entity::kAttribute && clause.key == "name")
+        return core::filter::FieldValue(c.name);
+      return core::filter::FieldValue();
+    });
+    if (ok)
+      matched.push_back(std::move(c));
+  }
+  std::stable_sort(matched.begin(), matched.end(), [&](const Candidate& a, const Candidate& b) {
+    for (const auto& o : request.order_by) {
+      int cmp = 0;
+      if (o.key == "name") {
+        cmp = a.name.compare(b.name);
+      } else if (o.key == "creation_timestamp") {
+        cmp = (a.created_us > b.created_us) - (a.created_us < b.created_us);
+      } else if (o.key == "last_updated_timestamp" || o.key == "timestamp") {
+        cmp = (a.updated_us > b.updated_us) - (a.updated_us < b.updated_us);
+      }
+      if (cmp != 0)
+        return o.ascending ? cmp < 0 : cmp > 0;
+    }
+    return a.name < b.name;
+  });
+  auto slice = Slice(std::move(matched), request.offset, request.max_results);
+  SearchPage<RegisteredModel> page{.next_offset = slice.next_offset};
+  for (const auto& c : slice.items) {
+    ASSIGN_OR_RETURN(auto m, LoadModel(*conn, c.name));
+    if (m)  // deleted since the query: skip
+      page.items.push_back(std::move(*m));
+  }
+  return page;
+}
+
+Result<SearchPage<ModelVersion>> Registry::SearchVersions(const VersionSearchRequest& request) {
+  if (request.projects && request.projects->empty())
+    return SearchPage<ModelVersion>{};
+  ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
+  std::string sql = fmt::format("SELECT {} FROM model_versions WHERE 1 = 1", kVersionColumns);
+  std::vector<store::Value> params;
+  if (request.projects)
+    sql += " AND " + ProjectListSql(*request.projects, params);
+  if (const auto* eq = EqualityOn(request.filter, "name")) {
+    sql += " AND model = ?";
+    params.emplace_back(eq->text);
+  }
+  if (const auto* eq = EqualityOn(request.filter, "run_id")) {
+    sql += " AND source_run_id = ?";
+    params.emplace_back(eq->text);
+  }
+  ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
+  std::vector<ModelVersion> matched;
+  for (const auto& r : rows) {
+    ModelVersion v = VersionFromRow(r);
+    bool ok = core::filter::Matches(request.filter, [&](const core::filter::Comparison& clause) {
+      using core::filter::FieldValue;
+      if (clause.entity == core::filter::Entity::kTag)
+        return TagValue(v.tags, clause.key);
+      if (clause.entity != core::filter::Entity::kAttribute)
+        return FieldValue();
+      if (clause.key == "name")
+        return FieldValue(v.model);
+      if (clause.key == "version_number")
+        return FieldValue(v.version);
+      if (clause.key == "run_id")
+        return FieldValue(v.source_run_id);
+      if (clause.key == "source_path")
+        return FieldValue(v.source.empty() ? v.artifact_uri : v.source);
+      return FieldValue();
+    });
+    if (ok)
+      matched.push_back(std::move(v));
+  }
+  std::vector<core::filter::OrderBy> order = request.order_by;
+  if (order.empty()) {
+    order.push_back({.key = "last_updated_timestamp", .ascending = false});
+  }
+  std::stable_sort(matched.begin(), matched.end(),
+                   [&](const ModelVersion& a, const ModelVersion& b) {
+                     auto three_way = [](auto x, auto y) { return (x > y) - (x < y); };
+                     for (const auto& o : order) {
+                       int cmp = 0;
+                       if (o.key == "name")
+                         cmp = a.model.compare(b.model);
+                       else if (o.key == "version_number")
+                         cmp = three_way(a.version, b.version);
+                       else if (o.key == "creation_timestamp")
+                         cmp = three_way(a.created_us, b.created_us);
+                       else if (o.key == "last_updated_timestamp")
+                         cmp = three_way(a.updated_us, b.updated_us);
+                       if (cmp != 0)
+                         return o.ascending ? cmp < 0 : cmp > 0;
+                     }
+                     if (int cmp = a.model.compare(b.model); cmp != 0)
+                       return cmp < 0;
+                     return a.version > b.version;
+                   });
+  auto page = Slice(std::move(matched), request.offset, request.max_results);
+  for (auto& v : page.items)
+    RETURN_IF_ERROR(AttachAliases(*conn, v));
+  return page;
+}
+
+Result<std::vector<ModelVersion>> Registry::LatestVersions(const std::string& model,
+                                                           const std::vector<std::string>& stages) {
+  ASSIGN_OR_RETURN(store::PooledConnection conn, db_.Acquire());
+  RETURN_IF_ERROR(RequireModel(*conn, model));
+  ASSIGN_OR_RETURN(Rows rows, conn->Query("SELECT stage, MIN(version), MAX(version) FROM "
+                                          "model_versions WHERE model = ? GROUP BY stage "
+                                          "ORDER BY MIN(version)",
+                                          {model}));
+  std::vector<ModelVersion> out;
+  for (const auto& r : rows) {
+    if (!stages.empty() && std::find(stages.begin(), stages.end(), r.Text(0)) == stages.end())
+      continue;
+    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(*conn, model, r.Int(2)));
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 }  // namespace kervan::registry

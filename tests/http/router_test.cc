@@ -92,6 +92,101 @@ TEST(Router, ParamsArePercentDecoded) {
   EXPECT_EQ(m.params.at("id"), "a/b");
 }
 
+TEST(Router, TrailingWildcardTakesTheRestOfThePath) {
+  Router router;
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/files/{path...}")));
+  ASSERT_TRUE(router.Add(MakeRoute("PUT", "/files/{path...}")));
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/files")));
+
+  RouteMatch one = router.Match("GET", "/files/a.txt");
+  ASSERT_NE(one.route, nullptr);
+  EXPECT_EQ(*one.pattern, "/files/{path...}");
+  EXPECT_EQ(one.params.at("path"), "a.txt");
+
+  RouteMatch deep = router.Match("PUT", "/files/run%201/artifacts/model/MLmodel");
+  ASSERT_NE(deep.route, nullptr);
+  EXPECT_EQ(deep.route->method, "PUT");
+  EXPECT_EQ(deep.params.at("path"), "run 1/artifacts/model/MLmodel");
+
+  // "/files" itself is the literal route; "/files/" has nothing to match.
+  EXPECT_EQ(*router.Match("GET", "/files").pattern, "/files");
+  EXPECT_EQ(router.Match("GET", "/files/").route, nullptr);
+  EXPECT_EQ(router.Match("DELETE", "/files/a").allow, "GET, HEAD, PUT");
+  EXPECT_EQ(router.Match("HEAD", "/files/a/b").route->method, "GET");
+}
+
+TEST(Router, WildcardKeepsEncodedSlashesAndPassesDotSegmentsOn) {
+  Router router;
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/files/{path...}")));
+  auto value = [&](std::string_view path) {
+    RouteMatch m = router.Match("GET", path);
+    return m.route ? m.params.at("path") : std::string("<no match>");
+  };
+  // An encoded '/' never becomes a separator: it stays "%2F" (upper-case).
+  EXPECT_EQ(value("/files/a%2Fb/c"), "a%2Fb/c");
+  EXPECT_EQ(value("/files/..%2f..%2fetc%2Fpasswd"), "..%2F..%2Fetc%2Fpasswd");
+  EXPECT_EQ(value("/files/%2e%2e%2F%2e%2e"), "..%2F..");
+  // Other escapes are decoded once, per segment.
+  EXPECT_EQ(value("/files/%252e%252e/x"), "%2e%2e/x");
+  EXPECT_EQ(value("/files/a%20b/%E1%88%B4"), "a b/\xE1\x88\xB4");
+  EXPECT_EQ(value("/files/100%/%2"), "100%/%2");
+  // Dot and empty segments reach the handler, which must validate them.
+  EXPECT_EQ(value("/files/../../etc/passwd"), "../../etc/passwd");
+  EXPECT_EQ(value("/files//etc/passwd"), "/etc/passwd");
+  EXPECT_EQ(value("/files/a//b/"), "a//b/");
+}
+
+TEST(Router, LiteralsAndParamsBeatTheWildcard) {
+  Router router;
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/a/{rest...}")));
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/a/{id}/meta")));
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/a/list")));
+  EXPECT_EQ(*router.Match("GET", "/a/list").pattern, "/a/list");
+  EXPECT_EQ(*router.Match("GET", "/a/7/meta").pattern, "/a/{id}/meta");
+  RouteMatch back = router.Match("GET", "/a/7/meta/x");  // {id} leads nowhere: backtrack
+  ASSERT_NE(back.route, nullptr);
+  EXPECT_EQ(*back.pattern, "/a/{rest...}");
+  EXPECT_EQ(back.params.at("rest"), "7/meta/x");
+  EXPECT_EQ(router.Match("GET", "/a/list/x").params.at("rest"), "list/x");
+}
+
+TEST(Router, WildcardMatchesDeepPathsUpToTheSegmentLimit) {
+  Router router;
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/f/{p...}")));
+  std::string path = "/f";
+  for (int i = 0; i < 63; ++i)
+    path += "/s";
+  EXPECT_NE(router.Match("GET", path).route, nullptr);  // 64 segments
+  EXPECT_EQ(router.Match("GET", path + "/s").route, nullptr);
+}
+
+TEST(Router, RejectsMisplacedOrDuplicateWildcards) {
+  for (const char* pattern : {"/a/{p...}/b", "/{p...}/{q...}", "/a/{...}", "/a/{p..}", "/a/{p....}",
+                              "/a/{id}/{id...}", "/a/x{p...}"}) {
+    Router router;
+    EXPECT_FALSE(router.Add(MakeRoute("GET", pattern))) << pattern;
+  }
+  Router router;
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/a/{p...}")));
+  EXPECT_FALSE(router.Add(MakeRoute("GET", "/a/{q...}")));
+  EXPECT_TRUE(router.Add(MakeRoute("GET", "/a/{q}")));  // a different shape
+  EXPECT_TRUE(router.Add(MakeRoute("GET", "/{p...}")));
+  EXPECT_EQ(*router.Match("GET", "/b/c").pattern, "/{p...}");
+}
+
+TEST(Router, BodyLimitIsTheMatchedRoutesOrTheDefault) {
+  Router router;
+  Route upload = MakeRoute("PUT", "/files/{path...}");
+  upload.max_body_bytes = 64 << 20;
+  ASSERT_TRUE(router.Add(upload));
+  ASSERT_TRUE(router.Add(MakeRoute("GET", "/files/{path...}")));
+  EXPECT_EQ(router.BodyLimit("PUT", "/files/a/b", 1024), size_t{64} << 20);
+  EXPECT_EQ(router.BodyLimit("GET", "/files/a/b", 1024), 1024u);
+  EXPECT_EQ(router.BodyLimit("POST", "/nowhere", 1024), 1024u);
+  EXPECT_EQ(router.Routes()[0].max_body_bytes, size_t{64} << 20);
+  EXPECT_EQ(router.Routes()[1].max_body_bytes, 0u);
+}
+
 TEST(Router, UnknownPathHasNoAllowAndWrongMethodHasAllow) {
   Router router;
   ASSERT_TRUE(router.Add(MakeRoute("GET", "/runs/{id}")));

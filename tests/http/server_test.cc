@@ -234,6 +234,93 @@ TEST(Server, OversizedBodyIs413BeforeTheBodyIsReadAndHandlerNotCalled) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+TEST(Server, RouteBodyLimitOverridesTheServerDefault) {
+  std::atomic<int> calls{0};
+  Router router;
+  Route upload = PublicRoute(
+      "PUT", "/files/{path...}",
+      [&](const Request& r) {
+        ++calls;
+        return Response::Json(200, {{"path", r.Param("path")}, {"size", r.body.size()}});
+      },
+      /*blocking=*/true);
+  upload.max_body_bytes = 64 * 1024;
+  ASSERT_TRUE(router.Add(upload));
+  Route tiny = PublicRoute("POST", "/tiny", [&](const Request&) {
+    ++calls;
+    return Response::Json(200, {});
+  });
+  tiny.max_body_bytes = 16;
+  ASSERT_TRUE(router.Add(tiny));
+  ASSERT_TRUE(router.Add(PublicRoute("POST", "/echo", [&](const Request& r) {
+    ++calls;
+    return Response::Json(200, {{"size", r.body.size()}});
+  })));
+  ServerOptions options = TestOptions();
+  options.max_body_bytes = 1024;
+  auto server = StartServer(std::move(router), options);
+  Client client(BaseUrl(*server));
+
+  // Larger than the server default, within the route's own limit.
+  auto big = client.Send("PUT", "/files/a/b.bin", std::string(60 * 1024, 'x'));
+  ASSERT_TRUE(big) << big.error().ToString();
+  EXPECT_EQ(big->status, 200) << big->body;
+  EXPECT_EQ(core::Json::parse(big->body)["size"], 60 * 1024);
+
+  // Past the route's limit: 413 envelope naming that limit, from the head alone.
+  RawConnection conn(server->port());
+  conn.Write("PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n");
+  auto res = conn.ReadResponse();
+  EXPECT_EQ(res.result_int(), 413u);
+  core::Json body = core::Json::parse(res.body());
+  EXPECT_EQ(body["error"]["code"], "payload_too_large");
+  EXPECT_EQ(body["error"]["message"], "request body exceeds the limit of 65536 bytes");
+
+  // Even past the largest limit of any route, the message names this route's.
+  RawConnection huge(server->port());
+  huge.Write("POST /tiny HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+  auto huge_res = huge.ReadResponse();
+  EXPECT_EQ(huge_res.result_int(), 413u);
+  EXPECT_EQ(core::Json::parse(huge_res.body())["error"]["message"],
+            "request body exceeds the limit of 16 bytes");
+
+  // A route may also be stricter than the default, chunked bodies included.
+  auto small = client.Send("POST", "/tiny", std::string(17, 'x'));
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->status, 413);
+  RawConnection chunked(server->port());
+  chunked.Write(
+      "PUT /files/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "8000\r\n" +
+      std::string(0x8000, 'y') + "\r\n8000\r\n" + std::string(0x8000, 'y') + "\r\n10\r\n" +
+      std::string(16, 'y') + "\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.ReadResponse().result_int(), 413u);
+
+  // Routes without their own limit keep the server's.
+  auto over_default = client.Send("POST", "/echo", std::string(2000, 'x'));
+  ASSERT_TRUE(over_default);
+  EXPECT_EQ(over_default->status, 413);
+  auto within = client.Send("POST", "/echo", std::string(1000, 'x'));
+  ASSERT_TRUE(within);
+  EXPECT_EQ(within->status, 200);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST(Server, WildcardParamReachesTheHandler) {
+  Router router;
+  ASSERT_TRUE(router.Add(PublicRoute("GET", "/files/{path...}", [](const Request& r) {
+    return Response::Json(200, {{"path", r.Param("path")}, {"route", r.route}});
+  })));
+  auto server = StartServer(std::move(router));
+  Client client(BaseUrl(*server));
+  auto res = client.Send("GET", "/files/run%201/a%2Fb/c.txt?x=1");
+  ASSERT_TRUE(res) << res.error().ToString();
+  EXPECT_EQ(res->status, 200);
+  core::Json body = core::Json::parse(res->body);
+  EXPECT_EQ(body["path"], "run 1/a%2Fb/c.txt");
+  EXPECT_EQ(body["route"], "/files/{path...}");
+}
+
 TEST(Server, MalformedHttpIs400) {
   auto server = StartServer(EchoRouter());
   RawConnection conn(server->port());

@@ -1,0 +1,36 @@
+// Private to src/tracking: row loaders shared by tracking.cc and search.cc.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tracking/tracking.h"
+
+namespace kervan::tracking::internal {
+
+// Columns selected for a run, in RunFromRow's order.
+inline constexpr std::string_view kRunColumns =
+    "run_pk, run_uuid, experiment_id, name, user_id, status, start_time, end_time, "
+    "lifecycle_stage, artifact_uri, project";
+
+struct RunRow {
+  int64_t pk = 0;
+  RunInfo info;
+};
+RunRow RunFromRow(const store::Row& row, size_t first = 0);
+
+inline constexpr std::string_view kExperimentColumns =
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time, "
+    "project";
+Experiment ExperimentFromRow(const store::Row& row);
+
+// Fills params, tags, latest metrics and inputs of `runs` (by their pks)
+// with one query per table.
+Result<std::vector<Run>> LoadRunData(store::Connection& conn, std::vector<RunRow> rows);
+// Fills the tags of `experiments`.
+Status LoadExperimentTags(store::Connection& conn, std::vector<Experiment>& experiments);
+
+// "?, ?, ?" for n placeholders.
+std::string Placeholders(size_t n);
+
+}  // namespace kervan::tracking::internal

@@ -1,0 +1,285 @@
+// Experiment tracking: experiments, runs, params, metrics, tags, dataset
+// inputs, and the MLflow REST API over them, so the standard MLflow client
+// works against Kervan unchanged (docs/tracking.md).
+//
+// State changes are events (appended in the same transaction as the
+// tracking tables): experiment and run lifecycles (active <-> deleted, kinds
+// "experiment" and "run" in the entities projection), run status and name
+// changes, experiment renames, tag changes and dataset inputs. Metric points
+// and params are telemetry: stored durably (group commit through the event
+// log's writer), not events.
+//
+// Ownership: every experiment belongs to a project (team); its runs belong
+// to it too. MLflow has no projects: experiments created through the MLflow
+// API go to the project named by their "kervan.project" tag, else "default".
+//
+// This is tracking's one public header; mlflow_wire.h is part of it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "auth/auth.h"
+#include "core/core.h"
+#include "http/http.h"
+#include "store/store.h"
+#include "tracking/mlflow_wire.h"
+
+namespace kervan::artifacts {
+class ArtifactStore;
+}
+
+namespace kervan::tracking {
+
+using core::Json;
+using core::Result;
+using core::Status;
+
+inline constexpr std::string_view kExperimentKind = "experiment";
+inline constexpr std::string_view kRunKind = "run";
+inline constexpr std::string_view kProjectTag = "kervan.project";
+inline constexpr std::string_view kRunNameTag = "mlflow.runName";
+inline constexpr std::string_view kParentRunTag = "mlflow.parentRunId";
+
+// MLflow's limits (mlflow/utils/validation.py).
+inline constexpr size_t kMaxMetricsPerBatch = 1000;
+inline constexpr size_t kMaxParamsPerBatch = 100;
+inline constexpr size_t kMaxTagsPerBatch = 100;
+inline constexpr size_t kMaxEntitiesPerBatch = 1000;
+inline constexpr size_t kMaxKeyLength = 250;
+inline constexpr size_t kMaxParamValueLength = 6000;
+inline constexpr size_t kMaxTagValueLength = 5000;
+inline constexpr size_t kMaxExperimentTagValueLength = 5000;
+inline constexpr int64_t kMaxSearchResults = 50000;
+
+using KeyValue = std::pair<std::string, std::string>;
+
+// ACTIVE_ONLY (1), DELETED_ONLY (2), ALL (3), as MLflow's ViewType.
+enum class ViewType { kActiveOnly, kDeletedOnly, kAll };
+Result<ViewType> ParseViewType(std::string_view text, std::string_view field);
+
+struct Experiment {
+  std::string id;  // decimal, "0" is "Default"
+  std::string name;
+  std::string artifact_location;
+  std::string lifecycle_stage;  // "active" | "deleted"
+  int64_t creation_time = 0;    // ms since the epoch
+  int64_t last_update_time = 0;
+  std::string project;
+  std::vector<KeyValue> tags;  // sorted by key
+
+  Json ToMlflow() const;  // MLflow's Experiment message
+};
+
+struct MetricPoint {
+  std::string key;
+  double value = 0;  // NaN and +-Infinity are kept as given
+  int64_t timestamp = 0;
+  int64_t step = 0;
+  Json ToMlflow() const;
+};
+
+struct DatasetInput {
+  // {"name","digest","source_type","source","schema"?,"profile"?}
+  Json dataset = Json::object();
+  std::vector<KeyValue> tags;  // e.g. mlflow.data.context = "training"
+  Json ToMlflow() const;
+};
+
+struct RunInfo {
+  std::string run_id;  // 32 lowercase hex digits
+  std::string experiment_id;
+  std::string run_name;
+  std::string user_id;
+  std::string status;  // RUNNING | SCHEDULED | FINISHED | FAILED | KILLED
+  int64_t start_time = 0;
+  std::optional<int64_t> end_time;
+  std::string artifact_uri;
+  std::string lifecycle_stage;  // "active" | "deleted"
+  std::string project;
+  Json ToMlflow() const;  // MLflow's RunInfo (run_uuid = run_id)
+};
+
+struct Run {
+  RunInfo info;
+  std::vector<MetricPoint> metrics;  // the latest point of each key
+  std::vector<KeyValue> params;      // sorted by key
+  std::vector<KeyValue> tags;        // sorted by key
+  std::vector<DatasetInput> inputs;
+  Json ToMlflow() const;  // {"info", "data": {...}, "inputs": {...}}
+};
+
+struct CreateExperimentRequest {
+  std::string name;
+  std::string artifact_location;  // empty: <artifact root>/<id>
+  std::vector<KeyValue> tags;
+  std::string project;  // must exist (checked by the caller)
+};
+
+struct SearchExperimentsRequest {
+  std::string filter;
+  std::vector<std::string> order_by;
+  ViewType view = ViewType::kActiveOnly;
+  int64_t max_results = 1000;
+  int64_t offset = 0;
+  // nullopt: every project; otherwise only these (the caller's readable ones).
+  std::optional<std::set<std::string>> projects;
+};
+
+struct SearchExperimentsResult {
+  std::vector<Experiment> experiments;
+  std::optional<int64_t> next_offset;  // set when the page is full
+};
+
+struct CreateRunRequest {
+  std::string experiment_id;
+  std::string user_id;
+  std::string run_name;  // empty: from the mlflow.runName tag, else generated
+  std::optional<int64_t> start_time;
+  std::vector<KeyValue> tags;
+};
+
+struct UpdateRunRequest {
+  std::optional<std::string> status;
+  std::optional<int64_t> end_time;
+  std::optional<std::string> run_name;
+};
+
+struct LogBatchRequest {
+  std::vector<MetricPoint> metrics;
+  std::vector<KeyValue> params;
+  std::vector<KeyValue> tags;
+};
+
+struct SearchRunsRequest {
+  std::vector<std::string> experiment_ids;
+  std::string filter;
+  std::vector<std::string> order_by;
+  ViewType view = ViewType::kActiveOnly;
+  int64_t max_results = 1000;
+  int64_t offset = 0;
+};
+
+struct SearchRunsResult {
+  std::vector<Run> runs;
+  std::optional<int64_t> next_offset;
+};
+
+struct HistoryPage {
+  std::vector<MetricPoint> points;
+  std::optional<int64_t> next_offset;
+};
+
+struct Options {
+  // Runs' artifact URIs are <experiment artifact_location>/<run_id>/artifacts;
+  // an experiment's default location is <artifact_root>/<experiment_id>.
+  // "mlflow-artifacts:" makes MLflow clients upload through Kervan's
+  // artifact proxy (/api/2.0/mlflow-artifacts/...).
+  std::string artifact_root = "mlflow-artifacts:";
+};
+
+class Tracking {
+ public:
+  // Registers the "experiment" and "run" lifecycles and ensures experiment
+  // "0" ("Default", project "default") exists.
+  static Result<std::unique_ptr<Tracking>> Open(store::Database& db, store::EventLog& log,
+                                                store::Lifecycles& lifecycles,
+                                                Options options = {});
+
+  // Experiments. Names: 1-500 characters, unique among all experiments
+  // (kAlreadyExists otherwise). kNotFound for unknown ids/names.
+  Result<Experiment> CreateExperiment(const CreateExperimentRequest& request,
+                                      const store::CommandContext& ctx);
+  Result<Experiment> GetExperiment(const std::string& id);
+  // Prefers the active experiment when an active and a deleted one share it.
+  Result<Experiment> GetExperimentByName(const std::string& name);
+  Result<SearchExperimentsResult> SearchExperiments(const SearchExperimentsRequest& request);
+  Result<Experiment> DeleteExperiment(const std::string& id, const store::CommandContext& ctx);
+  Result<Experiment> RestoreExperiment(const std::string& id, const store::CommandContext& ctx);
+  Result<Experiment> RenameExperiment(const std::string& id, const std::string& new_name,
+                                      const store::CommandContext& ctx);
+  Status SetExperimentTag(const std::string& id, const std::string& key, const std::string& value,
+                          const store::CommandContext& ctx);
+  Status DeleteExperimentTag(const std::string& id, const std::string& key,
+                             const store::CommandContext& ctx);
+
+  // Runs. Writes to a run need it (and its experiment) active: otherwise
+  // kFailedPrecondition (MLflow: INVALID_PARAMETER_VALUE "must be in the
+  // 'active' state"; see the error's mlflow code).
+  Result<Run> CreateRun(const CreateRunRequest& request, const store::CommandContext& ctx);
+  Result<Run> GetRun(const std::string& run_id);
+  Result<RunInfo> GetRunInfo(const std::string& run_id);
+  Result<RunInfo> UpdateRun(const std::string& run_id, const UpdateRunRequest& request,
+                            const store::CommandContext& ctx);
+  Result<RunInfo> DeleteRun(const std::string& run_id, const store::CommandContext& ctx);
+  Result<RunInfo> RestoreRun(const std::string& run_id, const store::CommandContext& ctx);
+  Status SetTag(const std::string& run_id, const std::string& key, const std::string& value,
+                const store::CommandContext& ctx);
+  Status DeleteTag(const std::string& run_id, const std::string& key,
+                   const store::CommandContext& ctx);
+
+  // Telemetry: validated, then stored durably before returning.
+  Status LogMetric(const std::string& run_id, const MetricPoint& point);
+  // Params are immutable: logging the same value again is a no-op; a
+  // different value is kInvalidArgument naming the key.
+  Status LogParam(const std::string& run_id, const std::string& key, const std::string& value);
+  // All or nothing: a batch over MLflow's limits, with an invalid item, or a
+  // param conflicting with a stored one is refused whole. Tags in the batch
+  // are a "run.tags_set" event.
+  Status LogBatch(const std::string& run_id, const LogBatchRequest& request,
+                  const store::CommandContext& ctx);
+  Status LogInputs(const std::string& run_id, const std::vector<DatasetInput>& inputs,
+                   const store::CommandContext& ctx);
+  // Appends `model_json` to the run's mlflow.log-model.history tag (a JSON
+  // array), as MLflow's log-model endpoint does.
+  Status LogModel(const std::string& run_id, const Json& model_json,
+                  const store::CommandContext& ctx);
+
+  // Every point of `key`, in logging order.
+  Result<HistoryPage> GetMetricHistory(const std::string& run_id, const std::string& key,
+                                       int64_t offset, int64_t max_results);
+  Result<SearchRunsResult> SearchRuns(const SearchRunsRequest& request);
+
+  // The latest value of each metric of a run (for the registry's gates).
+  Result<std::map<std::string, double>> LatestMetrics(const std::string& run_id);
+
+  const Options& options() const { return options_; }
+
+ private:
+  Tracking(store::Database& db, store::EventLog& log, store::Lifecycles& lifecycles,
+           Options options)
+      : db_(db), log_(log), lifecycles_(lifecycles), options_(std::move(options)) {}
+
+  store::Database& db_;
+  store::EventLog& log_;
+  store::Lifecycles& lifecycles_;
+  Options options_;
+};
+
+// MLflow's log-batch limits: kInvalidArgument naming the first one exceeded.
+Status CheckBatchLimits(size_t metrics, size_t params, size_t tags);
+
+// Decides whether a caller may read (or write) an artifact path of the
+// MLflow artifact proxy: "<experiment_id>/<run_id>/artifacts/..." needs
+// artifact.read|write in the experiment's project; any other path needs it
+// globally.
+using ArtifactAuthorizer =
+    std::function<Status(const http::Request& req, std::string_view path, bool write)>;
+ArtifactAuthorizer MakeArtifactAuthorizer(Tracking& tracking, const auth::Auth& auth);
+
+// The MLflow tracking API (/api/2.0/mlflow/experiments|runs|metrics|artifacts
+// and the /ajax-api aliases) and the native /api/v1/experiments and
+// /api/v1/runs routes. Permissions: tracking.read / tracking.write checked in
+// the experiment's project. `artifacts` (may be null) serves
+// /mlflow/artifacts/list.
+Status RegisterRoutes(http::Router& router, Tracking& tracking, const auth::Auth& auth,
+                      artifacts::ArtifactStore* artifacts);
+
+}  // namespace kervan::tracking
