@@ -104,6 +104,7 @@ int RunCli(int argc, char** argv) {
   // ---- client commands (app/cli_*.cc) ----------------------------------------
   AddIdentityCommands(app, client, rc);
   AddRegistryCommands(app, client, rc);
+  AddTrackingCommands(app, client, rc);
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);

@@ -13,6 +13,9 @@ namespace kervan::app {
 void AddIdentityCommands(CLI::App& app, ClientOptions& options, int& rc);
 // model, version, alias.
 void AddRegistryCommands(CLI::App& app, ClientOptions& options, int& rc);
+// experiments list|get|create|delete|restore, runs list|show|compare,
+// artifacts ls|get|put.
+void AddTrackingCommands(CLI::App& app, ClientOptions& options, int& rc);
 // lifecycles, entity get|list|history, events list.
 void AddEventCommands(CLI::App& app, ClientOptions& options, int& rc);
 // audit log|export|verify.

@@ -72,6 +72,11 @@ namespace {
 
 void PrintErrorResponse(const http::ClientResponse& resp, bool sent_token) {
   Json parsed = Json::parse(resp.body, nullptr, false);
+  if (parsed.is_object() && parsed.contains("error_code")) {  // the MLflow API's form
+    std::cerr << fmt::format("error: {} ({}): {}\n", resp.status, Str(parsed, "error_code"),
+                             Str(parsed, "message"));
+    return;
+  }
   if (parsed.is_discarded() || !parsed.is_object() || !parsed.contains("error") ||
       !parsed["error"].is_object()) {
     std::cerr << fmt::format("error: HTTP {}: {}\n", resp.status, resp.body);

@@ -175,7 +175,8 @@ Result<std::optional<RegisteredModel>> LoadModel(Connection& conn, const std::st
         m.checks.push_back(std::move(c).value());
     }
   }
-  m.latest_version = r.Int(5);
+  // Column 5 is the numbering counter (VersionCounter); latest_version is
+  // the newest version that exists, which differs after deletions.
   m.created_us = r.Int(6);
   m.created_by = r.Text(7);
   m.updated_us = r.Int(8);
@@ -184,7 +185,18 @@ Result<std::optional<RegisteredModel>> LoadModel(Connection& conn, const std::st
                                             {name}));
   for (const auto& a : aliases)
     m.aliases[a.Text(0)] = a.Int(1);
+  ASSIGN_OR_RETURN(Rows newest,
+                   conn.Query("SELECT MAX(version) FROM model_versions WHERE model = ?", {name}));
+  m.latest_version = newest.empty() || newest[0].IsNull(0) ? 0 : newest[0].Int(0);
   return std::optional<RegisteredModel>(std::move(m));
+}
+
+// The highest version number the model has given out (deleted versions
+// included): the next version is this + 1.
+Result<int64_t> VersionCounter(Connection& conn, const std::string& name) {
+  ASSIGN_OR_RETURN(
+      Rows rows, conn.Query("SELECT latest_version FROM registered_models WHERE name = ?", {name}));
+  return rows.empty() ? int64_t{0} : rows[0].Int(0);
 }
 
 Result<RegisteredModel> RequireModel(Connection& conn, const std::string& name) {
@@ -637,7 +649,8 @@ Result<ModelVersion> Registry::RegisterVersion(const std::string& model,
   int64_t version = 0;
   RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), model));
-    version = m.latest_version + 1;
+    ASSIGN_OR_RETURN(int64_t counter, VersionCounter(tx.conn(), model));
+    version = counter + 1;
     int64_t now = core::NowMicros();
     RETURN_IF_ERROR(tx.conn().Exec(
         "UPDATE registered_models SET latest_version = ?, updated_us = ? WHERE name = ?",
@@ -1137,6 +1150,7 @@ Result<RegisteredModel> Registry::RenameModel(const std::string& name, const std
           name, count, new_name));
     }
     ASSIGN_OR_RETURN(int64_t taken_before, TombstoneVersion(tx.conn(), new_name));
+    ASSIGN_OR_RETURN(int64_t counter, VersionCounter(tx.conn(), name));
     ASSIGN_OR_RETURN(store::Event ev,
                      tx.Append({.type = "registered_model.renamed",
                                 .subject_kind = "registered_model",
@@ -1147,10 +1161,10 @@ Result<RegisteredModel> Registry::RenameModel(const std::string& name, const std
                                 .data = {{"previous_name", name}, {"name", new_name}}}));
     RETURN_IF_ERROR(tx.conn().Exec(
         "UPDATE registered_models SET name = ?, latest_version = ?, updated_us = ? WHERE name = ?",
-        {new_name, std::max(m.latest_version, taken_before), ev.time_us, name}));
+        {new_name, std::max(counter, taken_before), ev.time_us, name}));
     // Only deleted versions' alias moves can remain under the old name.
     RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM model_alias_history WHERE model = ?", {name}));
-    return WriteTombstone(tx.conn(), name, m.latest_version, ev.time_us, ctx.actor);
+    return WriteTombstone(tx.conn(), name, counter, ev.time_us, ctx.actor);
   }));
   return GetModel(new_name);
 }
@@ -1159,6 +1173,7 @@ Status Registry::DeleteModel(const std::string& name, const std::string& reason,
                              const store::CommandContext& ctx) {
   return Done(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(RegisteredModel m, RequireModel(tx.conn(), name));
+    ASSIGN_OR_RETURN(int64_t counter, VersionCounter(tx.conn(), name));
     ASSIGN_OR_RETURN(
         Rows rows,
         tx.conn().Query("SELECT version FROM model_versions WHERE model = ? ORDER BY version",
@@ -1183,7 +1198,7 @@ Status Registry::DeleteModel(const std::string& name, const std::string& reason,
                                          {"validation", {{"checks", ChecksJson(m.checks)}}},
                                          {"versions", versions},
                                          {"aliases", aliases},
-                                         {"latest_version", m.latest_version}}}));
+                                         {"last_version", counter}}}));
     store::CommandContext caused{.actor = ctx.actor,
                                  .correlation_id = ctx.correlation_id,
                                  .causation_id = ev.id,
@@ -1200,7 +1215,7 @@ Status Registry::DeleteModel(const std::string& name, const std::string& reason,
       RETURN_IF_ERROR(tx.conn().Exec(fmt::format("DELETE FROM {} WHERE model = ?", table), {name}));
     }
     RETURN_IF_ERROR(tx.conn().Exec("DELETE FROM registered_models WHERE name = ?", {name}));
-    return WriteTombstone(tx.conn(), name, m.latest_version, ev.time_us, ctx.actor);
+    return WriteTombstone(tx.conn(), name, counter, ev.time_us, ctx.actor);
   }));
 }
 

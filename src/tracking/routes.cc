@@ -200,10 +200,10 @@ class Api {
 
   Result<Json> UpdateExperiment(const Request& req, const Json& args) {
     ASSIGN_OR_RETURN(std::string id, mlflow::RequiredString(args, "experiment_id"));
+    // Required, as MLflow's handler has it (a rename is the only update).
+    ASSIGN_OR_RETURN(std::string new_name, mlflow::RequiredString(args, "new_name"));
     ASSIGN_OR_RETURN(Experiment e, ExperimentFor(req, id, "tracking.write"));
-    std::string new_name = mlflow::OptionalString(args, "new_name");
-    if (!new_name.empty())
-      RETURN_IF_ERROR(tracking_.RenameExperiment(e.id, new_name, Context(req)));
+    RETURN_IF_ERROR(tracking_.RenameExperiment(e.id, new_name, Context(req)));
     return Json::object();
   }
 
@@ -334,22 +334,23 @@ class Api {
   Result<Json> LogInputs(const Request& req, const Json& args) {
     ASSIGN_OR_RETURN(std::string run_id, RunIdArg(args));
     std::vector<DatasetInput> inputs;
-    if (auto it = args.find("datasets"); it != args.end() && !it->is_null()) {
-      if (!it->is_array())
-        return core::InvalidArgument("Invalid value for parameter 'datasets': expected a list",
-                                     "datasets");
-      for (size_t i = 0; i < it->size(); ++i) {
-        const Json& item = (*it)[i];
-        if (!item.is_object() || !item.contains("dataset") || !item["dataset"].is_object()) {
-          return core::InvalidArgument(
-              fmt::format("Missing value for required parameter 'datasets[{}].dataset'", i),
-              fmt::format("datasets[{}].dataset", i));
-        }
-        DatasetInput d;
-        d.dataset = item["dataset"];
-        ASSIGN_OR_RETURN(d.tags, KeyValueList(item, "tags"));
-        inputs.push_back(std::move(d));
+    auto it = args.find("datasets");
+    if (it == args.end() || it->is_null())  // required, as MLflow's handler has it
+      return mlflow::RequiredString(args, "datasets").error();
+    if (!it->is_array())
+      return core::InvalidArgument("Invalid value for parameter 'datasets': expected a list",
+                                   "datasets");
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& item = (*it)[i];
+      if (!item.is_object() || !item.contains("dataset") || !item["dataset"].is_object()) {
+        return core::InvalidArgument(
+            fmt::format("Missing value for required parameter 'datasets[{}].dataset'", i),
+            fmt::format("datasets[{}].dataset", i));
       }
+      DatasetInput d;
+      d.dataset = item["dataset"];
+      ASSIGN_OR_RETURN(d.tags, KeyValueList(item, "tags"));
+      inputs.push_back(std::move(d));
     }
     ASSIGN_OR_RETURN(RunInfo info, RunFor(req, run_id, "tracking.write"));
     RETURN_IF_ERROR(tracking_.LogInputs(run_id, inputs, Context(req)));
@@ -363,6 +364,17 @@ class Api {
     if (model.is_discarded() || !model.is_object()) {
       return core::InvalidArgument("Invalid value for parameter 'model_json': not a JSON object",
                                    "model_json");
+    }
+    // MLflow's handler refuses a model without these (Model.from_dict needs them).
+    std::vector<std::string> missing;
+    for (const char* field : {"artifact_path", "flavors", "utc_time_created", "run_id"}) {
+      if (!model.contains(field))
+        missing.emplace_back(field);
+    }
+    if (!missing.empty()) {
+      return core::InvalidArgument(
+          fmt::format("Model json is missing mandatory fields: {}", fmt::join(missing, ", ")),
+          "model_json");
     }
     ASSIGN_OR_RETURN(RunInfo info, RunFor(req, run_id, "tracking.write"));
     RETURN_IF_ERROR(tracking_.LogModel(run_id, model, Context(req)));
