@@ -5,7 +5,9 @@
 #
 #   the admin (bootstrap token) creates project `risk`, user:alice (scientist)
 #   and user:erin (engineer) and a token for each; erin registers model
-#   credit-risk with a validation gate; alice's versions are validated on
+#   credit-risk with a validation gate; alice tracks three training runs
+#   through the MLflow REST API (params, metric history, an artifact) and
+#   compares them; alice's versions are validated on
 #   registration (v1 passes, v2 is rejected with evidence); alice may not
 #   override the gate (403), erin may only with a reason (400, then a recorded
 #   manual override); v3 beats the champion and erin moves the alias to it.
@@ -132,26 +134,58 @@ as erin kervan model create credit-risk --project risk \
   --description "Probability of default, retail loans" \
   --check 'auc>=0.85' --champion auc:0.02
 
-say "3. Alice (scientist) registers version 1: the gate validates it at once"
-as alice kervan version register credit-risk --run-id run-0193 \
-  --artifact-uri file:///models/credit-risk/1 --metric auc=0.91 --metric ks=0.52
+say "3. Alice trains: her code logs to Kervan with the MLflow REST API (as the MLflow client does)"
+as alice kervan experiments create credit-risk-training --project risk --tag owner=alice
+EXP=$(KERVAN_TOKEN="${TOKEN[alice]}" "$KERVAN" experiments list -o json |
+  jq -r '.items[] | select(.name == "credit-risk-training") | .experiment_id')
+# mlflow_call TOKEN ENDPOINT JSON: one MLflow REST call, its JSON answer on stdout.
+mlflow_call() {
+  curl -sf -H "Authorization: Bearer $1" -H "Content-Type: application/json" \
+    "$KERVAN_URL/api/2.0/mlflow/$2" -d "$3" || die "MLflow call $2 failed"
+}
+declare -A RUN
+for trial in "gbm-depth4 4 0.91 0.52" "gbm-depth2 2 0.80 0.41" "gbm-depth6 6 0.92 0.55"; do
+  read -r name depth auc ks <<<"$trial"
+  RUN[$name]=$(mlflow_call "${TOKEN[alice]}" runs/create \
+    "{\"experiment_id\":\"$EXP\",\"run_name\":\"$name\",\"start_time\":$(date +%s%3N)}" |
+    jq -r .run.info.run_id)
+  metrics=""
+  for step in 1 2 3 4 5; do
+    metrics+="{\"key\":\"train_loss\",\"value\":$(awk -v s="$step" 'BEGIN { printf "%.3f", 0.9 / s }'),\"timestamp\":$(date +%s%3N),\"step\":$step},"
+  done
+  mlflow_call "${TOKEN[alice]}" runs/log-batch "{\"run_id\":\"${RUN[$name]}\",
+    \"params\":[{\"key\":\"max_depth\",\"value\":\"$depth\"},{\"key\":\"learning_rate\",\"value\":\"0.1\"}],
+    \"metrics\":[${metrics}{\"key\":\"auc\",\"value\":$auc,\"timestamp\":$(date +%s%3N)},
+                {\"key\":\"ks\",\"value\":$ks,\"timestamp\":$(date +%s%3N)}]}" >/dev/null
+  mlflow_call "${TOKEN[alice]}" runs/update \
+    "{\"run_id\":\"${RUN[$name]}\",\"status\":\"FINISHED\",\"end_time\":$(date +%s%3N)}" >/dev/null
+  echo "run $name (${RUN[$name]}): max_depth=$depth auc=$auc ks=$ks, 5 train_loss steps"
+done
+printf '{"format": "demo", "max_depth": 4}\n' >"$DATA/model.json"
+as alice kervan artifacts put "${RUN[gbm-depth4]}" "$DATA/model.json" model/model.json
+as alice kervan runs list -e "$EXP" --filter "metrics.auc > 0.85" --order-by "metrics.auc DESC"
+as alice kervan runs compare "${RUN[gbm-depth4]}" "${RUN[gbm-depth6]}"
+
+say "4. Alice registers version 1 from her best first run: the gate validates it at once"
+as alice kervan version register credit-risk --run-id "${RUN[gbm-depth4]}" \
+  --artifact-uri "mlflow-artifacts:/$EXP/${RUN[gbm-depth4]}/artifacts/model" --metric auc=0.91 --metric ks=0.52
 expect_state credit-risk 1 DeploymentReady
 
-say "4. Erin makes version 1 the champion (a reason is required)"
+say "5. Erin makes version 1 the champion (a reason is required)"
 as erin kervan alias set credit-risk champion 1 \
   --reason "first version through the gate; replaces the rules-based scorecard"
 
-say "5. Alice registers version 2 (AUC 0.80): rejected, with the evidence"
-as alice kervan version register credit-risk --run-id run-0194 \
-  --artifact-uri file:///models/credit-risk/2 --metric auc=0.80 --metric ks=0.41
+say "6. Alice registers version 2 (AUC 0.80): rejected, with the evidence"
+as alice kervan version register credit-risk --run-id "${RUN[gbm-depth2]}" \
+  --artifact-uri "mlflow-artifacts:/$EXP/${RUN[gbm-depth2]}/artifacts/model" --metric auc=0.80 --metric ks=0.41
 expect_state credit-risk 2 Rejected
 
-say "6. Alice tries to override the gate: her role lacks the permission (HTTP 403)"
+say "7. Alice tries to override the gate: her role lacks the permission (HTTP 403)"
 refused alice "model_version.approve" kervan version approve credit-risk 2 \
   --reason "I think it is fine"
 expect_state credit-risk 2 Rejected
 
-say "7. Erin may override it, but not without saying why (HTTP 400)"
+say "8. Erin may override it, but not without saying why (HTTP 400)"
 refused erin "reason" kervan version approve credit-risk 2
 
 say "... with a reason, the manual override is accepted and recorded"
@@ -159,17 +193,17 @@ as erin kervan version approve credit-risk 2 \
   --reason "Risk committee: AUC 0.80 accepted for the thin-file pilot segment (ticket RISK-112)"
 expect_state credit-risk 2 DeploymentReady
 
-say "8. Alice registers version 3 (AUC 0.92): passes the threshold and beats the champion"
-as alice kervan version register credit-risk --run-id run-0197 \
-  --artifact-uri file:///models/credit-risk/3 --metric auc=0.92 --metric ks=0.55
+say "9. Alice registers version 3 (AUC 0.92): passes the threshold and beats the champion"
+as alice kervan version register credit-risk --run-id "${RUN[gbm-depth6]}" \
+  --artifact-uri "mlflow-artifacts:/$EXP/${RUN[gbm-depth6]}/artifacts/model" --metric auc=0.92 --metric ks=0.55
 expect_state credit-risk 3 DeploymentReady
 
-say "9. Erin promotes version 3 to champion"
+say "10. Erin promotes version 3 to champion"
 as erin kervan alias set credit-risk champion 3 \
   --reason "v3 beats v1 on holdout AUC (0.92 vs 0.91); signed off in model review MR-7"
 as erin kervan version list credit-risk
 
-say "10. The audit trail of project risk: who did what, when, and why"
+say "11. The audit trail of project risk: who did what, when, and why"
 as admin kervan audit log --project risk
 
 say "The champion alias: where it points and every move it made"
