@@ -255,6 +255,8 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = registry::RegisterRoutes(*router, **registry, **auth); !s)
     return fail(s.error(), "bad route");
+  if (auto s = registry::RegisterMlflowRoutes(*router, **registry, tracking->get(), **auth); !s)
+    return fail(s.error(), "bad route");
   if (auto s = webhooks::RegisterRoutes(*router, **hooks, **auth); !s)
     return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)

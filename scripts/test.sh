@@ -55,3 +55,6 @@ ctest --test-dir build-asan -L unit --output-on-failure -j "$JOBS"
 
 step "all tests (unit, store conformance on SQLite and PostgreSQL, API over real HTTP)"
 ctest --test-dir build --output-on-failure -j "$JOBS"
+
+step "MLflow client (npm mlflow) against a real server"
+bash scripts/test_mlflow_client.sh

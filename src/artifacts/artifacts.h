@@ -54,8 +54,9 @@ class ArtifactStore {
 
   // Stores `bytes` at `path`, creating parent directories and replacing a
   // blob already there; readers see the old or the new blob, never a part.
-  // kInvalidArgument for a bad path; kFailedPrecondition when a directory
-  // occupies `path` or a file or link occupies one of its parents.
+  // kInvalidArgument for a bad path. Local store: kFailedPrecondition when a
+  // directory occupies `path` or a file or link one of its parents (an S3
+  // bucket lets a key and a prefix of the same name coexist).
   virtual Status Put(std::string_view path, std::string_view bytes) = 0;
 
   // The blob at `path`. kNotFound when there is none; kFailedPrecondition

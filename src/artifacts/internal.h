@@ -16,10 +16,11 @@ bool ValidUtf8(std::string_view text);
 // bytes, '"' and '\' escaped; cut after about 200 bytes.
 std::string Printable(std::string_view text);
 
-// Whether `name` could be one segment of a path NormalizePath accepts.
-// Listings leave out names that fail this (the store's own temporary files
-// among them): a client could not address them anyway.
-bool ValidSegment(std::string_view name);
+// Whether `name` could be one segment of a path NormalizePath accepts, as
+// the first segment or a later one. Listings leave out names that fail this
+// (the store's own temporary files among them): a client could not address
+// them anyway.
+bool ValidSegment(std::string_view name, bool first);
 
 // Like NormalizePath, but "" (the root) is allowed; for List.
 inline core::Result<std::string> NormalizeDir(std::string_view raw, std::string_view field) {

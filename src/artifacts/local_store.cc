@@ -221,7 +221,7 @@ class LocalStore final : public ArtifactStore {
     ASSIGN_OR_RETURN(std::vector<std::string> names, ReadNames(dir->get(), path));
     std::vector<FileInfo> out;
     for (const std::string& name : names) {
-      if (!internal::ValidSegment(name))
+      if (!internal::ValidSegment(name, path.empty()))
         continue;
       struct stat st {};
       if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)

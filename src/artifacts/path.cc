@@ -109,9 +109,13 @@ std::string Printable(std::string_view text) {
   return out;
 }
 
-bool ValidSegment(std::string_view name) {
-  auto normal = NormalizePath(name);
-  return normal && *normal == name && name.find('/') == std::string_view::npos;
+bool ValidSegment(std::string_view name, bool first) {
+  if (name.empty() || name.find('/') != std::string_view::npos)
+    return false;
+  // Below the first segment a ':' is fine; check the name in that position.
+  std::string path = first ? std::string(name) : "x/" + std::string(name);
+  auto normal = NormalizePath(path);
+  return normal && *normal == path;
 }
 
 }  // namespace internal

@@ -212,14 +212,14 @@ class S3Store final : public ArtifactStore {
       ASSIGN_OR_RETURN(Page page, ListPage(prefix, "/", token, 0));
       for (const auto& [key, size] : page.keys) {
         std::string name = key.substr(prefix.size());
-        if (internal::ValidSegment(name))  // "" is a directory marker
+        if (internal::ValidSegment(name, path.empty()))  // "" is a directory marker
           out.push_back({name, false, size});
       }
       for (const std::string& common : page.prefixes) {
         std::string name = common.substr(prefix.size());
         if (!name.empty() && name.back() == '/')
           name.pop_back();
-        if (internal::ValidSegment(name))
+        if (internal::ValidSegment(name, path.empty()))
           out.push_back({name, true, 0});
       }
       if (!page.truncated)

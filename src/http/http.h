@@ -217,6 +217,10 @@ struct Route {
   // Content-Length before the body is read, or as soon as a chunked body
   // passes the limit) and the handler never runs.
   size_t max_body_bytes = 0;
+  // How the access guard's refusal (401/403) is written for this route;
+  // unset: Kervan's error envelope (Response::FromError). Routes of a
+  // foreign protocol (the MLflow API) answer in that protocol's form.
+  std::function<Response(const core::Error&)> error_response;
 };
 
 // A blocking route whose handler returns JSON or an error:

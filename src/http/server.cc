@@ -728,7 +728,9 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
 
   Response resp;
   if (!allowed) {
-    resp = Response::FromError(allowed.error());
+    resp = match.route != nullptr && match.route->error_response
+               ? match.route->error_response(allowed.error())
+               : Response::FromError(allowed.error());
     if (allowed.error().code == core::ErrorCode::kUnauthenticated)
       resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kervan\"");
   } else if (match.route == nullptr) {

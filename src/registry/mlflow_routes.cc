@@ -592,8 +592,7 @@ class Api {
     ASSIGN_OR_RETURN(std::string alias, mlflow::RequiredString(args, "alias"));
     RETURN_IF_ERROR(CheckAliasName(alias));
     ASSIGN_OR_RETURN(ModelVersion v, Version(req, args, "registry.alias"));
-    ASSIGN_OR_RETURN(RegisteredModel m, registry_.GetModel(v.model));
-    if (auto it = m.aliases.find(alias); it != m.aliases.end() && it->second == v.version)
+    if (std::find(v.aliases.begin(), v.aliases.end(), alias) != v.aliases.end())
       return Json::object();  // already there: nothing to record
     RETURN_IF_ERROR(registry_.SetAlias(v.model, alias, v.version, ReasonOr(args, kAliasSetReason),
                                        Context(req)));

@@ -302,6 +302,7 @@ Status AddRoute(http::Router& router, const std::string& method, std::string_vie
     route.method = method;
     route.pattern = std::string(prefix) + std::string(path);
     route.permission = permission;
+    route.error_response = [](const core::Error& e) { return ToResponse(e); };
     route.handler = [shared, lists](const http::Request& req) {
       Result<Json> args = ArgsFrom(req, lists);
       if (!args)

@@ -185,7 +185,7 @@ TEST_F(BadInput, WrongMethodIsMethodNotAllowed) {
 }
 
 TEST_F(BadInput, IllegalTransitionIsConflictListingAllowed) {
-  // From Rejected, reject is not allowed; approve and archive are.
+  // From Rejected, reject is not allowed; approve, archive and delete (MLflow API) are.
   Reply r = Post(*client_, std::string(kV1) + "/reject", {{"reason", "again"}});
   ASSERT_TRUE(IsError(r, 409, "failed_precondition"));
   const Json& e = r.body["error"];
@@ -194,7 +194,7 @@ TEST_F(BadInput, IllegalTransitionIsConflictListingAllowed) {
   std::set<std::string> allowed;
   for (const auto& t : e["allowed_transitions"])
     allowed.insert(t.value("name", ""));
-  EXPECT_EQ(allowed, (std::set<std::string>{"approve", "archive"})) << r.raw;
+  EXPECT_EQ(allowed, (std::set<std::string>{"approve", "archive", "delete"})) << r.raw;
   // An alias cannot be "moved" to where it already is, nor deleted when absent.
   EXPECT_TRUE(IsError(Call(*client_, "DELETE", std::string(kM1) + "/aliases/champion?reason=x"),
                       404, "not_found"));

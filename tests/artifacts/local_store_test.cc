@@ -103,6 +103,16 @@ TEST_F(LocalStoreTest, PutReplacesAndLeavesNoTemporaryFiles) {
   EXPECT_EQ(entries, 1u);
 }
 
+TEST_F(LocalStoreTest, ListingsShowExactlyTheAddressableNames) {
+  ASSERT_TRUE(store_->Put("dir/a:b.txt", "x"));  // ':' is fine past the first segment
+  ASSERT_TRUE(store_->Put("dir/ünï code.txt", "x"));
+  WriteFile(root_ / "dir" / "bad#name", "x");  // no client path can name these
+  WriteFile(root_ / "dir" / "bad\\name", "x");
+  WriteFile(root_ / "c:drive", "x");
+  EXPECT_EQ(Names("dir"), (std::vector<std::string>{"a:b.txt", "ünï code.txt"}));
+  EXPECT_EQ(Names(""), (std::vector<std::string>{"dir/"}));
+}
+
 TEST_F(LocalStoreTest, MissingThingsAreNotFoundOrEmpty) {
   auto missing = store_->Get("nope.txt");
   ASSERT_FALSE(missing);
