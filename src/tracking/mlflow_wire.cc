@@ -314,4 +314,27 @@ Status AddRoute(http::Router& router, const std::string& method, std::string_vie
   return core::Ok();
 }
 
+Status AddTextRoute(http::Router& router, const std::string& method, std::string_view path,
+                    const std::string& permission, TextHandler handler) {
+  auto shared = std::make_shared<TextHandler>(std::move(handler));
+  for (std::string_view prefix : {"/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/"}) {
+    http::Route route;
+    route.method = method;
+    route.pattern = std::string(prefix) + std::string(path);
+    route.permission = permission;
+    route.error_response = [](const core::Error& e) { return ToResponse(e); };
+    route.handler = [shared](const http::Request& req) {
+      Result<Json> args = ArgsFrom(req, {});
+      if (!args)
+        return ToResponse(args.error());
+      Result<std::string> text = (*shared)(req, *args);
+      if (!text)
+        return ToResponse(text.error());
+      return http::Response::Text(200, std::move(text).value(), "application/json");
+    };
+    RETURN_IF_ERROR(router.Add(std::move(route)));
+  }
+  return core::Ok();
+}
+
 }  // namespace kervan::tracking::mlflow

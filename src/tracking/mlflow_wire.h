@@ -90,4 +90,11 @@ Status AddRoute(http::Router& router, const std::string& method, std::string_vie
                 const std::string& permission, Handler handler,
                 std::initializer_list<std::string_view> repeated = {});
 
+// A handler that writes its JSON answer itself (hot paths whose answers are
+// large, e.g. a metric history of 100,000 points): the text must be one JSON
+// object.
+using TextHandler = std::function<Result<std::string>(const http::Request& req, const Json& args)>;
+Status AddTextRoute(http::Router& router, const std::string& method, std::string_view path,
+                    const std::string& permission, TextHandler handler);
+
 }  // namespace kervan::tracking::mlflow

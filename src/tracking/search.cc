@@ -7,6 +7,7 @@
 // runs LIKE as GLOB, ILIKE as LOWER() LIKE LOWER()).
 #include <array>
 #include <charconv>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -151,29 +152,37 @@ void KeyValueClause(Dialect dialect, std::string_view table, std::string_view ow
 struct RunQuery {
   std::string joins;
   std::string where;
-  std::vector<Value> join_params;
+  std::vector<Value> join_params;  // bound first: the joins come before WHERE
   std::vector<Value> where_params;
   std::string order;
-  std::vector<Value> order_params;  // bound with the joins (they come first)
+  // Metric key -> alias of an inner join on latest_metrics that a filter
+  // clause already requires (is_nan = 0), for ordering by the same metric.
+  std::map<std::string, std::string> metric_joins;
 };
 
+// Metric comparisons are inner joins on latest_metrics with the comparison
+// in the join condition, so the planner may drive the query from the
+// (key, value) index; ordering by a filtered metric reuses its join and then
+// reads that index in order instead of sorting every match.
 Status AddRunClause(Dialect dialect, const f::Comparison& c, RunQuery& q) {
+  if (c.entity == f::Entity::kMetric && c.op != f::Op::kIsNull && c.op != f::Op::kIsNotNull) {
+    std::string alias = fmt::format("m{}", q.metric_joins.size() + q.join_params.size());
+    q.joins += fmt::format(
+        " JOIN latest_metrics {0} ON {0}.run_pk = r.run_pk AND {0}.key = ? AND {0}.is_nan = 0 "
+        "AND ",
+        alias);
+    q.join_params.emplace_back(c.key);
+    Compare(dialect, alias + ".value", c, q.joins, q.join_params);
+    q.metric_joins.emplace(c.key, alias);
+    return core::Ok();
+  }
   q.where += " AND ";
   switch (c.entity) {
     case f::Entity::kMetric:
-      if (c.op == f::Op::kIsNull || c.op == f::Op::kIsNotNull) {
-        q.where += fmt::format(
-            "{}EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_pk = r.run_pk AND m.key = ?)",
-            c.op == f::Op::kIsNull ? "NOT " : "");
-        q.where_params.emplace_back(c.key);
-        return core::Ok();
-      }
-      q.where +=
-          "r.run_pk IN (SELECT m.run_pk FROM latest_metrics m WHERE m.key = ? AND "
-          "m.is_nan = 0 AND ";
+      q.where += fmt::format(
+          "{}EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_pk = r.run_pk AND m.key = ?)",
+          c.op == f::Op::kIsNull ? "NOT " : "");
       q.where_params.emplace_back(c.key);
-      Compare(dialect, "m.value", c, q.where, q.where_params);
-      q.where += ")";
       return core::Ok();
     case f::Entity::kParam:
       KeyValueClause(dialect, "run_params", "run_pk", "r.run_pk", c, q.where, q.where_params);
@@ -199,7 +208,7 @@ Status AddRunClause(Dialect dialect, const f::Comparison& c, RunQuery& q) {
   return core::Ok();
 }
 
-Status AddRunOrder(const f::OrderBy& o, const f::Filter& filter, size_t index, RunQuery& q) {
+Status AddRunOrder(const f::OrderBy& o, size_t index, RunQuery& q) {
   const char* dir = o.ascending ? "ASC" : "DESC";
   if (!q.order.empty())
     q.order += ", ";
@@ -209,26 +218,17 @@ Status AddRunOrder(const f::OrderBy& o, const f::Filter& filter, size_t index, R
   }
   std::string alias = fmt::format("o{}", index);
   if (o.entity == f::Entity::kMetric) {
-    // A filter that already requires the metric lets the sort read the
-    // (key, value) index in order: an inner join, no "missing last" term.
-    bool required = false;
-    for (const auto& c : filter.clauses) {
-      required |= c.entity == f::Entity::kMetric && c.key == o.key && c.op != f::Op::kIsNull &&
-                  c.op != f::Op::kIsNotNull;
-    }
-    if (required) {
-      q.joins += fmt::format(
-          " JOIN latest_metrics {0} ON {0}.run_pk = r.run_pk AND {0}.key = ? AND {0}.is_nan = 0",
-          alias);
-      q.join_params.emplace_back(o.key);
-      q.order += fmt::format("{}.value {}", alias, dir);
+    if (auto it = q.metric_joins.find(o.key); it != q.metric_joins.end()) {
+      q.order += fmt::format("{}.value {}", it->second, dir);
     } else {
       q.joins += fmt::format(
           " LEFT JOIN latest_metrics {0} ON {0}.run_pk = r.run_pk AND {0}.key = ?", alias);
       q.join_params.emplace_back(o.key);
+      // MLflow's order in both directions: numbers, then NaN, then missing.
       q.order += fmt::format(
-          "CASE WHEN {0}.value IS NULL OR {0}.is_nan = 1 THEN 1 ELSE 0 END, {0}.value {1}", alias,
-          dir);
+          "CASE WHEN {0}.run_pk IS NULL THEN 2 WHEN {0}.is_nan = 1 THEN 1 ELSE 0 END, {0}.value "
+          "{1}",
+          alias, dir);
     }
     return core::Ok();
   }
@@ -309,7 +309,7 @@ Result<SearchRunsResult> Tracking::SearchRuns(const SearchRunsRequest& request) 
     RETURN_IF_ERROR(AddRunClause(dialect, c, q));
   bool by_start_time = false;
   for (size_t i = 0; i < order_by.size(); ++i) {
-    RETURN_IF_ERROR(AddRunOrder(order_by[i], filter, i, q));
+    RETURN_IF_ERROR(AddRunOrder(order_by[i], i, q));
     by_start_time |=
         order_by[i].entity == f::Entity::kAttribute && RunColumn(order_by[i].key) == "r.start_time";
   }

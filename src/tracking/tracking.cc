@@ -209,18 +209,35 @@ Status UpdateLatest(Connection& conn, int64_t run_pk, const std::vector<MetricPo
     if (!inserted && Later(m, *it->second))
       it->second = &m;
   }
-  for (const auto& [key, m] : latest) {
-    bool nan = std::isnan(m->value);
-    // The stored row is replaced only by a later point; NaN compares as the
-    // lowest value through (is_nan = 0, value).
-    RETURN_IF_ERROR(conn.Exec(
-        "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_pk, key) DO UPDATE SET "
-        "value = excluded.value, is_nan = excluded.is_nan, ts = excluded.ts, "
-        "step = excluded.step WHERE (excluded.step, excluded.ts, 1 - excluded.is_nan, "
-        "excluded.value) > (latest_metrics.step, latest_metrics.ts, 1 - latest_metrics.is_nan, "
-        "latest_metrics.value)",
-        {run_pk, std::string(key), nan ? 0.0 : m->value, int64_t{nan}, m->timestamp, m->step}));
+  // One multi-row upsert per power-of-two chunk of keys. A stored row is
+  // replaced only by a later point; NaN compares lowest through
+  // (1 - is_nan, value).
+  std::vector<const MetricPoint*> rows;
+  for (const auto& [key, m] : latest)
+    rows.push_back(m);
+  std::vector<Value> params;
+  size_t i = 0;
+  while (i < rows.size()) {
+    size_t chunk = 64;
+    while (chunk > rows.size() - i)
+      chunk /= 2;
+    std::string sql = "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ";
+    for (size_t j = 0; j < chunk; ++j)
+      sql += j == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)";
+    sql +=
+        " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
+        "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
+        "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
+        "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)";
+    params.clear();
+    for (size_t j = 0; j < chunk; ++j) {
+      const MetricPoint& m = *rows[i + j];
+      bool nan = std::isnan(m.value);
+      params.insert(params.end(), {Value(run_pk), Value(m.key), Value(nan ? 0.0 : m.value),
+                                   Value(int64_t{nan}), Value(m.timestamp), Value(m.step)});
+    }
+    RETURN_IF_ERROR(conn.Exec(sql, params));
+    i += chunk;
   }
   return core::Ok();
 }
@@ -616,11 +633,11 @@ Result<Experiment> SetExperimentStage(store::EventLog& log, store::Lifecycles& l
       return core::InvalidArgument("Cannot delete the default experiment '0'.", "experiment_id");
     const char* from = deleting ? "active" : "deleted";
     const char* to = deleting ? "deleted" : "active";
+    // MLflow looks the experiment up among active ones to delete it and
+    // among deleted ones to restore it: a miss is "does not exist".
     if (e.lifecycle_stage != from) {
-      return mlflow::WithCode(core::FailedPrecondition(fmt::format(
-                                  "Cannot {} experiment {}: it is {}",
-                                  deleting ? "delete" : "restore", id, e.lifecycle_stage)),
-                              "INVALID_PARAMETER_VALUE");
+      return core::NotFound(fmt::format("No {} experiment with id={} exists (it is {})", from, id,
+                                        e.lifecycle_stage));
     }
     store::CommandContext in = InProject(ctx, e.project);
     store::Event ev;

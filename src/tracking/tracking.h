@@ -242,7 +242,8 @@ class Tracking {
   Status LogModel(const std::string& run_id, const Json& model_json,
                   const store::CommandContext& ctx);
 
-  // Every point of `key`, in logging order.
+  // Every point of `key`, ordered by step, then timestamp (max_results 0:
+  // all of them).
   Result<HistoryPage> GetMetricHistory(const std::string& run_id, const std::string& key,
                                        int64_t offset, int64_t max_results);
   Result<SearchRunsResult> SearchRuns(const SearchRunsRequest& request);

@@ -34,7 +34,10 @@ struct Reply {
 inline Reply Call(const http::Client& client, const std::string& method, const std::string& target,
                   const std::string& body = {}, http::HeaderList headers = {},
                   std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  if (!body.empty())
+  bool has_type = false;
+  for (const auto& [name, value] : headers)
+    has_type |= name == "Content-Type";
+  if (!body.empty() && !has_type)
     headers.emplace_back("Content-Type", "application/json");
   auto r = client.Send(method, target, body, std::move(headers), timeout);
   Reply out;

@@ -34,7 +34,8 @@ constexpr char kModels[] = "/api/v1/models";
 
 // Events the server's first start writes (bootstrap admin, token, project).
 const std::set<std::string> kBootstrapTypes = {"principal.created", "principal.role_bound",
-                                               "token.created", "project.created"};
+                                               "token.created", "project.created",
+                                               "experiment.created"};  // "Default"
 
 // Client threads creating registered models with unique names until stopped
 // (one event each: registered_model.created).
