@@ -714,7 +714,8 @@ ArtifactAuthorizer MakeArtifactAuthorizer(Tracking& tracking, const auth::Auth& 
     std::string_view permission = write ? "artifact.write" : "artifact.read";
     // "<experiment_id>/<run_id>/artifacts/...": the experiment's project.
     std::string_view first = path.substr(0, path.find('/'));
-    if (!first.empty() && std::all_of(first.begin(), first.end(), ::isdigit)) {
+    if (!first.empty() && std::all_of(first.begin(), first.end(),
+                                      [](unsigned char c) { return std::isdigit(c) != 0; })) {
       auto e = tracking.GetExperiment(std::string(first));
       if (e)
         return auth.Authorize(req.actor, permission, e->project);
