@@ -351,6 +351,9 @@ Status LoadExperimentTags(Connection& conn, std::vector<Experiment>& experiments
   return core::Ok();
 }
 
+Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
+                        std::map<int64_t, Run*>& by_pk);
+
 Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows) {
   std::vector<Run> runs(rows.size());
   if (rows.empty())
@@ -362,6 +365,20 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
     pks.emplace_back(rows[i].pk);
     by_pk[rows[i].pk] = &runs[i];
   }
+  // IN lists of at most 1000 ids: SQLite's default limit on bound
+  // parameters is 32,766 and runs/search may return 50,000 runs.
+  constexpr size_t kChunk = 1000;
+  for (size_t start = 0; start < pks.size(); start += kChunk) {
+    std::vector<Value> chunk(
+        pks.begin() + static_cast<ptrdiff_t>(start),
+        pks.begin() + static_cast<ptrdiff_t>(std::min(pks.size(), start + kChunk)));
+    RETURN_IF_ERROR(LoadRunDataChunk(conn, chunk, by_pk));
+  }
+  return runs;
+}
+
+Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
+                        std::map<int64_t, Run*>& by_pk) {
   std::string in = Placeholders(pks.size());
   ASSIGN_OR_RETURN(Rows params, conn.Query(fmt::format("SELECT run_pk, key, value FROM run_params "
                                                        "WHERE run_pk IN ({}) ORDER BY run_pk, key",
@@ -403,7 +420,7 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
     }
     by_pk[r.Int(0)]->inputs.push_back(std::move(d));
   }
-  return runs;
+  return core::Ok();
 }
 
 }  // namespace internal
