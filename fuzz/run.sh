@@ -15,3 +15,9 @@ clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc \
 mkdir -p "$OUT/corpus/request_body"
 "$OUT/request_body_fuzz" -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 \
   "$OUT/corpus/request_body" fuzz/corpus/request_body
+
+clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc \
+  fuzz/filter_fuzz.cc src/core/filter.cc src/core/error.cc -lfmt -o "$OUT/filter_fuzz"
+mkdir -p "$OUT/corpus/filter"
+"$OUT/filter_fuzz" -max_total_time="$SECONDS_PER_TARGET" -max_len=512 \
+  "$OUT/corpus/filter" fuzz/corpus/filter
