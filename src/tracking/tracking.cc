@@ -158,6 +158,23 @@ store::CommandContext InProject(store::CommandContext ctx, const std::string& pr
   return ctx;
 }
 
+// Appends one event about `kind`/`id` in `project`, with the request's
+// actor, correlation and causation.
+Status AppendEvent(CommandTx& tx, std::string_view kind, const std::string& id, std::string type,
+                   const store::CommandContext& ctx, const std::string& project, Json data) {
+  auto ev = tx.Append({.type = std::move(type),
+                       .subject_kind = std::string(kind),
+                       .subject_id = id,
+                       .actor = ctx.actor,
+                       .correlation_id = ctx.correlation_id,
+                       .causation_id = ctx.causation_id,
+                       .project = project,
+                       .data = std::move(data)});
+  if (!ev)
+    return ev.error();
+  return core::Ok();
+}
+
 Status TouchExperiment(Connection& conn, int64_t id) {
   RETURN_IF_ERROR(conn.Exec("UPDATE experiments SET last_update_time = ? WHERE experiment_id = ?",
                             {NowMs(), id}));
@@ -724,14 +741,8 @@ Result<Experiment> Tracking::RenameExperiment(const std::string& id, const std::
     RETURN_IF_ERROR(
         conn.Exec("UPDATE experiments SET name = ?, last_update_time = ? WHERE experiment_id = ?",
                   {new_name, now, std::stoll(e.id)}));
-    RETURN_IF_ERROR(tx.Append({.type = "experiment.renamed",
-                               .subject_kind = std::string(kExperimentKind),
-                               .subject_id = e.id,
-                               .actor = ctx.actor,
-                               .correlation_id = ctx.correlation_id,
-                               .causation_id = ctx.causation_id,
-                               .project = e.project,
-                               .data = {{"from", e.name}, {"to", new_name}}}));
+    RETURN_IF_ERROR(AppendEvent(tx, kExperimentKind, e.id, "experiment.renamed", ctx, e.project,
+                                {{"from", e.name}, {"to", new_name}}));
     e.name = new_name;
     e.last_update_time = now;
     out = std::move(e);
@@ -756,17 +767,8 @@ Status Tracking::SetExperimentTag(const std::string& id, const std::string& key,
                   "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
                   {std::stoll(e.id), key, value}));
     RETURN_IF_ERROR(TouchExperiment(conn, std::stoll(e.id)));
-    return tx.Append({.type = "experiment.tag_set",
-                      .subject_kind = std::string(kExperimentKind),
-                      .subject_id = e.id,
-                      .actor = ctx.actor,
-                      .correlation_id = ctx.correlation_id,
-                      .causation_id = ctx.causation_id,
-                      .project = e.project,
-                      .data = {{"key", key}, {"value", value}}})
-                   .has_value()
-               ? core::Ok()
-               : core::Internal("cannot append experiment.tag_set");
+    return AppendEvent(tx, kExperimentKind, e.id, "experiment.tag_set", ctx, e.project,
+                       {{"key", key}, {"value", value}});
   });
   if (!done)
     return done.error();
@@ -787,16 +789,8 @@ Status Tracking::DeleteExperimentTag(const std::string& id, const std::string& k
       return core::NotFound(fmt::format("No tag with name: {} in experiment with id {}", key, id));
     }
     RETURN_IF_ERROR(TouchExperiment(conn, std::stoll(e.id)));
-    auto ev = tx.Append({.type = "experiment.tag_deleted",
-                         .subject_kind = std::string(kExperimentKind),
-                         .subject_id = e.id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = e.project,
-                         .data = {{"key", key}}});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kExperimentKind, e.id, "experiment.tag_deleted", ctx, e.project,
+                                {{"key", key}}));
     return core::Ok();
   });
   if (!done)
@@ -936,16 +930,7 @@ Result<RunInfo> Tracking::UpdateRun(const std::string& run_id, const UpdateRunRe
         conn.Exec("UPDATE runs SET status = ?, end_time = ?, name = ? WHERE run_pk = ?",
                   {info.status, info.end_time ? Value(*info.end_time) : Value(std::monostate{}),
                    info.run_name, run.pk}));
-    auto ev = tx.Append({.type = "run.updated",
-                         .subject_kind = std::string(kRunKind),
-                         .subject_id = run_id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = info.project,
-                         .data = changes});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.updated", ctx, info.project, changes));
     return core::Ok();
   });
   if (!done)
@@ -1001,16 +986,8 @@ Status Tracking::SetTag(const std::string& run_id, const std::string& key, const
     Connection& conn = tx.conn();
     ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(conn, run_id));
     RETURN_IF_ERROR(UpsertTags(conn, run.pk, {{key, value}}));
-    auto ev = tx.Append({.type = "run.tag_set",
-                         .subject_kind = std::string(kRunKind),
-                         .subject_id = run_id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = run.info.project,
-                         .data = {{"key", key}, {"value", value}}});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tag_set", ctx, run.info.project,
+                                {{"key", key}, {"value", value}}));
     return core::Ok();
   });
   if (!done)
@@ -1027,16 +1004,8 @@ Status Tracking::DeleteTag(const std::string& run_id, const std::string& key,
                      conn.Exec("DELETE FROM run_tags WHERE run_pk = ? AND key = ?", {run.pk, key}));
     if (n == 0)
       return core::NotFound(fmt::format("No tag with name: {} in run with id {}", key, run_id));
-    auto ev = tx.Append({.type = "run.tag_deleted",
-                         .subject_kind = std::string(kRunKind),
-                         .subject_id = run_id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = run.info.project,
-                         .data = {{"key", key}}});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tag_deleted", ctx, run.info.project,
+                                {{"key", key}}));
     return core::Ok();
   });
   if (!done)
@@ -1128,16 +1097,8 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
       Json tags = Json::object();
       for (const auto& [k, v] : request.tags)
         tags[k] = v;
-      auto ev = tx.Append({.type = "run.tags_set",
-                           .subject_kind = std::string(kRunKind),
-                           .subject_id = run_id,
-                           .actor = ctx.actor,
-                           .correlation_id = ctx.correlation_id,
-                           .causation_id = ctx.causation_id,
-                           .project = run.info.project,
-                           .data = {{"tags", tags}}});
-      if (!ev)
-        return ev.error();
+      RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tags_set", ctx, run.info.project,
+                                  {{"tags", tags}}));
     }
     return core::Ok();
   });
@@ -1192,16 +1153,8 @@ Status Tracking::LogInputs(const std::string& run_id, const std::vector<DatasetI
     }
     if (logged.empty())
       return core::Ok();
-    auto ev = tx.Append({.type = "run.inputs_logged",
-                         .subject_kind = std::string(kRunKind),
-                         .subject_id = run_id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = run.info.project,
-                         .data = {{"datasets", logged}}});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.inputs_logged", ctx, run.info.project,
+                                {{"datasets", logged}}));
     return core::Ok();
   });
   if (!done)
@@ -1230,16 +1183,8 @@ Status Tracking::LogModel(const std::string& run_id, const Json& model_json,
                                    "model_json");
     }
     RETURN_IF_ERROR(UpsertTags(conn, run.pk, {{std::string(kLogModelHistoryTag), value}}));
-    auto ev = tx.Append({.type = "run.model_logged",
-                         .subject_kind = std::string(kRunKind),
-                         .subject_id = run_id,
-                         .actor = ctx.actor,
-                         .correlation_id = ctx.correlation_id,
-                         .causation_id = ctx.causation_id,
-                         .project = run.info.project,
-                         .data = {{"model", model_json}}});
-    if (!ev)
-      return ev.error();
+    RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.model_logged", ctx, run.info.project,
+                                {{"model", model_json}}));
     return core::Ok();
   });
   if (!done)
