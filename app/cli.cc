@@ -105,6 +105,7 @@ int RunCli(int argc, char** argv) {
   AddIdentityCommands(app, client, rc);
   AddRegistryCommands(app, client, rc);
   AddTrackingCommands(app, client, rc);
+  AddJobCommands(app, client, rc);
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);

@@ -23,4 +23,7 @@ void AddAuditCommands(CLI::App& app, ClientOptions& options, int& rc);
 // webhook create|list|get|delete|pause|resume|ping|deliveries|delivery.
 void AddWebhookCommands(CLI::App& app, ClientOptions& options, int& rc);
 
+// jobs submit|list|show|cancel|explain|logs|nodes|policy.
+void AddJobCommands(CLI::App& app, ClientOptions& options, int& rc);
+
 }  // namespace kervan::app

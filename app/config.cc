@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "jobs/jobs.h"
 #include "store/store.h"
 
 namespace kervan::app {
@@ -53,6 +54,27 @@ constexpr KeySpec kKeys[] = {
     {"webhooks.backoff_base_ms", "1000", "delay before the first retry; doubles per attempt"},
     {"webhooks.backoff_max_s", "600", "longest delay between two attempts"},
     {"webhooks.timeout_s", "10", "seconds a receiver has to answer one delivery"},
+    {"jobs.executor", "local", "where jobs run: local (processes on this host) | slurm"},
+    {"jobs.virtual_gpus", "0",
+     "local executor: GPUs to pretend the host has when nvidia-smi finds none"},
+    {"jobs.scratch_dir", "jobs", "jobs' scratch directories and logs; relative to data_dir"},
+    {"jobs.policy", "kervan", "scheduling policy: kervan | fifo | strict (docs/scheduling.md)"},
+    {"jobs.preemption", "true", "let higher priority classes and quota owners preempt"},
+    {"jobs.backfill", "true", "start small jobs that do not delay the head job's reservation"},
+    {"jobs.priority_classes", "prod=1000,dev=100:preemptible,batch=10:never:preemptible",
+     "name=value[:never][:preemptible], comma-separated"},
+    {"jobs.quotas", "", "project=nominal_gpus[:borrowing_limit[:weight]], comma-separated"},
+    {"jobs.cycle_ms", "1000", "milliseconds between scheduling cycles"},
+    {"jobs.backoff_base_ms", "10000", "delay before a failed job's first retry; doubles per retry"},
+    {"jobs.backoff_max_s", "360", "longest delay before a retry"},
+    {"jobs.termination_grace_ms", "10000", "SIGTERM to SIGKILL on cancel and preemption"},
+    {"jobs.fair_share_half_life_h", "168", "half-life of past GPU usage in fair share (hours)"},
+    {"jobs.tracking_uri", "",
+     "MLFLOW_TRACKING_URI given to jobs (default: http://<server.address>:<port>)"},
+    {"jobs.slurm.bin_dir", "", "directory of sbatch/squeue/scontrol/scancel (default: PATH)"},
+    {"jobs.slurm.partitions", "", "priority class -> partition, e.g. prod=prod,dev=dev"},
+    {"jobs.slurm.qos", "", "priority class -> QOS, e.g. prod=high"},
+    {"jobs.slurm.jobcomp", "", "JobCompLoc of Slurm's jobcomp/filetxt log (optional)"},
 };
 
 bool IsSecretKey(const std::string& key) {
@@ -241,6 +263,50 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
                    IntValue(c, "webhooks.backoff_base_ms", 10, 3600 * 1000));
   ASSIGN_OR_RETURN(c.webhook_backoff_max_s, IntValue(c, "webhooks.backoff_max_s", 1, 86400));
   ASSIGN_OR_RETURN(c.webhook_timeout_s, IntValue(c, "webhooks.timeout_s", 1, 600));
+
+  c.jobs_executor = str("jobs.executor");
+  if (c.jobs_executor != "local" && c.jobs_executor != "slurm") {
+    return core::InvalidArgument(
+        fmt::format("config key \"jobs.executor\": must be local or slurm, got \"{}\"",
+                    c.jobs_executor),
+        "jobs.executor");
+  }
+  ASSIGN_OR_RETURN(c.jobs_virtual_gpus, IntValue(c, "jobs.virtual_gpus", 0, 1024));
+  c.jobs_scratch_dir = str("jobs.scratch_dir");
+  if (!c.jobs_scratch_dir.empty() && std::filesystem::path(c.jobs_scratch_dir).is_relative())
+    c.jobs_scratch_dir = (std::filesystem::path(c.data_dir) / c.jobs_scratch_dir).string();
+  c.jobs_policy = str("jobs.policy");
+  if (c.jobs_policy != "kervan" && c.jobs_policy != "fifo" && c.jobs_policy != "strict") {
+    return core::InvalidArgument(
+        fmt::format("config key \"jobs.policy\": must be kervan, fifo or strict, got \"{}\"",
+                    c.jobs_policy),
+        "jobs.policy");
+  }
+  ASSIGN_OR_RETURN(c.jobs_preemption, BoolValue(c, "jobs.preemption"));
+  ASSIGN_OR_RETURN(c.jobs_backfill, BoolValue(c, "jobs.backfill"));
+  c.jobs_priority_classes = str("jobs.priority_classes");
+  if (auto parsed = jobs::ParsePriorityClasses(c.jobs_priority_classes); !parsed) {
+    return core::InvalidArgument(
+        fmt::format("config key \"jobs.priority_classes\": {}", parsed.error().message),
+        "jobs.priority_classes");
+  }
+  c.jobs_quotas = str("jobs.quotas");
+  if (auto parsed = jobs::ParseQuotas(c.jobs_quotas); !parsed) {
+    return core::InvalidArgument(
+        fmt::format("config key \"jobs.quotas\": {}", parsed.error().message), "jobs.quotas");
+  }
+  ASSIGN_OR_RETURN(c.jobs_cycle_ms, IntValue(c, "jobs.cycle_ms", 10, 600000));
+  ASSIGN_OR_RETURN(c.jobs_backoff_base_ms, IntValue(c, "jobs.backoff_base_ms", 1, 3600 * 1000));
+  ASSIGN_OR_RETURN(c.jobs_backoff_max_s, IntValue(c, "jobs.backoff_max_s", 1, 86400));
+  ASSIGN_OR_RETURN(c.jobs_termination_grace_ms,
+                   IntValue(c, "jobs.termination_grace_ms", 0, 3600 * 1000));
+  ASSIGN_OR_RETURN(c.jobs_fair_share_half_life_h,
+                   IntValue(c, "jobs.fair_share_half_life_h", 1, 24 * 365));
+  c.jobs_tracking_uri = str("jobs.tracking_uri");
+  c.jobs_slurm_bin_dir = str("jobs.slurm.bin_dir");
+  c.jobs_slurm_partitions = str("jobs.slurm.partitions");
+  c.jobs_slurm_qos = str("jobs.slurm.qos");
+  c.jobs_slurm_jobcomp = str("jobs.slurm.jobcomp");
   return c;
 }
 

@@ -46,6 +46,21 @@ struct Config {
   int webhook_backoff_base_ms = 1000;
   int webhook_backoff_max_s = 600;
   int webhook_timeout_s = 10;
+  std::string jobs_executor;  // "local" | "slurm"
+  int jobs_virtual_gpus = 0;
+  std::string jobs_scratch_dir;  // relative paths are under data_dir
+  std::string jobs_policy;       // "kervan" | "fifo" | "strict"
+  bool jobs_preemption = true;
+  bool jobs_backfill = true;
+  std::string jobs_priority_classes;  // jobs::ParsePriorityClasses syntax
+  std::string jobs_quotas;            // jobs::ParseQuotas syntax
+  int64_t jobs_cycle_ms = 1000;
+  int64_t jobs_backoff_base_ms = 10000;
+  int64_t jobs_backoff_max_s = 360;
+  int64_t jobs_termination_grace_ms = 10000;
+  int64_t jobs_fair_share_half_life_h = 168;
+  std::string jobs_tracking_uri;
+  std::string jobs_slurm_bin_dir, jobs_slurm_partitions, jobs_slurm_qos, jobs_slurm_jobcomp;
 
   // Every key with its effective value and where it came from
   // ("default", "file:config/dev.yaml", "env:KERVAN_...", "flag").

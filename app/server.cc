@@ -15,6 +15,7 @@
 #include "artifacts/artifacts.h"
 #include "auth/auth.h"
 #include "http/http.h"
+#include "jobs/jobs.h"
 #include "registry/registry.h"
 #include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
@@ -105,6 +106,64 @@ core::Result<std::unique_ptr<artifacts::ArtifactStore>> OpenArtifactStore(const 
                               .secret_key = config.s3_secret_key});
   }
   return artifacts::OpenLocal(config.artifacts_root);
+}
+
+// "a=b,c=d" -> {a: b, c: d} (config values like jobs.slurm.partitions).
+core::Result<std::map<std::string, std::string>> KeyValueMap(const std::string& key,
+                                                             const std::string& text) {
+  std::map<std::string, std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos)
+      end = text.size();
+    std::string item = text.substr(start, end - start);
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      return core::InvalidArgument(
+          fmt::format("config key \"{}\": expected name=value pairs, got \"{}\"", key, item), key);
+    }
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+    start = end + 1;
+  }
+  return out;
+}
+
+// The jobs service with the executor named by jobs.executor.
+core::Result<std::unique_ptr<jobs::Jobs>> OpenJobs(const Config& config, store::Database& db,
+                                                   store::EventLog& log,
+                                                   store::Lifecycles& lifecycles,
+                                                   tracking::Tracking& tracking) {
+  std::unique_ptr<jobs::Executor> executor;
+  if (config.jobs_executor == "slurm") {
+    jobs::SlurmOptions slurm{.bin_dir = config.jobs_slurm_bin_dir,
+                             .jobcomp_path = config.jobs_slurm_jobcomp};
+    ASSIGN_OR_RETURN(slurm.partition_by_class,
+                     KeyValueMap("jobs.slurm.partitions", config.jobs_slurm_partitions));
+    ASSIGN_OR_RETURN(slurm.qos_by_class, KeyValueMap("jobs.slurm.qos", config.jobs_slurm_qos));
+    ASSIGN_OR_RETURN(executor, jobs::MakeSlurmExecutor(std::move(slurm)));
+  } else {
+    executor = jobs::MakeLocalExecutor(
+        {.virtual_gpus = config.jobs_virtual_gpus,
+         .state_dir = (std::filesystem::path(config.jobs_scratch_dir) / ".attempts").string()});
+  }
+  jobs::Options options;
+  options.policy.mode = config.jobs_policy == "fifo"     ? jobs::PolicyMode::kFifo
+                        : config.jobs_policy == "strict" ? jobs::PolicyMode::kStrictPriority
+                                                         : jobs::PolicyMode::kKervan;
+  options.policy.preemption = config.jobs_preemption;
+  options.policy.backfill = config.jobs_backfill;
+  ASSIGN_OR_RETURN(options.policy.priority_classes,
+                   jobs::ParsePriorityClasses(config.jobs_priority_classes));
+  ASSIGN_OR_RETURN(options.policy.quotas, jobs::ParseQuotas(config.jobs_quotas));
+  options.cycle_interval = std::chrono::milliseconds(config.jobs_cycle_ms);
+  options.backoff_base = std::chrono::milliseconds(config.jobs_backoff_base_ms);
+  options.backoff_cap = std::chrono::seconds(config.jobs_backoff_max_s);
+  options.termination_grace = std::chrono::milliseconds(config.jobs_termination_grace_ms);
+  options.fair_share_half_life_s = config.jobs_fair_share_half_life_h * 3600;
+  options.scratch_root = config.jobs_scratch_dir;
+  options.tracking_uri = config.jobs_tracking_uri;
+  return jobs::Jobs::Open(db, log, lifecycles, std::move(executor), std::move(options), &tracking);
 }
 
 // First start: the bootstrap admin and its token (in <data_dir>/admin.token,
@@ -199,6 +258,9 @@ int RunServer(const ServerRunOptions& options) {
   auto registry = registry::Registry::Open(**db, **log, lifecycles);
   if (!registry)
     return fail(registry.error(), "cannot open the model registry");
+  auto job_service = OpenJobs(config, **db, **log, lifecycles, **tracking);
+  if (!job_service)
+    return fail(job_service.error(), "cannot open the job scheduler");
   auto secret_key = LoadOrCreateSecretKey(config);
   if (!secret_key)
     return fail(secret_key.error(), "cannot load the secret key");
@@ -259,6 +321,8 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = webhooks::RegisterRoutes(*router, **hooks, **auth); !s)
     return fail(s.error(), "bad route");
+  if (auto s = jobs::RegisterRoutes(*router, **job_service, **auth); !s)
+    return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
 
@@ -279,6 +343,11 @@ int RunServer(const ServerRunOptions& options) {
                 {{"event.action", "server.started"},
                  {"server.address", config.server_address},
                  {"server.port", server.port()}});
+  if (config.jobs_tracking_uri.empty()) {
+    (*job_service)
+        ->set_tracking_uri(fmt::format("http://{}:{}", config.server_address, server.port()));
+  }
+  (*job_service)->Start();
   if (!options.ready_file.empty()) {
     std::string tmp = options.ready_file + ".tmp";
     std::ofstream(tmp) << server.port() << "\n";
@@ -293,6 +362,8 @@ int RunServer(const ServerRunOptions& options) {
   // then the log drains its queue, so nothing acknowledged is lost.
   server.Shutdown(std::chrono::seconds(config.shutdown_grace_s));
   server.Wait();
+  // Jobs keep running: a restarted server adopts them.
+  (*job_service)->Stop();
   stream_pool.join();
   (*hooks)->Stop();
   event_shipper.reset();

@@ -10,6 +10,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libpq-dev libssl-dev libpugixml-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql prometheus wrk nginx-light curl jq clang-format procps
+  slurm-wlm munge
 )
 
 missing=()
@@ -23,6 +24,10 @@ for tool in node npm; do
     [[ $tool == node ]] && missing+=(nodejs) || missing+=(npm)
   fi
 done
+# kubectl renders and reads the Kubernetes executor's manifests in tests. Any
+# kubectl will do (Debian's kubernetes-client conflicts with a newer one
+# installed from Kubernetes' own packages, so only when none is on PATH).
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#PACKAGES[@]} packages already installed"
@@ -37,7 +42,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts services on install where it can; we start our own throwaway
 # servers on loopback, so stop any that came up.
-for svc in nginx postgresql prometheus; do
+for svc in nginx postgresql prometheus slurmctld slurmd munge; do
   command -v service >/dev/null && $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 echo "setup: done"

@@ -33,7 +33,10 @@ cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_
 step "starting a throwaway PostgreSQL and an S3-compatible server (s3rver) on loopback"
 PGDIR=$(mktemp -d /var/tmp/kervan-test-pg.XXXXXX)
 S3DIR=$(mktemp -d /var/tmp/kervan-test-s3.XXXXXX)
+SLURMDIR=$(mktemp -d /var/tmp/kervan-test-slurm.XXXXXX)
 cleanup() {
+  "$ROOT/scripts/slurm.sh" stop "$SLURMDIR" >/dev/null 2>&1 || true
+  rm -rf "$SLURMDIR"
   "$ROOT/scripts/pg.sh" stop "$PGDIR" >/dev/null 2>&1 || true
   rm -rf "$PGDIR"
   "$ROOT/scripts/s3.sh" stop "$S3DIR" >/dev/null 2>&1 || true
@@ -46,8 +49,11 @@ KERVAN_TEST_PG_DSN=$(cat "$PGDIR/dsn")
 scripts/s3.sh start "$S3DIR" >/dev/null
 export KERVAN_TEST_S3_ENDPOINT
 KERVAN_TEST_S3_ENDPOINT=$(cat "$S3DIR/endpoint")
+# A single-host Slurm (4 fake GPUs) for the Slurm executor's tests.
+scripts/slurm.sh start "$SLURMDIR" >/dev/null
+export KERVAN_TEST_SLURM_ENV=$SLURMDIR/env
 # The test command never skips the real-server tests: missing servers fail.
-export KERVAN_REQUIRE_PG=1 KERVAN_REQUIRE_S3=1 KERVAN_REQUIRE_TOOLS=1
+export KERVAN_REQUIRE_PG=1 KERVAN_REQUIRE_S3=1 KERVAN_REQUIRE_TOOLS=1 KERVAN_REQUIRE_SLURM=1
 
 step "unit tests under ASan + UBSan (SQLite and PostgreSQL)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -41,6 +41,11 @@ const std::vector<PermissionInfo>& Permissions() {
        "create, update, delete and restore experiments and runs; log params, metrics, tags"},
       {"artifact.read", "list and download run artifacts"},
       {"artifact.write", "upload and delete run artifacts"},
+      {"job.read", "read training jobs, their logs and explanations, nodes and the scheduler"},
+      {"job.submit", "submit training jobs"},
+      {"job.cancel", "cancel training jobs (with a reason)"},
+      {"job.schedule",
+       "carry out scheduling decisions (granted to no role: system:scheduler only)"},
       {"webhook.read", "list webhook subscriptions and their deliveries"},
       {"webhook.write", "create and delete webhook subscriptions"},
   };
@@ -55,18 +60,18 @@ bool IsKnownPermission(std::string_view permission) {
 
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
-    std::set<std::string> viewer = {"system.read",   "metrics.read",  "self.read",
-                                    "token.self",    "project.read",  "lifecycle.read",
-                                    "entity.read",   "event.read",    "audit.read",
-                                    "registry.read", "tracking.read", "artifact.read"};
-    std::set<std::string> scientist =
-        Union(viewer, {"registry.write", "tracking.write", "artifact.write"});
+    std::set<std::string> viewer = {
+        "system.read",    "metrics.read",  "self.read",  "token.self", "project.read",
+        "lifecycle.read", "entity.read",   "event.read", "audit.read", "registry.read",
+        "tracking.read",  "artifact.read", "job.read"};
+    std::set<std::string> scientist = Union(
+        viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel"});
     std::set<std::string> engineer = Union(
         scientist, {"registry.configure", "registry.alias", "model_version.approve",
                     "model_version.archive", "audit.verify", "webhook.read", "webhook.write"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
-      if (p.name != "model_version.validate")
+      if (p.name != "model_version.validate" && p.name != "job.schedule")
         admin.insert(p.name);
     }
     return std::vector<RoleInfo>{
