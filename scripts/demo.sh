@@ -10,7 +10,9 @@
 #   compares them; alice's versions are validated on
 #   registration (v1 passes, v2 is rejected with evidence); alice may not
 #   override the gate (403), erin may only with a reason (400, then a recorded
-#   manual override); v3 beats the champion and erin moves the alias to it.
+#   manual override); v3 beats the champion and erin moves the alias to it;
+#   on the GPU scheduler (4 virtual GPUs) erin's prod retrain preempts
+#   alice's dev sweep, which is requeued and completes.
 #   Then the audit trail (who, what, why), the alias history, the hash-chain
 #   verification, and a graceful stop.
 #
@@ -92,7 +94,10 @@ expect_state() {
 }
 
 say "Starting kervan server (config/dev.yaml: SQLite in $DATA)"
+# No GPUs here: the local executor pretends the host has 4 (jobs see
+# CUDA_VISIBLE_DEVICES as they would on real ones).
 "$KERVAN" server --config config/dev.yaml --data-dir "$DATA" --port 0 \
+  --set jobs.virtual_gpus=4 --set jobs.cycle_ms=200 --set jobs.termination_grace_ms=2000 \
   --ready-file "$DATA/port" 2>"$DATA/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do [[ -s "$DATA/port" ]] && break; sleep 0.1; done
@@ -203,7 +208,49 @@ as erin kervan alias set credit-risk champion 3 \
   --reason "v3 beats v1 on holdout AUC (0.92 vs 0.91); signed off in model review MR-7"
 as erin kervan version list credit-risk
 
-say "11. The audit trail of project risk: who did what, when, and why"
+# job_state ID: the job's state, read through the CLI's JSON output.
+job_state() {
+  KERVAN_TOKEN="${TOKEN[admin]}" "$KERVAN" jobs show "$1" -o json |
+    sed -n 's/^  "state": "\([A-Za-z]*\)",\{0,1\}$/\1/p'
+}
+# wait_job ID STATE: polls until the job is in STATE (at most 30 s).
+wait_job() {
+  local state
+  for _ in $(seq 1 150); do
+    state=$(job_state "$1") || die "cannot read job $1"
+    [[ "$state" == "$2" ]] && { note "(checked: job $1 is $2)"; return; }
+    sleep 0.2
+  done
+  die "job $1 is $(job_state "$1"), expected $2"
+}
+# submit NAME kervan jobs submit ...: shows the command, returns the job id in JOB.
+submit() {
+  prompt "$@"
+  local who=$1 out
+  shift 2
+  # -o json before the job's own command (everything after -- is the job's).
+  out=$(KERVAN_TOKEN="${TOKEN[$who]}" "$KERVAN" "$1" "$2" -o json "${@:3}") || die "submit failed"
+  JOB=$(sed -n 's/^  "id": "\([^"]*\)",$/\1/p' <<<"$out")
+  echo "job $JOB submitted: $(sed -n 's/^  "state": "\([A-Za-z]*\)",\{0,1\}$/\1/p' <<<"$out")"
+}
+
+say "11. GPU jobs: Alice's dev sweep takes all 4 GPUs; Erin's prod retrain preempts it"
+as admin kervan jobs nodes
+submit alice kervan jobs submit --project risk --name hp-sweep --priority-class dev --gpus 4 \
+  -- /bin/sh -c 'if [ "$KERVAN_ATTEMPT" = 1 ]; then sleep 30; fi; echo "sweep done on GPUs $CUDA_VISIBLE_DEVICES"'
+SWEEP=$JOB
+wait_job "$SWEEP" Running
+submit erin kervan jobs submit --project risk --name retrain --priority-class prod --gpus 2 \
+  -- /bin/sh -c 'echo "prod retrain on GPUs $CUDA_VISIBLE_DEVICES"; sleep 1'
+RETRAIN=$JOB
+as erin kervan jobs explain "$RETRAIN"
+wait_job "$RETRAIN" Succeeded
+wait_job "$SWEEP" Succeeded
+as alice kervan jobs show "$SWEEP"
+as alice kervan jobs logs "$SWEEP"
+as alice kervan jobs logs "$RETRAIN"
+
+say "12. The audit trail of project risk: who did what, when, and why"
 as admin kervan audit log --project risk
 
 say "The champion alias: where it points and every move it made"
