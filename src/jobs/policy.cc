@@ -1,6 +1,8 @@
 #include "jobs/policy.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <climits>
 #include <cmath>
 #include <functional>
@@ -992,15 +994,22 @@ void Cycle::ProcessKervan() {
   }
 }
 
+static double prof[8];
+struct ProfPrint { ~ProfPrint() { for (int i = 0; i < 6; ++i) fprintf(stderr, "phase %d: %.1f ms\n", i, prof[i] * 1e3); } } prof_print;
 Decision Cycle::Run() {
+  auto t0 = std::chrono::steady_clock::now();
+  auto lap = [&](int i) { auto t = std::chrono::steady_clock::now(); prof[i] += std::chrono::duration<double>(t - t0).count(); t0 = t; };
   InternClasses();
   BuildNodes();
   AccountRunning();
+  lap(0);
   InternPending();
+  lap(1);
   if (config_.mode == PolicyMode::kKervan)
     ProcessKervan();
   else
     ProcessSorted();
+  lap(2);
   for (const Job& j : jobs_) {
     if (j.cls >= 0)
       continue;
@@ -1026,6 +1035,7 @@ Decision Cycle::Run() {
         decision_.waiting.emplace_hint(decision_.waiting.end(), pending_[i].id,
                                        std::move(waiting_[slot[i]].second));
   }
+  lap(3);
   return std::move(decision_);
 }
 
