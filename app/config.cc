@@ -54,7 +54,8 @@ constexpr KeySpec kKeys[] = {
     {"webhooks.backoff_base_ms", "1000", "delay before the first retry; doubles per attempt"},
     {"webhooks.backoff_max_s", "600", "longest delay between two attempts"},
     {"webhooks.timeout_s", "10", "seconds a receiver has to answer one delivery"},
-    {"jobs.executor", "local", "where jobs run: local (processes on this host) | slurm"},
+    {"jobs.executor", "local",
+     "where jobs run: local (processes on this host) | slurm | kubernetes"},
     {"jobs.virtual_gpus", "0",
      "local executor: GPUs to pretend the host has when nvidia-smi finds none"},
     {"jobs.scratch_dir", "jobs", "jobs' scratch directories and logs; relative to data_dir"},
@@ -75,6 +76,13 @@ constexpr KeySpec kKeys[] = {
     {"jobs.slurm.partitions", "", "priority class -> partition, e.g. prod=prod,dev=dev"},
     {"jobs.slurm.qos", "", "priority class -> QOS, e.g. prod=high"},
     {"jobs.slurm.jobcomp", "", "JobCompLoc of Slurm's jobcomp/filetxt log (optional)"},
+    {"jobs.slurm.conf", "", "SLURM_CONF for Slurm's commands (default: Slurm's own)"},
+    {"jobs.kubernetes.kubectl", "kubectl", "the kubectl program"},
+    {"jobs.kubernetes.namespace", "default", "namespace the Jobs are created in"},
+    {"jobs.kubernetes.context", "", "kubeconfig context (default: the current one)"},
+    {"jobs.kubernetes.image", "", "container image for jobs whose spec names none"},
+    {"jobs.kubernetes.priority_classes", "",
+     "Kervan priority class -> Kubernetes PriorityClass, e.g. prod=ml-prod (default: same name)"},
 };
 
 bool IsSecretKey(const std::string& key) {
@@ -265,9 +273,9 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   ASSIGN_OR_RETURN(c.webhook_timeout_s, IntValue(c, "webhooks.timeout_s", 1, 600));
 
   c.jobs_executor = str("jobs.executor");
-  if (c.jobs_executor != "local" && c.jobs_executor != "slurm") {
+  if (c.jobs_executor != "local" && c.jobs_executor != "slurm" && c.jobs_executor != "kubernetes") {
     return core::InvalidArgument(
-        fmt::format("config key \"jobs.executor\": must be local or slurm, got \"{}\"",
+        fmt::format("config key \"jobs.executor\": must be local, slurm or kubernetes, got \"{}\"",
                     c.jobs_executor),
         "jobs.executor");
   }
@@ -307,6 +315,12 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   c.jobs_slurm_partitions = str("jobs.slurm.partitions");
   c.jobs_slurm_qos = str("jobs.slurm.qos");
   c.jobs_slurm_jobcomp = str("jobs.slurm.jobcomp");
+  c.jobs_slurm_conf = str("jobs.slurm.conf");
+  c.jobs_kubectl = str("jobs.kubernetes.kubectl");
+  c.jobs_kubernetes_namespace = str("jobs.kubernetes.namespace");
+  c.jobs_kubernetes_context = str("jobs.kubernetes.context");
+  c.jobs_kubernetes_image = str("jobs.kubernetes.image");
+  c.jobs_kubernetes_priority_classes = str("jobs.kubernetes.priority_classes");
   return c;
 }
 

@@ -60,7 +60,10 @@ struct Config {
   int64_t jobs_termination_grace_ms = 10000;
   int64_t jobs_fair_share_half_life_h = 168;
   std::string jobs_tracking_uri;
-  std::string jobs_slurm_bin_dir, jobs_slurm_partitions, jobs_slurm_qos, jobs_slurm_jobcomp;
+  std::string jobs_slurm_bin_dir, jobs_slurm_partitions, jobs_slurm_qos, jobs_slurm_jobcomp,
+      jobs_slurm_conf;
+  std::string jobs_kubectl, jobs_kubernetes_namespace, jobs_kubernetes_context,
+      jobs_kubernetes_image, jobs_kubernetes_priority_classes;
 
   // Every key with its effective value and where it came from
   // ("default", "file:config/dev.yaml", "env:KERVAN_...", "flag").

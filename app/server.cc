@@ -137,11 +137,21 @@ core::Result<std::unique_ptr<jobs::Jobs>> OpenJobs(const Config& config, store::
   std::unique_ptr<jobs::Executor> executor;
   if (config.jobs_executor == "slurm") {
     jobs::SlurmOptions slurm{.bin_dir = config.jobs_slurm_bin_dir,
-                             .jobcomp_path = config.jobs_slurm_jobcomp};
+                             .jobcomp_path = config.jobs_slurm_jobcomp,
+                             .slurm_conf = config.jobs_slurm_conf};
     ASSIGN_OR_RETURN(slurm.partition_by_class,
                      KeyValueMap("jobs.slurm.partitions", config.jobs_slurm_partitions));
     ASSIGN_OR_RETURN(slurm.qos_by_class, KeyValueMap("jobs.slurm.qos", config.jobs_slurm_qos));
     ASSIGN_OR_RETURN(executor, jobs::MakeSlurmExecutor(std::move(slurm)));
+  } else if (config.jobs_executor == "kubernetes") {
+    jobs::KubernetesOptions k8s{.kubectl = config.jobs_kubectl,
+                                .namespace_name = config.jobs_kubernetes_namespace,
+                                .context = config.jobs_kubernetes_context,
+                                .default_image = config.jobs_kubernetes_image};
+    ASSIGN_OR_RETURN(
+        k8s.priority_class_names,
+        KeyValueMap("jobs.kubernetes.priority_classes", config.jobs_kubernetes_priority_classes));
+    ASSIGN_OR_RETURN(executor, jobs::MakeKubernetesExecutor(std::move(k8s)));
   } else {
     executor = jobs::MakeLocalExecutor(
         {.virtual_gpus = config.jobs_virtual_gpus,

@@ -28,7 +28,8 @@ cmake --build build -j "$JOBS"
 step "building unit tests with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1" \
   -DKERVAN_SANITIZE=ON -DKERVAN_BUILD_BENCH=OFF >/dev/null
-cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_test auth_test registry_test mlflow_registry_test webhooks_test artifacts_test filter_test tracking_test
+cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_test auth_test registry_test mlflow_registry_test webhooks_test artifacts_test filter_test tracking_test \
+  jobs_test policy_test simulator_test kubernetes_test slurm_executor_test
 
 step "starting a throwaway PostgreSQL and an S3-compatible server (s3rver) on loopback"
 PGDIR=$(mktemp -d /var/tmp/kervan-test-pg.XXXXXX)

@@ -47,7 +47,7 @@ struct LaunchSpec {
 enum class ExitKind {
   kSucceeded,   // exit status 0
   kFailed,      // non-zero exit status or killed by a signal nobody asked for
-  kTerminated,  // stopped because Kervan asked (cancel, preemption, deadline)
+  kTerminated,  // stopped because Kervan asked (cancel, preemption, Kervan's deadline check)
   kLost,        // the executor cannot tell (process vanished without a status)
 };
 std::string_view ExitKindName(ExitKind kind);
@@ -59,7 +59,9 @@ struct ExitReport {
   ExitKind kind = ExitKind::kFailed;
   int exit_code = -1;  // -1 when unknown
   int signal = 0;      // the terminating signal, 0 when none
-  std::string detail;  // e.g. "killed by signal 9", "slurm state TIMEOUT"
+  // e.g. "killed by signal 9"; exactly "deadline" when the executor's own
+  // time limit (Slurm's --time, Kubernetes' activeDeadlineSeconds) ended it.
+  std::string detail;
   Json ToJson() const;
 };
 

@@ -483,7 +483,7 @@ Status Jobs::EndAttempt(const std::string& job_id, int attempt, const ExitReport
         next = "succeed";
       } else {
         next = "fail";
-        if (stop_why == "deadline") {
+        if (stop_why == "deadline" || exit.detail == "deadline") {
           failure =
               fmt::format("DeadlineExceeded: the job ran longer than active_deadline_s ({} s)",
                           job.spec.active_deadline_s);

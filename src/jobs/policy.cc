@@ -1,8 +1,6 @@
 #include "jobs/policy.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <climits>
 #include <cmath>
 #include <functional>
@@ -258,6 +256,42 @@ struct SvHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
+// Interns names owned by the inputs. A few distinct names (classes, the
+// projects, a project's users) are the common case, and a scan comparing
+// lengths first beats hashing there; past kSmall names a hash map takes over.
+class NameIndex {
+ public:
+  int Find(std::string_view name) const {
+    if (big_.empty()) {
+      for (const auto& [n, i] : small_)
+        if (n.size() == name.size() && n == name)
+          return i;
+      return -1;
+    }
+    auto it = big_.find(name);
+    return it == big_.end() ? -1 : it->second;
+  }
+  // The index of `name`, giving it `next` when new; second: whether it was new.
+  std::pair<int, bool> Insert(std::string_view name, int next) {
+    int found = Find(name);
+    if (found >= 0)
+      return {found, false};
+    if (big_.empty() && small_.size() < kSmall) {
+      small_.emplace_back(name, next);
+    } else {
+      if (big_.empty())
+        big_.insert(small_.begin(), small_.end());
+      big_.emplace(name, next);
+    }
+    return {next, true};
+  }
+
+ private:
+  static constexpr size_t kSmall = 16;
+  std::vector<std::pair<std::string_view, int>> small_;
+  std::unordered_map<std::string_view, int, SvHash> big_;
+};
+
 class Cycle {
  public:
   Cycle(const PolicyConfig& config, const ClusterState& cluster,
@@ -296,12 +330,12 @@ class Cycle {
   Decision decision_;
 
   std::vector<const PriorityClass*> classes_;  // by value desc, name
-  std::unordered_map<std::string_view, int, SvHash> class_index_;
+  NameIndex class_index_;
 
   std::vector<ProjectState> projects_;
-  std::unordered_map<std::string_view, int, SvHash> project_index_;
+  NameIndex project_index_;
   std::vector<UserState> users_;
-  std::vector<std::unordered_map<std::string_view, int, SvHash>> user_index_;  // per project
+  std::vector<NameIndex> user_index_;  // per project
 
   std::vector<NodeState> nodes_;  // in name order
   std::unordered_map<std::string_view, int, SvHash> node_index_;
@@ -333,11 +367,11 @@ void Cycle::InternClasses() {
     return a->value != b->value ? a->value > b->value : a->name < b->name;
   });
   for (size_t i = 0; i < classes_.size(); ++i)
-    class_index_.emplace(classes_[i]->name, static_cast<int>(i));
+    class_index_.Insert(classes_[i]->name, static_cast<int>(i));
 }
 
 int Cycle::InternProject(std::string_view name) {
-  auto [it, inserted] = project_index_.emplace(name, static_cast<int>(projects_.size()));
+  auto [index, inserted] = project_index_.Insert(name, static_cast<int>(projects_.size()));
   if (inserted) {
     ProjectState p;
     p.name = name;
@@ -346,7 +380,7 @@ int Cycle::InternProject(std::string_view name) {
     projects_.push_back(p);
     user_index_.emplace_back();
   }
-  return it->second;
+  return index;
 }
 
 int Cycle::TypeOf(const std::string& gpu_type) const {
@@ -396,8 +430,8 @@ void Cycle::AccountRunning() {
     const RunningJob& rj = cluster_.running[r];
     RunInfo& info = runs_[r];
     info.project = InternProject(rj.project);
-    auto c = class_index_.find(rj.priority_class);
-    info.cls_value = c == class_index_.end() ? 0 : classes_[c->second]->value;
+    int c = class_index_.Find(rj.priority_class);
+    info.cls_value = c < 0 ? 0 : classes_[c]->value;
     for (const NodeAllocation& a : rj.allocation) {
       info.gpus += static_cast<int>(a.gpu_indices.size());
       auto it = node_index_.find(a.node);
@@ -440,20 +474,24 @@ struct ShapeKeyHash {
 };
 
 void Cycle::InternPending() {
+  // Distinct request shapes -> index into never_fits_ (or -1): a short list
+  // first, a hash map past 32 shapes.
+  std::vector<std::pair<ShapeKey, int>> few_shapes;
   std::unordered_map<ShapeKey, int, ShapeKeyHash> shapes;
   jobs_.resize(pending_.size());
+  if (config_.explain_waiting)
+    waiting_.reserve(pending_.size());
   for (size_t i = 0; i < pending_.size(); ++i) {
     const PendingJob& p = pending_[i];
     Job& j = jobs_[i];
     j.p = &p;
-    auto c = class_index_.find(p.priority_class);
-    j.cls = c == class_index_.end() ? -1 : c->second;
+    j.cls = class_index_.Find(p.priority_class);
     j.project = InternProject(p.project);
-    auto& users = user_index_[j.project];
-    auto [it, inserted] = users.emplace(p.user, static_cast<int>(users_.size()));
+    auto [user, inserted] =
+        user_index_[j.project].Insert(p.user, static_cast<int>(users_.size()));
     if (inserted)
       users_.push_back({.project = j.project, .name = p.user});
-    j.user = it->second;
+    j.user = user;
     j.gpus = p.resources.gpus;
     j.shape = ShapeOf(p.resources);
     j.type = TypeOf(p.resources.gpu_type);
@@ -462,17 +500,28 @@ void Cycle::InternPending() {
     // Shapes repeat: ask NeverFits once per distinct shape.
     const Resources& r = p.resources;
     ShapeKey key{r.gpus, r.nodes, j.type, r.cpus, r.memory_mb};
-    auto [nf, fresh] = shapes.emplace(key, -1);
-    if (fresh && j.type != -2) {
-      if (auto why = NeverFits(cluster_.nodes, r)) {
-        nf->second = static_cast<int>(never_fits_.size());
+    int* never = nullptr;
+    for (auto& [k, v] : few_shapes)
+      if (k == key) {
+        never = &v;
+        break;
+      }
+    if (!never && few_shapes.size() >= 32) {
+      if (auto it = shapes.find(key); it != shapes.end())
+        never = &it->second;
+    }
+    if (!never) {
+      int v = -1;
+      if (j.type == -2) {
+        v = -2;  // a type no node has: the sentence names it, so one per job
+      } else if (auto why = NeverFits(cluster_.nodes, r)) {
+        v = static_cast<int>(never_fits_.size());
         never_fits_.push_back(std::move(*why));
       }
-    } else if (fresh) {
-      // A type no node has: the sentence names it, so not shared by shape.
-      nf->second = -2;
+      never = few_shapes.size() < 32 ? &few_shapes.emplace_back(key, v).second
+                                     : &shapes.emplace(key, v).first->second;
     }
-    j.never = nf->second;
+    j.never = *never;
     if (j.never == -2) {
       j.never = static_cast<int>(never_fits_.size());
       never_fits_.push_back(NeverFits(cluster_.nodes, r).value_or("no node has its GPU type"));
@@ -924,20 +973,22 @@ void Cycle::ProcessKervan() {
     size_t next = 0;
   };
   std::vector<Group> groups;
-  std::unordered_map<uint64_t, int> group_index;
+  std::vector<int> group_of(classes_.size() * users_.size(), -1);  // [cls][user]
   for (size_t i = 0; i < jobs_.size(); ++i) {
     const Job& j = jobs_[i];
     if (j.cls < 0)
       continue;
-    uint64_t key = (static_cast<uint64_t>(j.cls) << 48) ^ static_cast<uint64_t>(j.user);
-    auto [it, inserted] = group_index.emplace(key, static_cast<int>(groups.size()));
-    if (inserted)
+    int& g = group_of[static_cast<size_t>(j.cls) * users_.size() + j.user];
+    if (g < 0) {
+      g = static_cast<int>(groups.size());
       groups.push_back({.cls = j.cls, .project = j.project, .user = j.user, .jobs = {}});
-    groups[it->second].jobs.push_back(static_cast<int>(i));
+    }
+    groups[g].jobs.push_back(static_cast<int>(i));
   }
+  auto before = [&](int a, int b) { return QueuedBefore(jobs_[a], jobs_[b]); };
   for (Group& g : groups)
-    std::sort(g.jobs.begin(), g.jobs.end(),
-              [&](int a, int b) { return QueuedBefore(jobs_[a], jobs_[b]); });
+    if (!std::is_sorted(g.jobs.begin(), g.jobs.end(), before))
+      std::sort(g.jobs.begin(), g.jobs.end(), before);
   // Per class: the projects with work, each with its users' groups.
   std::vector<std::vector<std::vector<int>>> by_class(classes_.size());  // [cls][project] groups
   for (auto& v : by_class)
@@ -994,22 +1045,15 @@ void Cycle::ProcessKervan() {
   }
 }
 
-static double prof[8];
-struct ProfPrint { ~ProfPrint() { for (int i = 0; i < 6; ++i) fprintf(stderr, "phase %d: %.1f ms\n", i, prof[i] * 1e3); } } prof_print;
 Decision Cycle::Run() {
-  auto t0 = std::chrono::steady_clock::now();
-  auto lap = [&](int i) { auto t = std::chrono::steady_clock::now(); prof[i] += std::chrono::duration<double>(t - t0).count(); t0 = t; };
   InternClasses();
   BuildNodes();
   AccountRunning();
-  lap(0);
   InternPending();
-  lap(1);
   if (config_.mode == PolicyMode::kKervan)
     ProcessKervan();
   else
     ProcessSorted();
-  lap(2);
   for (const Job& j : jobs_) {
     if (j.cls >= 0)
       continue;
@@ -1035,7 +1079,6 @@ Decision Cycle::Run() {
         decision_.waiting.emplace_hint(decision_.waiting.end(), pending_[i].id,
                                        std::move(waiting_[slot[i]].second));
   }
-  lap(3);
   return std::move(decision_);
 }
 

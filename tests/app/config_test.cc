@@ -64,6 +64,27 @@ TEST(Config, BadValuesAreRejectedWithTheirSource) {
   EXPECT_FALSE(bad_yaml);
 }
 
+TEST(Config, JobKeysAreCheckedAtLoad) {
+  auto ok = LoadConfig({.overrides = {"jobs.quotas=risk=4:2,vision=2", "jobs.virtual_gpus=8",
+                                      "jobs.executor=slurm", "jobs.policy=strict"},
+                        .read_env = false});
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->jobs_virtual_gpus, 8);
+  EXPECT_EQ(ok->jobs_executor, "slurm");
+  EXPECT_EQ(ok->jobs_scratch_dir, "./var/kervan/jobs");
+  for (const auto& [override_value, key] : std::vector<std::pair<std::string, std::string>>{
+           {"jobs.executor=docker", "jobs.executor"},
+           {"jobs.policy=random", "jobs.policy"},
+           {"jobs.priority_classes=prod", "jobs.priority_classes"},
+           {"jobs.quotas=risk=-4", "jobs.quotas"},
+           {"jobs.virtual_gpus=-1", "jobs.virtual_gpus"},
+           {"jobs.cycle_ms=0", "jobs.cycle_ms"}}) {
+    auto bad = LoadConfig({.overrides = {override_value}, .read_env = false});
+    ASSERT_FALSE(bad) << override_value;
+    EXPECT_EQ(bad.error().field, key) << bad.error().message;
+  }
+}
+
 TEST(Config, ShowMasksSecrets) {
   auto c = LoadConfig({.overrides = {"store.backend=postgres",
                                      "store.postgres.dsn=host=db user=k password=hunter2"},

@@ -426,6 +426,40 @@ TEST_P(JobsTest, ARestartedServiceAdoptsRunningAttemptsAndMarksUnknownOnesLost) 
 
 KERVAN_INSTANTIATE_BACKENDS(JobsTest);
 
+// GPU discovery: nvidia-smi's GPUs when it lists any, else the virtual ones.
+TEST(LocalExecutor, DiscoversGpusWithNvidiaSmiElseUsesVirtualOnes) {
+  char tmpl[] = "/tmp/kervan-smi.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  {
+    std::ofstream smi(dir + "/nvidia-smi");
+    smi << "#!/bin/sh\n"
+           "[ \"$1\" = --query-gpu=index,name ] || exit 9\n"
+           "echo '0, NVIDIA H100 80GB HBM3'\n"
+           "echo '1, NVIDIA H100 80GB HBM3'\n";
+  }
+  fs::permissions(dir + "/nvidia-smi", fs::perms::owner_all);
+  ::setenv("PATH", (dir + ":" + old_path).c_str(), 1);
+  auto nodes = MakeLocalExecutor({.virtual_gpus = 4, .node_name = "n1"})->DiscoverNodes();
+  ::setenv("PATH", old_path.c_str(), 1);
+  ASSERT_TRUE(nodes) << nodes.error().ToString();
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].name, "n1");
+  EXPECT_EQ((*nodes)[0].gpus, 2);
+  EXPECT_EQ((*nodes)[0].gpu_type, "NVIDIA H100 80GB HBM3");
+  EXPECT_GT((*nodes)[0].cpus, 0);
+
+  // Without nvidia-smi (this machine): the configured virtual GPUs.
+  ::setenv("PATH", "/usr/bin:/bin", 1);
+  nodes = MakeLocalExecutor({.virtual_gpus = 3})->DiscoverNodes();
+  ::setenv("PATH", old_path.c_str(), 1);
+  ASSERT_TRUE(nodes);
+  EXPECT_EQ((*nodes)[0].gpus, 3);
+  EXPECT_EQ((*nodes)[0].gpu_type, "");
+  fs::remove_all(dir);
+}
+
 // Config strings for priority classes and quotas.
 TEST(JobsConfig, ParsesPriorityClassesAndQuotas) {
   auto classes = ParsePriorityClasses(kDefaultPriorityClasses);
