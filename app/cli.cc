@@ -109,6 +109,7 @@ int RunCli(int argc, char** argv) {
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);
+  AddSchedCommands(app, rc);
 
   try {
     app.parse(argc, argv);

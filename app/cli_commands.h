@@ -22,6 +22,8 @@ void AddEventCommands(CLI::App& app, ClientOptions& options, int& rc);
 void AddAuditCommands(CLI::App& app, ClientOptions& options, int& rc);
 // webhook create|list|get|delete|pause|resume|ping|deliveries|delivery.
 void AddWebhookCommands(CLI::App& app, ClientOptions& options, int& rc);
+// sched simulate|compare|generate-trace (local: no server, no token).
+void AddSchedCommands(CLI::App& app, int& rc);
 
 // jobs submit|list|show|cancel|explain|logs|nodes|policy.
 void AddJobCommands(CLI::App& app, ClientOptions& options, int& rc);

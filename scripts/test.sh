@@ -22,11 +22,15 @@ if ! clang-format --dry-run --Werror "${sources[@]}"; then
 fi
 
 step "building (RelWithDebInfo, -Wall -Wextra -Werror)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# -g1 (line tables only): backtraces keep file:line, and compiling and
+# linking take about a fifth less time than with full -g on this machine.
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" >/dev/null
 cmake --build build -j "$JOBS"
 
 step "building unit tests with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-O1" \
+  -DCMAKE_CXX_FLAGS_DEBUG="-g1" \
   -DKERVAN_SANITIZE=ON -DKERVAN_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j "$JOBS" --target core_test store_test http_test app_test auth_test registry_test mlflow_registry_test webhooks_test artifacts_test filter_test tracking_test \
   jobs_test policy_test simulator_test kubernetes_test slurm_executor_test

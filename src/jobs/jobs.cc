@@ -161,6 +161,10 @@ struct Jobs::State {
   int64_t usage_us = 0;
   // Attempts asked to stop, by external id: "cancel", "preempt", "deadline".
   std::map<std::string, std::string> stopping;
+  // Queued jobs waiting for their victims to stop: job id -> the victims'
+  // external ids. Such a job sits out the policy until they have stopped,
+  // so no cycle picks fresh victims for room that is already being made.
+  std::map<std::string, std::set<std::string>> awaiting_victims;
 
   std::mutex loop_mu;
   std::condition_variable loop_cv;
@@ -624,8 +628,11 @@ Status Jobs::RunCycle() {
     const Job& j = open_jobs.at(o.job_id);
     const PriorityClass* cls = FindClass(j.spec.priority_class);
     bool stopping = j.state != kRunning && j.state != kAdmitted;
+    // A stopping attempt holds its GPUs until it has ended, but no longer
+    // counts toward its project's quota (it is leaving; counting it would make
+    // the project look as if it still borrowed, and reclaim would go on).
     RunningJob r{.id = j.id,
-                 .project = j.spec.project,
+                 .project = stopping ? std::string("(stopping)") : j.spec.project,
                  .user = j.user,
                  .priority_class = j.spec.priority_class,
                  // A job already on its way out is nobody's victim again.
@@ -638,8 +645,8 @@ Status Jobs::RunCycle() {
       r.expected_end_us = r.started_us + j.spec.expected_runtime_s * 1000000;
     if (r.started_us > 0) {
       double so_far = Gpus(r.allocation) * static_cast<double>(now - r.started_us) / 1e6;
-      usage.by_project[r.project] += so_far;
-      usage.by_user[r.project + "/" + r.user] += so_far;
+      usage.by_project[j.spec.project] += so_far;
+      usage.by_user[j.spec.project + "/" + r.user] += so_far;
     }
     external_of[j.id] = o.attempt.external_id;
     cluster.running.push_back(std::move(r));
@@ -654,6 +661,15 @@ Status Jobs::RunCycle() {
                     {std::string(kQueued)}));
     for (const auto& row : rows) {
       Job j = JobFromRow(row);
+      if (auto it = state_->awaiting_victims.find(j.id); it != state_->awaiting_victims.end()) {
+        std::erase_if(it->second,
+                      [&](const std::string& ext) { return !state_->stopping.contains(ext); });
+        if (!it->second.empty()) {
+          queued.emplace(j.id, std::move(j));  // keeps last cycle's reason (kPreempting)
+          continue;
+        }
+        state_->awaiting_victims.erase(it);
+      }
       const PriorityClass* cls = FindClass(j.spec.priority_class);
       pending.push_back(
           {.id = j.id,
@@ -696,6 +712,7 @@ Status Jobs::RunCycle() {
     const std::string& ext = external_of[victim.id];
     if (!ext.empty()) {
       state_->stopping[ext] = "preempt";
+      state_->awaiting_victims[p.for_job_id].insert(ext);
       (void)executor_->Terminate(ext, options_.termination_grace);
     }
   }
@@ -710,7 +727,9 @@ Status Jobs::RunCycle() {
                      {{"job.id", a.job_id}, {"error.message", s.error().message}});
     }
   }
-  state_->waiting = std::move(decision.waiting);
+  for (auto& [id, reason] : decision.waiting)
+    state_->waiting[id] = std::move(reason);
+  std::erase_if(state_->waiting, [&](const auto& entry) { return !queued.contains(entry.first); });
   state_->last_cycle_us = now;
 
   // 8. TTL: remove finished jobs' scratch directories.

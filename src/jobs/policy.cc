@@ -144,11 +144,12 @@ std::string Duration(int64_t us) {
 std::string Explain(const WaitReason& reason, const PendingJob& job) {
   const Resources& r = job.resources;
   Shape s = ShapeOf(r);
-  std::string ask = s.nodes == 1
-                        ? GpuWords(r.gpus, r.gpu_type) + " on one node"
-                        : GpuWords(s.gpus, r.gpu_type) + fmt::format(" on each of {} nodes", s.nodes);
-  std::string pos =
-      reason.position > 0 ? fmt::format(" (position {} in this cycle's order)", reason.position) : "";
+  std::string ask =
+      s.nodes == 1 ? GpuWords(r.gpus, r.gpu_type) + " on one node"
+                   : GpuWords(s.gpus, r.gpu_type) + fmt::format(" on each of {} nodes", s.nodes);
+  std::string pos = reason.position > 0
+                        ? fmt::format(" (position {} in this cycle's order)", reason.position)
+                        : "";
   switch (reason.code) {
     case WaitCode::kQuota:
       return fmt::format(
@@ -195,10 +196,10 @@ struct NodeState {
   int type = 0;
   int total = 0;
   int free = 0;
-  int cpus_free = INT_MAX;          // INT_MAX: not tracked
-  int64_t mem_free = INT64_MAX;     // INT64_MAX: not tracked
-  std::vector<char> used;           // per GPU index
-  std::vector<int> running;         // indices into cluster.running (built on demand)
+  int cpus_free = INT_MAX;       // INT_MAX: not tracked
+  int64_t mem_free = INT64_MAX;  // INT64_MAX: not tracked
+  std::vector<char> used;        // per GPU index
+  std::vector<int> running;      // indices into cluster.running (built on demand)
 };
 
 struct ClassInfo {
@@ -213,9 +214,9 @@ struct ProjectState {
   int64_t limit = INT64_MAX;  // nominal + borrowing limit
   int borrow_limit = -1;
   double weight = 1.0;
-  int64_t used = 0;           // GPUs running + admitted this cycle
-  int64_t victim_gpus = 0;    // GPUs of victims chosen this cycle
-  double share = 0;           // (decayed usage + in-cycle charge) / weight
+  int64_t used = 0;         // GPUs running + admitted this cycle
+  int64_t victim_gpus = 0;  // GPUs of victims chosen this cycle
+  double share = 0;         // (decayed usage + in-cycle charge) / weight
 };
 
 struct UserState {
@@ -348,7 +349,7 @@ class Cycle {
   std::vector<RunInfo> runs_;
   bool running_indexed_ = false;
 
-  std::vector<std::string> never_fits_;  // distinct NeverFits sentences of this cycle
+  std::vector<std::string> never_fits_;              // distinct NeverFits sentences of this cycle
   std::vector<std::pair<int, WaitReason>> waiting_;  // job index, reason (explain_waiting)
 
   int preemption_searches_ = 0;
@@ -487,8 +488,7 @@ void Cycle::InternPending() {
     j.p = &p;
     j.cls = class_index_.Find(p.priority_class);
     j.project = InternProject(p.project);
-    auto [user, inserted] =
-        user_index_[j.project].Insert(p.user, static_cast<int>(users_.size()));
+    auto [user, inserted] = user_index_[j.project].Insert(p.user, static_cast<int>(users_.size()));
     if (inserted)
       users_.push_back({.project = j.project, .name = p.user});
     j.user = user;
@@ -560,7 +560,8 @@ void Cycle::InternPending() {
   order.resize(users_.size());
   for (size_t i = 0; i < order.size(); ++i)
     order[i] = static_cast<int>(i);
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return users_[a].name < users_[b].name; });
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return users_[a].name < users_[b].name; });
   for (size_t i = 0; i < order.size(); ++i)
     users_[order[i]].name_rank = static_cast<int>(i);
 }
@@ -664,9 +665,8 @@ void Cycle::EnsureRunningIndex() {
   for (size_t r = 0; r < cluster_.running.size(); ++r) {
     for (const NodeAllocation& a : cluster_.running[r].allocation) {
       auto it = node_index_.find(a.node);
-      if (it != node_index_.end() &&
-          (nodes_[it->second].running.empty() ||
-           nodes_[it->second].running.back() != static_cast<int>(r)))
+      if (it != node_index_.end() && (nodes_[it->second].running.empty() ||
+                                      nodes_[it->second].running.back() != static_cast<int>(r)))
         nodes_[it->second].running.push_back(static_cast<int>(r));
     }
   }
@@ -689,8 +689,7 @@ bool Cycle::TryPreempt(const Job& j, const Shape& s, int type, WaitReason& reaso
   ++preemption_searches_;
   EnsureRunningIndex();
   const ProjectState& jp = projects_[j.project];
-  bool may_reclaim = config_.mode == PolicyMode::kKervan &&
-                     jp.used + j.gpus <= jp.nominal;
+  bool may_reclaim = config_.mode == PolicyMode::kKervan && jp.used + j.gpus <= jp.nominal;
 
   struct Candidate {
     int node;
@@ -703,8 +702,7 @@ bool Cycle::TryPreempt(const Job& j, const Shape& s, int type, WaitReason& reaso
   std::vector<std::pair<int, int64_t>> tentative;  // project, GPUs taken in this node's pick
   for (int n = 0; n < static_cast<int>(nodes_.size()); ++n) {
     const NodeState& ns = nodes_[n];
-    if (!ns.node->schedulable || ns.total < s.gpus || (type >= 0 && ns.type != type) ||
-        type == -2)
+    if (!ns.node->schedulable || ns.total < s.gpus || (type >= 0 && ns.type != type) || type == -2)
       continue;
     eligible.clear();
     for (int r : ns.running) {
@@ -818,13 +816,12 @@ void Cycle::MakeReservation(const Job& j, const Shape& s, int type) {
   std::vector<std::pair<int64_t, int>> ends;
   for (int n = 0; n < static_cast<int>(nodes_.size()); ++n) {
     const NodeState& ns = nodes_[n];
-    if (!ns.node->schedulable || ns.total < s.gpus || (type >= 0 && ns.type != type) ||
-        type == -2)
+    if (!ns.node->schedulable || ns.total < s.gpus || (type >= 0 && ns.type != type) || type == -2)
       continue;
     ends.clear();
     for (int r : ns.running) {
       const RunningJob& rj = cluster_.running[r];
-      int64_t end = runs_[r].victim ? cluster_.now_us
+      int64_t end = runs_[r].victim          ? cluster_.now_us
                     : rj.expected_end_us > 0 ? std::max(rj.expected_end_us, cluster_.now_us)
                                              : INT64_MAX;
       for (const NodeAllocation& a : rj.allocation)
@@ -854,7 +851,7 @@ void Cycle::MakeReservation(const Job& j, const Shape& s, int type) {
     int free = ns.free;
     for (int r : ns.running) {
       const RunningJob& rj = cluster_.running[r];
-      int64_t end = runs_[r].victim ? cluster_.now_us
+      int64_t end = runs_[r].victim          ? cluster_.now_us
                     : rj.expected_end_us > 0 ? rj.expected_end_us
                                              : INT64_MAX;
       if (end > reservation_us_ && reservation_us_ != INT64_MAX)
@@ -904,8 +901,9 @@ void Cycle::Process(int job_index, int64_t position, double share) {
     if (!short_job && !Place(s, type, true, placement)) {
       reason.code = WaitCode::kReservation;
       reason.reservation_us = reservation_us_ == INT64_MAX ? 0 : reservation_us_;
-      reason.reservation_in_us =
-          reservation_us_ == INT64_MAX ? 0 : std::max<int64_t>(0, reservation_us_ - cluster_.now_us);
+      reason.reservation_in_us = reservation_us_ == INT64_MAX
+                                     ? 0
+                                     : std::max<int64_t>(0, reservation_us_ - cluster_.now_us);
       if (config_.explain_waiting)
         reason.other_job = reserved_for_->id;
       return Wait(j, std::move(reason));
@@ -922,8 +920,7 @@ void Cycle::Process(int job_index, int64_t position, double share) {
     for (size_t i = 0; i < placement.nodes.size(); ++i)
       Take(placement.nodes[i], s, &a.allocation[i]);
     proj.used += gpus;
-    double charge =
-        gpus * (j.runtime_us > 0 ? j.runtime_us / 1e6 : kUnknownRuntimeChargeS);
+    double charge = gpus * (j.runtime_us > 0 ? j.runtime_us / 1e6 : kUnknownRuntimeChargeS);
     proj.share += charge / proj.weight;
     users_[j.user].usage += charge;
     decision_.admitted.push_back(std::move(a));

@@ -10,7 +10,9 @@
 //     weight goes next — and inside a project, users likewise; ties by
 //     queued time, then id. Modes kFifo and kStrictPriority replace this with
 //     queued time, or priority then queued time (the baselines of the
-//     simulator's comparison table).
+//     simulator's comparison table). Each admission charges its project and
+//     user gpus × expected runtime (gpus × 3600 s when the runtime is
+//     unknown) for the rest of the cycle, so projects take turns.
 //  2. Quota (Kueue's cohort idea; the whole cluster is one cohort). A
 //     project may use its nominal GPUs, and borrow idle GPUs beyond them up to
 //     its borrowing limit. A job that would exceed nominal + limit waits with
@@ -24,7 +26,10 @@
 //  4. Preemption, when a job does not fit. Victims are running preemptible
 //     jobs that are either of a lower priority class (when the job's class
 //     may preempt), or borrowing beyond their project's nominal share while
-//     the job's project is within its nominal share (reclaim). On the node
+//     the job's project is within its nominal share (reclaim). As in Kueue,
+//     a lower-priority victim of another project must itself be borrowing:
+//     a project within its nominal share is never preempted by a borrower.
+//     Classes with kNever preempt neither way. On the node
 //     (or nodes) needing the fewest victims — lowest priority first, then
 //     the most recently started — the victims are named in the Decision;
 //     the job itself waits (kPreempting) until they are gone, and no GPU
@@ -33,8 +38,10 @@
 //     preempt holds a reservation: the earliest time at which, by the
 //     running jobs' expected end times, enough GPUs free up on some node(s).
 //     A later job may still start now if it fits and either ends (by its
-//     runtime estimate) before the reservation starts or uses none of the
-//     reserved GPUs. Jobs without an estimate only use unreserved GPUs.
+//     runtime estimate, from ClusterState::now_us) before the reservation
+//     starts or uses none of the reserved GPUs. Jobs without an estimate
+//     only use unreserved GPUs; running jobs without expected_end_us count
+//     as never ending.
 //     With backfill off (and in the baseline modes), nothing behind the
 //     blocked job starts (kBehindJob).
 //
@@ -58,7 +65,8 @@ struct PriorityClass {
   std::string name;  // "prod"
   int value = 0;     // higher goes first
   PreemptionPolicy preemption = PreemptionPolicy::kPreemptLowerPriority;
-  bool preemptible_default = false;  // jobs of this class may be preempted unless they say otherwise
+  bool preemptible_default =
+      false;  // jobs of this class may be preempted unless they say otherwise
 };
 
 // The defaults: prod (1000, preempts, not preemptible), dev (100, preempts
@@ -91,9 +99,9 @@ struct PolicyConfig {
 struct Node {
   std::string name;
   int gpus = 0;
-  std::string gpu_type;  // "" when unknown
-  int cpus = 0;          // 0: not tracked
-  int64_t memory_mb = 0; // 0: not tracked
+  std::string gpu_type;   // "" when unknown
+  int cpus = 0;           // 0: not tracked
+  int64_t memory_mb = 0;  // 0: not tracked
   bool schedulable = true;
 };
 
@@ -103,7 +111,7 @@ struct Resources {
   std::string gpu_type;  // "" = any
   int cpus = 0;
   int64_t memory_mb = 0;
-  int nodes = 1;  // > 1: gpus split evenly over that many nodes (gpus % nodes == 0)
+  int nodes = 1;  // > 1: gpus (and cpus, memory) split evenly over that many nodes
 };
 
 struct PendingJob {
@@ -112,8 +120,8 @@ struct PendingJob {
   std::string priority_class;  // must name a configured class
   Resources resources;
   bool preemptible = false;
-  int64_t queued_us = 0;             // when it (last) entered the queue
-  int64_t expected_runtime_us = 0;   // estimate for backfill; 0 = unknown
+  int64_t queued_us = 0;            // when it (last) entered the queue
+  int64_t expected_runtime_us = 0;  // estimate for backfill; 0 = unknown
 };
 
 // GPUs of one node given to a job.
@@ -156,28 +164,28 @@ struct ClusterState {
 };
 
 enum class WaitCode {
-  kQuota,          // would exceed nominal + borrowing limit
-  kNoFit,          // no node (set) has the resources free now
-  kPreempting,     // victims named in this cycle must go first
-  kReservation,    // would delay the reserved head job
-  kBehindJob,      // FIFO / strict priority / no backfill: behind a blocked job
-  kNeverFits,      // no node could hold it even when empty
-  kUnknownClass,   // priority class not configured
+  kQuota,         // would exceed nominal + borrowing limit
+  kNoFit,         // no node (set) has the resources free now
+  kPreempting,    // victims named in this cycle must go first
+  kReservation,   // would delay the reserved head job
+  kBehindJob,     // FIFO / strict priority / no backfill: behind a blocked job
+  kNeverFits,     // no node could hold it even when empty
+  kUnknownClass,  // priority class not configured
 };
 
 struct WaitReason {
   WaitCode code = WaitCode::kNoFit;
-  std::string other_job;      // kPreempting: unused; kReservation/kBehindJob: the blocked job
-  int64_t position = 0;       // 1-based position in this cycle's order
-  int project_used_gpus = 0;  // kQuota: the project's GPUs in use (incl. admitted this cycle)
-  int project_limit_gpus = 0; // kQuota: nominal + borrowing limit
-  int max_free_gpus = 0;      // kNoFit: the most free GPUs on one eligible node
-  int64_t reservation_us = 0; // kReservation: when the blocked job is expected to start
-  double fair_share_usage = 0; // the project's normalized usage when it was ordered
-  int project_nominal_gpus = 0;  // kQuota: the nominal part of project_limit_gpus
-  int victims = 0;               // kPreempting: how many running jobs are being stopped
-  int64_t reservation_in_us = 0; // kReservation: reservation_us - now_us (0: unknown)
-  std::string detail;            // kNeverFits: NeverFits's sentence; kUnknownClass: the class
+  std::string other_job;          // kPreempting: unused; kReservation/kBehindJob: the blocked job
+  int64_t position = 0;           // 1-based position in this cycle's order
+  int project_used_gpus = 0;      // kQuota: the project's GPUs in use (incl. admitted this cycle)
+  int project_limit_gpus = 0;     // kQuota: nominal + borrowing limit
+  int max_free_gpus = 0;          // kNoFit: the most free GPUs on one eligible node
+  int64_t reservation_us = 0;     // kReservation: when the blocked job is expected to start
+  double fair_share_usage = 0;    // the project's normalized usage when it was ordered
+  int project_nominal_gpus = 0;   // kQuota: the nominal part of project_limit_gpus
+  int victims = 0;                // kPreempting: how many running jobs are being stopped
+  int64_t reservation_in_us = 0;  // kReservation: reservation_us - now_us (0: unknown)
+  std::string detail;             // kNeverFits: NeverFits's sentence; kUnknownClass: the class
 };
 
 struct Admission {
@@ -193,7 +201,7 @@ struct Preemption {
 };
 
 struct Decision {
-  std::vector<Admission> admitted;        // in admission order
+  std::vector<Admission> admitted;  // in admission order
   std::vector<Preemption> preempted;
   std::map<std::string, WaitReason> waiting;  // every pending job not admitted
 };

@@ -70,8 +70,8 @@ enum Column {
   kColumns
 };
 constexpr std::string_view kColumnNames[kColumns] = {
-    "job_id", "submit_s", "duration_s",     "gpus",        "nodes",
-    "project", "user",    "priority_class", "preemptible", "gpu_type"};
+    "job_id",  "submit_s", "duration_s",     "gpus",        "nodes",
+    "project", "user",     "priority_class", "preemptible", "gpu_type"};
 
 }  // namespace
 
@@ -98,8 +98,9 @@ core::Result<std::vector<TraceJob>> ParseTrace(std::string_view csv) {
         if (it == std::end(kColumnNames))
           return InvalidArgument(
               fmt::format("trace line {}, column {}: unknown column \"{}\" (expected {})", line_no,
-                          i + 1, fields[i], "job_id,submit_s,duration_s,gpus,nodes,project,user,"
-                                            "priority_class,preemptible[,gpu_type]"),
+                          i + 1, fields[i],
+                          "job_id,submit_s,duration_s,gpus,nodes,project,user,"
+                          "priority_class,preemptible[,gpu_type]"),
               "trace");
         int c = static_cast<int>(it - std::begin(kColumnNames));
         if (where[c] >= 0)
@@ -110,10 +111,9 @@ core::Result<std::vector<TraceJob>> ParseTrace(std::string_view csv) {
       }
       for (int c = 0; c < kColumns; ++c)
         if (where[c] < 0 && c != kGpuType)
-          return InvalidArgument(
-              fmt::format("trace line {}: the header has no column \"{}\"", line_no,
-                          kColumnNames[c]),
-              "trace");
+          return InvalidArgument(fmt::format("trace line {}: the header has no column \"{}\"",
+                                             line_no, kColumnNames[c]),
+                                 "trace");
       continue;
     }
     if (fields.size() != header.size())
@@ -198,13 +198,11 @@ std::string Seconds(int64_t us) {
 
 std::string FormatTrace(const std::vector<TraceJob>& jobs) {
   bool typed = std::any_of(jobs.begin(), jobs.end(), [](auto& j) { return !j.gpu_type.empty(); });
-  std::string out =
-      "job_id,submit_s,duration_s,gpus,nodes,project,user,priority_class,preemptible";
+  std::string out = "job_id,submit_s,duration_s,gpus,nodes,project,user,priority_class,preemptible";
   out += typed ? ",gpu_type\n" : "\n";
   for (const TraceJob& j : jobs) {
     out += fmt::format("{},{},{},{},{},{},{},{},{}", j.id, Seconds(j.submit_us),
-                       Seconds(j.duration_us), j.gpus, j.nodes, j.project, j.user,
-                       j.priority_class,
+                       Seconds(j.duration_us), j.gpus, j.nodes, j.project, j.user, j.priority_class,
                        j.preemptible ? (*j.preemptible ? "true" : "false") : "");
     if (typed)
       out += "," + j.gpu_type;
@@ -271,7 +269,8 @@ std::vector<TraceJob> GenerateTrace(const TraceGenOptions& o) {
     j.submit_us = static_cast<int64_t>(std::llround(t)) * 1000000;
     int p = Pick(rng, project_weights);
     j.project = fmt::format("p{}", p + 1);
-    j.user = fmt::format("u{}", 1 + static_cast<int>(Uniform(rng) * std::max(1, o.users_per_project)));
+    j.user =
+        fmt::format("u{}", 1 + static_cast<int>(Uniform(rng) * std::max(1, o.users_per_project)));
     j.priority_class = classes[Pick(rng, class_weights)];
     int g = Pick(rng, gpu_weights);
     j.gpus = gpu_counts[g];
@@ -340,10 +339,11 @@ core::Result<std::vector<Node>> ParseClusterSpec(std::string_view spec) {
 
 core::Result<ProjectQuota> ParseQuotaSpec(std::string_view spec) {
   auto bad = [&](std::string_view why) {
-    return InvalidArgument(fmt::format("quota \"{}\": {} (expected "
-                                       "PROJECT=NOMINAL[:BORROWING_LIMIT[:WEIGHT]], e.g. risk=8:4:2)",
-                                       spec, why),
-                           "quota");
+    return InvalidArgument(
+        fmt::format("quota \"{}\": {} (expected "
+                    "PROJECT=NOMINAL[:BORROWING_LIMIT[:WEIGHT]], e.g. risk=8:4:2)",
+                    spec, why),
+        "quota");
   };
   size_t eq = spec.find('=');
   if (eq == std::string_view::npos)
@@ -428,8 +428,8 @@ core::Result<PolicyMode> ParsePolicyMode(std::string_view name) {
     return PolicyMode::kFifo;
   if (name == "strict")
     return PolicyMode::kStrictPriority;
-  return InvalidArgument(
-      fmt::format("policy \"{}\": expected kervan, fifo or strict", name), "policy");
+  return InvalidArgument(fmt::format("policy \"{}\": expected kervan, fifo or strict", name),
+                         "policy");
 }
 
 namespace {
@@ -651,8 +651,8 @@ core::Result<SimulationReport> Simulate(const std::vector<TraceJob>& trace,
         last_cycle == INT64_MIN ? next_event : std::max(next_event, last_cycle + options.cycle_us);
     // Events up to the cycle, in time order (completions first on ties).
     for (;;) {
-      int64_t arrival = next_arrival < order.size() ? trace[order[next_arrival]].submit_us
-                                                    : INT64_MAX;
+      int64_t arrival =
+          next_arrival < order.size() ? trace[order[next_arrival]].submit_us : INT64_MAX;
       while (!completions.empty()) {
         auto [end, ji, gen] = completions.top();
         if (jobs[ji].generation == gen && jobs[ji].running_slot >= 0)
@@ -677,8 +677,8 @@ core::Result<SimulationReport> Simulate(const std::vector<TraceJob>& trace,
         advance(arrival);
         SimJob& j = jobs[ji];
         if (j.cls < 0) {
-          rejected_reason[ji] = fmt::format("priority class \"{}\" is not configured",
-                                            j.t->priority_class);
+          rejected_reason[ji] =
+              fmt::format("priority class \"{}\" is not configured", j.t->priority_class);
           continue;
         }
         auto key = std::make_tuple(j.t->gpus, j.t->nodes, j.t->gpu_type);
@@ -820,9 +820,17 @@ std::string Table(const std::vector<std::string>& header,
 }
 
 std::vector<std::string> StatsRow(const GroupStats& g) {
-  return {g.name,         std::to_string(g.jobs), Dur(g.avg_jct_s),   Dur(g.p50_jct_s),
-          Dur(g.p95_jct_s), Dur(g.p99_jct_s),     Dur(g.avg_queue_s), Dur(g.p50_queue_s),
-          Dur(g.p95_queue_s), Dur(g.p99_queue_s), fmt::format("{:.2f}", g.mean_slowdown)};
+  return {g.name,
+          std::to_string(g.jobs),
+          Dur(g.avg_jct_s),
+          Dur(g.p50_jct_s),
+          Dur(g.p95_jct_s),
+          Dur(g.p99_jct_s),
+          Dur(g.avg_queue_s),
+          Dur(g.p50_queue_s),
+          Dur(g.p95_queue_s),
+          Dur(g.p99_queue_s),
+          fmt::format("{:.2f}", g.mean_slowdown)};
 }
 
 core::Json StatsJson(const GroupStats& g) {
@@ -850,8 +858,8 @@ std::string FormatReport(const SimulationReport& r) {
       100 * r.gpu_utilization, r.preemptions, r.lost_gpu_hours, r.cycles, r.fairness);
   for (const std::string& e : r.rejected_examples)
     out += "  rejected " + e + "\n";
-  const std::vector<std::string> header = {"",         "jobs",     "avg JCT",   "p50 JCT",
-                                           "p95 JCT",  "p99 JCT",  "avg queue", "p50 queue",
+  const std::vector<std::string> header = {"",          "jobs",      "avg JCT",   "p50 JCT",
+                                           "p95 JCT",   "p99 JCT",   "avg queue", "p50 queue",
                                            "p95 queue", "p99 queue", "slowdown"};
   std::vector<std::vector<std::string>> rows = {StatsRow(r.overall)};
   for (const auto& g : r.by_class)
@@ -902,8 +910,8 @@ std::string FormatComparison(const std::vector<SimulationReport>& reports) {
                     std::to_string(r.completed)});
   }
   std::string c = first_class.empty() ? "top class" : first_class;
-  return Table({"policy", "avg JCT", "p99 queue", "avg queue " + c, "p99 queue " + c,
-                "utilization", "fairness", "preemptions", "completed"},
+  return Table({"policy", "avg JCT", "p99 queue", "avg queue " + c, "p99 queue " + c, "utilization",
+                "fairness", "preemptions", "completed"},
                rows);
 }
 

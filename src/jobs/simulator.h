@@ -57,7 +57,7 @@ struct TraceGenOptions {
   double dev_share = 0.40;
   // Poisson arrivals with this mean gap, modulated by a day/night cycle
   // (rate × (1 + 0.5·sin(2π·t/day))) when `diurnal`.
-  double mean_interarrival_s = 20;
+  double mean_interarrival_s = 25;
   bool diurnal = true;
   // Durations: log-normal (heavy-tailed), median and sigma of the log, capped.
   double median_duration_s = 1200;
@@ -107,16 +107,16 @@ struct GroupStats {
 };
 
 struct SimulationReport {
-  std::string policy;  // "kervan", "fifo", "strict"
+  std::string policy;   // "kervan", "fifo", "strict"
   std::string cluster;  // "128 nodes, 1024 GPUs"
-  int64_t jobs = 0;       // in the trace
+  int64_t jobs = 0;     // in the trace
   int64_t completed = 0;
-  int64_t rejected = 0;   // never fit the cluster or name an unknown class
-  int64_t unfinished = 0; // still waiting when nothing could change (e.g. over quota forever)
+  int64_t rejected = 0;    // never fit the cluster or name an unknown class
+  int64_t unfinished = 0;  // still waiting when nothing could change (e.g. over quota forever)
   std::vector<std::string> rejected_examples;  // at most 5 "id: why"
-  double makespan_s = 0;        // first submission to last completion
-  double gpu_utilization = 0;   // busy GPU-seconds (incl. preempted work) / (GPUs × makespan)
-  double lost_gpu_hours = 0;    // work thrown away by preemption
+  double makespan_s = 0;                       // first submission to last completion
+  double gpu_utilization = 0;  // busy GPU-seconds (incl. preempted work) / (GPUs × makespan)
+  double lost_gpu_hours = 0;   // work thrown away by preemption
   int64_t preemptions = 0;
   int64_t cycles = 0;
   // Jain's index over projects of x_p = 1 / mean bounded slowdown of p:
@@ -135,8 +135,7 @@ struct SimulationReport {
 // are rejected at submission (as the server does) and left out of the
 // statistics. kInvalidArgument when the cluster is empty or the trace is.
 core::Result<SimulationReport> Simulate(const std::vector<TraceJob>& trace,
-                                        const std::vector<Node>& nodes,
-                                        const PolicyConfig& config,
+                                        const std::vector<Node>& nodes, const PolicyConfig& config,
                                         const SimulationOptions& options);
 
 // Jain's fairness index (Σx)²/(n·Σx²); 0 for an empty or all-zero input.

@@ -20,7 +20,7 @@ using namespace std::chrono_literals;
 ServerProcessOptions JobServer() {
   return {.extra_args = {"--set", "jobs.virtual_gpus=4", "--set", "jobs.cycle_ms=50", "--set",
                          "jobs.termination_grace_ms=500", "--set", "jobs.backoff_base_ms=50",
-                         "--set", "jobs.quotas=vision=2:0"}};
+                         "--set", "jobs.quotas=burst=2:1,vision=2:0"}};
 }
 
 class JobsApi : public ::testing::Test {
@@ -30,8 +30,9 @@ class JobsApi : public ::testing::Test {
     http::Client admin = server_.client();
     ASSERT_EQ(Post(admin, "/api/v1/projects", {{"name", "risk"}}).status, 201);
     ASSERT_EQ(Post(admin, "/api/v1/projects", {{"name", "vision"}}).status, 201);
+    ASSERT_EQ(Post(admin, "/api/v1/projects", {{"name", "burst"}}).status, 201);
     ASSERT_EQ(Post(admin, "/api/v1/principals", {{"name", "user:alice"}}).status, 201);
-    for (const char* project : {"risk", "vision"}) {
+    for (const char* project : {"risk", "vision", "burst"}) {
       ASSERT_EQ(Post(admin, "/api/v1/principals/user:alice/roles",
                      {{"role", "scientist"}, {"project", project}})
                     .status,
@@ -180,6 +181,89 @@ TEST_F(JobsApi, ExplainAndCancel) {
   EXPECT_EQ(again.status, 200);
   Reply twice = Post(*alice_, "/api/v1/jobs/" + next_id + "/cancel", {{"reason", "done"}});
   EXPECT_EQ(twice.status, 409) << twice.Describe();
+}
+
+TEST_F(JobsApi, QuotasHoldUnderABurstAndTheOtherProjectsShareStaysAvailable) {
+  // burst: nominal 2, may borrow 1. Four one-GPU jobs: three run, one waits.
+  std::vector<std::string> burst;
+  for (int i = 0; i < 4; ++i) {
+    Json j =
+        Submit({{"project", "burst"}, {"command", {"sleep", "60"}}, {"resources", {{"gpus", 1}}}});
+    burst.push_back(j["id"]);
+  }
+  auto count = [&](const std::string& state) {
+    int n = 0;
+    for (const auto& id : burst)
+      n += State(id) == state;
+    return n;
+  };
+  for (int i = 0; i < 200 && count("Running") < 3; ++i)
+    std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(count("Running"), 3);
+  std::this_thread::sleep_for(200ms);  // a few more cycles: still three
+  EXPECT_EQ(count("Running"), 3);
+  for (const auto& id : burst) {
+    if (State(id) != "Queued")
+      continue;
+    Reply why = Get(*alice_, "/api/v1/jobs/" + id + "/explain");
+    EXPECT_EQ(why.body["reason"]["code"], "quota") << why.raw;
+    EXPECT_EQ(why.body["reason"]["project_limit_gpus"], 3) << why.raw;
+  }
+  // vision's nominal 2 GPUs are there for it: the borrowed one is reclaimed,
+  // and both vision jobs run at the same time.
+  std::vector<std::string> vision;
+  for (int i = 0; i < 2; ++i) {
+    Json j =
+        Submit({{"project", "vision"}, {"command", {"sleep", "60"}}, {"resources", {{"gpus", 1}}}});
+    vision.push_back(j["id"]);
+  }
+  for (const auto& id : vision)
+    ASSERT_TRUE(WaitFor(id, "Running"));
+  EXPECT_EQ(count("Running"), 2);
+  int reclaimed = 0;
+  for (const auto& id : burst) {
+    Reply events = Get(*alice_, "/api/v1/events?kind=job&project=burst&id=" + id);
+    for (const auto& e : events.body["events"]) {
+      if (e["type"] == "job.preempted") {
+        EXPECT_EQ(e["data"]["data"]["why"], "reclaim") << e.dump();
+        ++reclaimed;
+      }
+    }
+  }
+  EXPECT_EQ(reclaimed, 1);
+}
+
+TEST_F(JobsApi, RetriesDeadlineAndTtl) {
+  Json flaky = Submit({{"project", "risk"},
+                       {"command", {"/bin/sh", "-c", "echo try $KERVAN_ATTEMPT; exit 3"}},
+                       {"backoff_limit", 2}});
+  Json slow = Submit({{"project", "risk"},
+                      {"command", {"sleep", "60"}},
+                      {"active_deadline_s", 1},
+                      {"backoff_limit", 2}});
+  Json done = Submit({{"project", "risk"},
+                      {"command", {"/bin/sh", "-c", "echo w > $KERVAN_SCRATCH_DIR/weights"}},
+                      {"ttl_after_finished_s", 1}});
+  auto final_of = [&](const std::string& id) {
+    for (int i = 0; i < 300; ++i) {
+      Reply r = Get(*alice_, "/api/v1/jobs/" + id);
+      if (r.body.contains("finished_time") &&
+          (id != done["id"] || r.body.value("scratch_removed", false)))
+        return r.body;
+      std::this_thread::sleep_for(50ms);
+    }
+    return Json();
+  };
+  Json f = final_of(flaky["id"]);
+  EXPECT_EQ(f["state"], "Failed") << f.dump();
+  EXPECT_EQ(f["attempts"], 3) << f.dump();  // 1 + backoff_limit retries, then no more
+  Json s = final_of(slow["id"]);
+  EXPECT_EQ(s["state"], "Failed") << s.dump();
+  EXPECT_EQ(s["attempts"], 1) << s.dump();  // a deadline is not retried
+  EXPECT_NE(s.value("failure", "").find("DeadlineExceeded"), std::string::npos) << s.dump();
+  Json d = final_of(done["id"]);
+  EXPECT_EQ(d["state"], "Succeeded") << d.dump();
+  EXPECT_EQ(d.value("scratch_removed", false), true) << d.dump();
 }
 
 TEST_F(JobsApi, AServerRestartWhileJobsRunLosesNone) {

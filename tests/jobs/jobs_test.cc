@@ -278,6 +278,25 @@ TEST_P(JobsTest, ProdPreemptsDevWhichIsRequeuedAndLaterCompletes) {
                                 "job.requeued", "job.admitted", "job.started", "job.succeeded"}));
 }
 
+TEST_P(JobsTest, NoFreshVictimsWhileTheFirstOneIsStillStopping) {
+  // Both dev jobs take a second to stop after SIGTERM; several cycles pass
+  // meanwhile, and none of them may pick the second dev job as well.
+  const std::string slow_stop =
+      "trap 'sleep 1; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+  Job dev1 = Submit(Spec(slow_stop, 2));
+  Job dev2 = Submit(Spec(slow_stop, 2));
+  ASSERT_TRUE(CycleUntil([&] {
+    return Log(dev1.id).find("ready") != std::string::npos &&
+           Log(dev2.id).find("ready") != std::string::npos;
+  }));
+  Job prod = Submit(Spec("echo prod", 2, "prod"));
+  ASSERT_TRUE(CycleUntil([&] { return StateOf(prod.id) == kSucceeded; }));
+  int preemptions = jobs_->GetJob(dev1.id)->preemptions + jobs_->GetJob(dev2.id)->preemptions;
+  EXPECT_EQ(preemptions, 1);
+  auto why = jobs_->Explain(prod.id);
+  ASSERT_TRUE(why);
+}
+
 TEST_P(JobsTest, QuotaBorrowingIsReclaimedWhenTheOwnerNeedsItsShare) {
   quotas_ = {{.project = "risk", .nominal_gpus = 2, .borrowing_limit = 1},
              {.project = "vision", .nominal_gpus = 2, .borrowing_limit = 0}};

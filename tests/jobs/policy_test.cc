@@ -97,11 +97,11 @@ TEST(Policy, ProdPreemptsDevWhenFullAndVictimGpusAreNotReused) {
 
 TEST(Policy, PreemptionPicksFewestVictimsLowestPriorityMostRecent) {
   PolicyConfig config;
-  auto cluster = Cluster({N("n0", 8), N("n1", 8)},
-                         {R("a", "x", "dev", true, "n0", Range(0, 4), 10),
-                          R("b", "x", "dev", true, "n0", Range(4, 8), 20),
-                          R("c", "x", "batch", true, "n1", Range(0, 4), 10),
-                          R("d", "x", "batch", true, "n1", Range(4, 8), 5)});
+  auto cluster =
+      Cluster({N("n0", 8), N("n1", 8)}, {R("a", "x", "dev", true, "n0", Range(0, 4), 10),
+                                         R("b", "x", "dev", true, "n0", Range(4, 8), 20),
+                                         R("c", "x", "batch", true, "n1", Range(0, 4), 10),
+                                         R("d", "x", "batch", true, "n1", Range(4, 8), 5)});
   // 4 GPUs: one victim on either node; batch before dev; the newer batch job.
   Decision d = Schedule(config, cluster, {P("p", "y", "prod", 4, 1)}, {});
   ASSERT_EQ(d.preempted.size(), 1u);
@@ -115,8 +115,7 @@ TEST(Policy, PreemptionPicksFewestVictimsLowestPriorityMostRecent) {
 
 TEST(Policy, BatchClassNeverPreempts) {
   PolicyConfig config;
-  config.priority_classes.push_back(
-      {.name = "scavenger", .value = 1, .preemptible_default = true});
+  config.priority_classes.push_back({.name = "scavenger", .value = 1, .preemptible_default = true});
   auto cluster = Cluster({N("n0", 4)}, {R("s", "x", "scavenger", true, "n0", Range(0, 4))});
   Decision d = Schedule(config, cluster, {P("b", "y", "batch", 4, 1)}, {});
   EXPECT_TRUE(d.preempted.empty());
@@ -175,10 +174,10 @@ TEST(Policy, ReclaimPreemptsBorrowerWhenOwnerComesBack) {
   PolicyConfig config;
   config.quotas = {{.project = "a", .nominal_gpus = 4, .borrowing_limit = 4},
                    {.project = "b", .nominal_gpus = 4, .borrowing_limit = 4}};
-  auto cluster = Cluster({N("n0", 8)}, {R("a1", "a", "dev", true, "n0", {0, 1}, 10),
-                                        R("a2", "a", "dev", true, "n0", {2, 3}, 20),
-                                        R("a3", "a", "dev", true, "n0", {4, 5}, 30),
-                                        R("a4", "a", "dev", true, "n0", {6, 7}, 40)});
+  auto cluster = Cluster(
+      {N("n0", 8)},
+      {R("a1", "a", "dev", true, "n0", {0, 1}, 10), R("a2", "a", "dev", true, "n0", {2, 3}, 20),
+       R("a3", "a", "dev", true, "n0", {4, 5}, 30), R("a4", "a", "dev", true, "n0", {6, 7}, 40)});
   std::vector<PendingJob> pending = {P("b1", "b", "dev", 2, 50)};
   Decision d = Schedule(config, cluster, pending, {});
   ASSERT_EQ(d.preempted.size(), 1u);
@@ -208,8 +207,8 @@ TEST(Policy, FairShareBetweenProjectsAtEqualPriority) {
   auto cluster = Cluster({N("n0", 1)});
   Usage usage;
   usage.by_project["a"] = 1000;
-  Decision d = Schedule(config, cluster, {P("a1", "a", "dev", 1, 1), P("b1", "b", "dev", 1, 2)},
-                        usage);
+  Decision d =
+      Schedule(config, cluster, {P("a1", "a", "dev", 1, 1), P("b1", "b", "dev", 1, 2)}, usage);
   EXPECT_EQ(AdmittedIds(d), std::vector<std::string>{"b1"});
   EXPECT_DOUBLE_EQ(d.waiting.at("a1").fair_share_usage, 1000);
   // The weight divides: a with weight 10 has normalized usage 100 < 200.
@@ -236,10 +235,9 @@ TEST(Policy, FairShareBetweenUsersInAProject) {
   auto cluster = Cluster({N("n0", 1)});
   Usage usage;
   usage.by_user["a/alice"] = 500;
-  Decision d = Schedule(config, cluster,
-                        {P("j1", "a", "dev", 1, 1, 0, 1, "alice"),
-                         P("j2", "a", "dev", 1, 2, 0, 1, "bob")},
-                        usage);
+  Decision d = Schedule(
+      config, cluster,
+      {P("j1", "a", "dev", 1, 1, 0, 1, "alice"), P("j2", "a", "dev", 1, 2, 0, 1, "bob")}, usage);
   EXPECT_EQ(AdmittedIds(d), std::vector<std::string>{"j2"});
 }
 
@@ -262,8 +260,8 @@ TEST(Policy, GangOnOneNodeBestFitLowestIndices) {
 
 TEST(Policy, MultiNodeGangGetsEqualShareOnDistinctNodes) {
   PolicyConfig config;
-  auto cluster = Cluster({N("n0", 8), N("n1", 8), N("n2", 8)},
-                         {R("r0", "x", "prod", false, "n1", {0})});
+  auto cluster =
+      Cluster({N("n0", 8), N("n1", 8), N("n2", 8)}, {R("r0", "x", "prod", false, "n1", {0})});
   Decision d = Schedule(config, cluster, {P("g", "y", "dev", 16, 1, 0, 2)}, {});
   ASSERT_EQ(d.admitted.size(), 1u);
   ASSERT_EQ(d.admitted[0].allocation.size(), 2u);
@@ -371,8 +369,7 @@ TEST(Policy, StrictPriorityOrdersByClassThenBlocks) {
 TEST(Policy, NeverFitsSentences) {
   std::vector<Node> nodes = {N("n0", 8), N("n1", 8)};
   EXPECT_EQ(NeverFits(nodes, {.gpus = 8}), std::nullopt);
-  EXPECT_EQ(NeverFits(nodes, {.gpus = 16}),
-            "asks for 16 GPUs on one node; the largest node has 8");
+  EXPECT_EQ(NeverFits(nodes, {.gpus = 16}), "asks for 16 GPUs on one node; the largest node has 8");
   EXPECT_EQ(NeverFits(nodes, {.gpus = 24, .nodes = 3}),
             "asks for 8 GPUs on each of 3 nodes; only 2 schedulable nodes have that many");
   EXPECT_EQ(NeverFits(nodes, {.gpus = 3, .nodes = 2}),
@@ -417,11 +414,10 @@ TEST(Policy, ExplainNoFitAndPreempting) {
 TEST(Policy, PreemptionSearchesAreBounded) {
   PolicyConfig config;
   config.max_preemption_searches = 1;
-  auto cluster = Cluster({N("n0", 4), N("n1", 4)},
-                         {R("d0", "x", "dev", true, "n0", Range(0, 4)),
-                          R("d1", "x", "dev", true, "n1", Range(0, 4))});
-  Decision d = Schedule(config, cluster, {P("p0", "y", "prod", 4, 1), P("p1", "y", "prod", 4, 2)},
-                        {});
+  auto cluster = Cluster({N("n0", 4), N("n1", 4)}, {R("d0", "x", "dev", true, "n0", Range(0, 4)),
+                                                    R("d1", "x", "dev", true, "n1", Range(0, 4))});
+  Decision d =
+      Schedule(config, cluster, {P("p0", "y", "prod", 4, 1), P("p1", "y", "prod", 4, 2)}, {});
   EXPECT_EQ(d.preempted.size(), 1u);
   EXPECT_EQ(d.waiting.at("p1").code, WaitCode::kNoFit);
   config.max_preemption_searches = 64;
@@ -460,9 +456,9 @@ TEST(Policy, DeterministicRegardlessOfInputOrder) {
   std::vector<PendingJob> pending;
   for (int i = 0; i < 300; ++i) {
     const char* cls[] = {"prod", "dev", "batch"};
-    pending.push_back(P("j" + std::to_string(i), "p" + std::to_string(rng() % 4),
-                        cls[rng() % 3], 1 << (rng() % 4), int64_t(rng() % 100) * kSec,
-                        int64_t(rng() % 2000) * kSec, 1, "u" + std::to_string(rng() % 3)));
+    pending.push_back(P("j" + std::to_string(i), "p" + std::to_string(rng() % 4), cls[rng() % 3],
+                        1 << (rng() % 4), int64_t(rng() % 100) * kSec, int64_t(rng() % 2000) * kSec,
+                        1, "u" + std::to_string(rng() % 3)));
   }
   PolicyConfig config;
   config.quotas = {{.project = "p0", .nominal_gpus = 40, .borrowing_limit = 20},
