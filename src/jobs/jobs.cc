@@ -609,7 +609,7 @@ Status Jobs::RunCycle() {
   }
 
   // 4. The policy's inputs.
-  ClusterState cluster{.nodes = nodes_};
+  ClusterState cluster{.nodes = nodes_, .now_us = now};
   Usage usage;
   int64_t half_life = options_.fair_share_half_life_s * 1000000;
   for (const auto& [k, v] : state_->usage.by_project)
