@@ -271,6 +271,14 @@ Status Jobs::Recover() {
                                                       {"job.id", o.job_id},
                                                       {"job.attempt", o.attempt.number},
                                                       {"job.external_id", o.attempt.external_id}});
+      // An attempt that was being stopped when the server went down is
+      // stopped again: the SIGKILL after the grace period is the new
+      // server's to send.
+      auto job = GetJob(o.job_id);
+      if (job && (job->state == kPreempted || job->state == kCancelled)) {
+        state_->stopping[o.attempt.external_id] = job->state == kPreempted ? "preempt" : "cancel";
+        (void)executor_->Terminate(o.attempt.external_id, options_.termination_grace);
+      }
       continue;
     }
     std::string why =
@@ -444,6 +452,7 @@ Result<Job> Jobs::Cancel(const std::string& id, const std::string& reason,
     }
   }
   state_->waiting.erase(id);
+  state_->awaiting_victims.erase(id);
   return GetJob(id);
 }
 
