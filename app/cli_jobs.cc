@@ -7,66 +7,24 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include "app/cli_commands.h"
+#include "jobs/jobs.h"
 
 namespace kervan::app {
 namespace {
 
-// YAML -> JSON. Plain scalars become booleans, numbers or null as YAML 1.2's
-// core schema reads them; quoted scalars stay strings.
-Json YamlToJson(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Sequence: {
-      Json out = Json::array();
-      for (const auto& item : node)
-        out.push_back(YamlToJson(item));
-      return out;
-    }
-    case YAML::NodeType::Map: {
-      Json out = Json::object();
-      for (const auto& kv : node)
-        out[kv.first.as<std::string>()] = YamlToJson(kv.second);
-      return out;
-    }
-    case YAML::NodeType::Scalar:
-      break;
-  }
-  const std::string& text = node.Scalar();
-  if (node.Tag() != "?")
-    return text;  // quoted
-  if (text == "true" || text == "True" || text == "TRUE")
-    return true;
-  if (text == "false" || text == "False" || text == "FALSE")
-    return false;
-  if (text == "~" || text == "null" || text == "Null" || text == "NULL")
-    return nullptr;
-  Json number = Json::parse(text, nullptr, false);
-  if (number.is_number())
-    return number;
-  return text;
-}
-
-// A job spec file: JSON, or YAML (by content: JSON is tried first).
+// A job spec file: JSON or YAML (jobs::ParseSpecDocument).
 core::Result<Json> ReadSpecFile(const std::string& path) {
   std::ifstream in(path);
   if (!in)
     return core::InvalidArgument(fmt::format("cannot read {}", path), "file");
   std::stringstream text;
   text << in.rdbuf();
-  Json json = Json::parse(text.str(), nullptr, false);
-  if (!json.is_discarded())
-    return json;
-  try {
-    return YamlToJson(YAML::Load(text.str()));
-  } catch (const YAML::Exception& e) {
-    return core::InvalidArgument(fmt::format("{}: not valid YAML or JSON: {}", path, e.what()),
-                                 "file");
-  }
+  auto json = jobs::ParseSpecDocument(text.str());
+  if (!json)
+    return core::InvalidArgument(fmt::format("{}: {}", path, json.error().message), "file");
+  return json;
 }
 
 std::string Allocation(const Json& attempt) {

@@ -84,6 +84,12 @@ struct JobSpec {
   static Result<JobSpec> FromJson(const Json& json);
 };
 
+// A spec document as JSON: JSON text as it is, otherwise YAML (plain
+// scalars read as YAML 1.2's core schema: true/false, numbers, null;
+// quoted ones stay strings). kInvalidArgument (field "body") when it is
+// neither, with the YAML parser's line and column.
+Result<Json> ParseSpecDocument(std::string_view text);
+
 // Priority classes as one config string: comma-separated
 // "name=value[:never][:preemptible]" ("never": may not preempt lower classes;
 // "preemptible": its jobs may be preempted unless they say otherwise).

@@ -31,9 +31,13 @@ class Api {
     return job;
   }
 
+  // The spec as JSON, or as YAML with Content-Type application/yaml
+  // (also text/yaml, application/x-yaml).
   Result<Json> Submit(const Request& req) {
     RETURN_IF_ERROR(req.CheckQuery({}));
-    ASSIGN_OR_RETURN(Json body, req.JsonBody());
+    std::string type = req.Header("Content-Type");
+    bool yaml = type.find("yaml") != std::string::npos;
+    ASSIGN_OR_RETURN(Json body, yaml ? ParseSpecDocument(req.body) : req.JsonBody());
     ASSIGN_OR_RETURN(JobSpec spec, JobSpec::FromJson(body));
     RETURN_IF_ERROR(auth::ValidateProjectName(spec.project));
     if (auto p = auth_.GetProject(spec.project); !p) {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 #include "jobs/jobs.h"
 
@@ -215,6 +216,61 @@ Result<std::vector<ProjectQuota>> ParseQuotas(std::string_view text) {
     out.push_back(std::move(q));
   }
   return out;
+}
+
+namespace {
+
+Json YamlToJson(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Sequence: {
+      Json out = Json::array();
+      for (const auto& item : node)
+        out.push_back(YamlToJson(item));
+      return out;
+    }
+    case YAML::NodeType::Map: {
+      Json out = Json::object();
+      for (const auto& kv : node)
+        out[kv.first.as<std::string>()] = YamlToJson(kv.second);
+      return out;
+    }
+    case YAML::NodeType::Scalar:
+      break;
+  }
+  const std::string& text = node.Scalar();
+  if (node.Tag() != "?")
+    return text;  // quoted
+  if (text == "true" || text == "True" || text == "TRUE")
+    return true;
+  if (text == "false" || text == "False" || text == "FALSE")
+    return false;
+  if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL")
+    return nullptr;
+  Json number = Json::parse(text, nullptr, false);
+  if (number.is_number())
+    return number;
+  return text;
+}
+
+}  // namespace
+
+Result<Json> ParseSpecDocument(std::string_view text) {
+  if (text.empty())
+    return core::InvalidArgument("the job spec is empty; expected a JSON or YAML document", "body");
+  Json json = Json::parse(text, nullptr, false);
+  if (!json.is_discarded())
+    return json;
+  try {
+    return YamlToJson(YAML::Load(std::string(text)));
+  } catch (const YAML::Exception& e) {
+    return core::InvalidArgument(
+        fmt::format("the job spec is neither JSON nor YAML: line {}, column {}: {}",
+                    e.mark.line + 1, e.mark.column + 1, e.msg),
+        "body");
+  }
 }
 
 Result<JobSpec> JobSpec::FromJson(const Json& json) {

@@ -108,6 +108,22 @@ TEST_F(JobsApi, BadSubmissionsGetTheFieldAndQueueNothing) {
   EXPECT_TRUE(events.body["events"].empty()) << events.raw;
 }
 
+TEST_F(JobsApi, AcceptsAYamlSpec) {
+  Reply r = Call(*alice_, "POST", "/api/v1/jobs",
+                 "project: risk\ncommand: [/bin/sh, -c, 'echo yaml $LR']\nenv: {LR: 0.1}\n",
+                 {{"Content-Type", "application/yaml"}});
+  ASSERT_EQ(r.status, 201) << r.Describe();
+  std::string id = r.body["id"];
+  ASSERT_TRUE(WaitFor(id, "Succeeded"));
+  EXPECT_NE(
+      Get(*alice_, "/api/v1/jobs/" + id + "/logs").body["data"].get<std::string>().find("yaml 0.1"),
+      std::string::npos);
+  Reply bad = Call(*alice_, "POST", "/api/v1/jobs", "command: [unclosed\n",
+                   {{"Content-Type", "application/yaml"}});
+  EXPECT_EQ(bad.status, 400) << bad.Describe();
+  EXPECT_EQ(bad.body["error"]["field"], "body") << bad.raw;
+}
+
 TEST_F(JobsApi, ProdPreemptsDevWhichIsRequeuedAndCompletes) {
   Json dev = Submit({{"name", "dev-train"},
                      {"project", "risk"},

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "../store/backend_fixture.h"
+#include "tracking/tracking.h"
 
 namespace kervan::jobs {
 namespace {
@@ -79,7 +80,7 @@ class JobsTest : public BackendTest {
     BackendTest::TearDown();
   }
 
-  void OpenJobs(Options options = {}) {
+  void OpenJobs(Options options = {}, tracking::Tracking* tracking = nullptr) {
     options.scratch_root = dir_ + "/scratch";
     options.backoff_base = 50ms;
     options.backoff_cap = 200ms;
@@ -91,7 +92,8 @@ class JobsTest : public BackendTest {
                                        .shim_path = KERVAN_TEST_SHIM,
                                        .state_dir = dir_ + "/attempts"});
     jobs_.reset();
-    auto j = Jobs::Open(*db_, *log_, *lifecycles_, std::move(executor), std::move(options));
+    auto j =
+        Jobs::Open(*db_, *log_, *lifecycles_, std::move(executor), std::move(options), tracking);
     ASSERT_TRUE(j) << j.error().ToString();
     jobs_ = std::move(j).value();
   }
@@ -235,6 +237,39 @@ TEST_P(JobsTest, RunsWithItsGpusBoundAndEveryTransitionIsAnEvent) {
   auto e = jobs_->Explain(job.id);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->summary, "succeeded on attempt 1");
+}
+
+TEST_P(JobsTest, AJobLogsToItsTrackingRun) {
+  auto t = tracking::Tracking::Open(*db_, *log_, *lifecycles_);
+  ASSERT_TRUE(t) << t.error().ToString();
+  auto e = (*t)->CreateExperiment({.name = "churn", .project = "risk"}, Ctx());
+  ASSERT_TRUE(e) << e.error().ToString();
+  Options options;
+  options.tracking_uri = "http://kervan.test:8080";
+  OpenJobs(options, t->get());
+
+  JobSpec spec = Spec("echo uri=$MLFLOW_TRACKING_URI run=$MLFLOW_RUN_ID", 0);
+  spec.name = "train-churn";
+  spec.tracking_experiment_id = e->id;
+  Job job = Submit(spec);
+  ASSERT_FALSE(job.tracking_run_id.empty());
+  ASSERT_TRUE(CycleUntil([&] { return StateOf(job.id) == kSucceeded; }));
+  EXPECT_NE(Log(job.id).find("uri=http://kervan.test:8080 run=" + job.tracking_run_id),
+            std::string::npos)
+      << Log(job.id);
+  auto run = (*t)->GetRunInfo(job.tracking_run_id);
+  ASSERT_TRUE(run) << run.error().ToString();
+  EXPECT_EQ(run->status, "FINISHED");
+  EXPECT_EQ(run->run_name, "train-churn");
+
+  // Attaching to an existing run; an unknown one is refused, naming the field.
+  JobSpec attach = Spec("true", 0);
+  attach.tracking_run_id = job.tracking_run_id;
+  EXPECT_TRUE(jobs_->Submit(attach, Ctx()));
+  attach.tracking_run_id = "0123456789abcdef0123456789abcdef";
+  auto bad = jobs_->Submit(attach, Ctx());
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().field, "tracking.run_id");
 }
 
 TEST_P(JobsTest, ProdPreemptsDevWhichIsRequeuedAndLaterCompletes) {
@@ -477,6 +512,34 @@ TEST(LocalExecutor, DiscoversGpusWithNvidiaSmiElseUsesVirtualOnes) {
   EXPECT_EQ((*nodes)[0].gpus, 3);
   EXPECT_EQ((*nodes)[0].gpu_type, "");
   fs::remove_all(dir);
+}
+
+// Spec documents: JSON as is, YAML read as YAML 1.2's core schema.
+TEST(JobSpecDocument, YamlAndJsonGiveTheSameSpec) {
+  auto yaml = ParseSpecDocument(
+      "name: train\n"
+      "command: [python, train.py]\n"
+      "args: [--lr, 0.1, --epochs, 20, --fast, true]\n"
+      "env: {SEED: 7, MODE: \"prod\"}\n"
+      "resources: {gpus: 2}\n"
+      "config_file:\n  name: prod.yaml\n  content: |\n    lr: 0.05\n");
+  ASSERT_TRUE(yaml) << yaml.error().ToString();
+  auto spec = JobSpec::FromJson(*yaml);
+  ASSERT_TRUE(spec) << spec.error().ToString();
+  EXPECT_EQ(spec->command, (std::vector<std::string>{"python", "train.py", "--lr", "0.1",
+                                                     "--epochs", "20", "--fast", "true"}));
+  EXPECT_EQ(spec->env.at("SEED"), "7");
+  EXPECT_EQ(spec->resources.gpus, 2);
+  EXPECT_EQ(spec->config_file_content, "lr: 0.05\n");
+  auto json = ParseSpecDocument(R"({"command": ["python"], "resources": {"gpus": 1}})");
+  ASSERT_TRUE(json);
+  EXPECT_EQ((*json)["resources"]["gpus"], 1);
+
+  auto bad = ParseSpecDocument("command: [python\nname: x\n");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().field, "body");
+  EXPECT_NE(bad.error().message.find("line "), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(ParseSpecDocument(""));
 }
 
 // Config strings for priority classes and quotas.
