@@ -181,36 +181,7 @@ Result<std::vector<ProjectQuota>> ParseQuotas(std::string_view text) {
     return out;
   std::set<std::string> names;
   for (const std::string& item : Split(text, ',')) {
-    auto bad = [&] {
-      return core::InvalidArgument(fmt::format(
-          "quota \"{}\": expected project=nominal[:borrowing_limit[:weight]] with nominal >= 0, "
-          "borrowing_limit >= -1 (-1 = no limit) and weight > 0",
-          item));
-    };
-    auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0)
-      return bad();
-    ProjectQuota q;
-    q.project = item.substr(0, eq);
-    auto parts = Split(item.substr(eq + 1), ':');
-    if (parts.size() > 3)
-      return bad();
-    auto nominal = ParseInt(parts[0]);
-    if (!nominal || *nominal < 0 || *nominal > 1000000)
-      return bad();
-    q.nominal_gpus = static_cast<int>(*nominal);
-    if (parts.size() > 1) {
-      auto limit = ParseInt(parts[1]);
-      if (!limit || *limit < -1 || *limit > 1000000)
-        return bad();
-      q.borrowing_limit = static_cast<int>(*limit);
-    }
-    if (parts.size() > 2) {
-      char* end = nullptr;
-      q.weight = std::strtod(parts[2].c_str(), &end);
-      if (parts[2].empty() || *end != '\0' || !(q.weight > 0) || !std::isfinite(q.weight))
-        return bad();
-    }
+    ASSIGN_OR_RETURN(ProjectQuota q, ParseQuotaSpec(item));  // the simulator's grammar
     if (!names.insert(q.project).second)
       return core::InvalidArgument(fmt::format("quota for project \"{}\" given twice", q.project));
     out.push_back(std::move(q));
