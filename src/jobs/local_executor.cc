@@ -323,42 +323,6 @@ class LocalExecutor final : public Executor {
 
 }  // namespace
 
-std::string GpuList(const std::vector<NodeAllocation>& allocation) {
-  std::string out;
-  for (const auto& a : allocation) {
-    for (int g : a.gpu_indices) {
-      if (!out.empty())
-        out += ',';
-      out += std::to_string(g);
-    }
-  }
-  return out;
-}
-
-std::string_view ExitKindName(ExitKind kind) {
-  switch (kind) {
-    case ExitKind::kSucceeded:
-      return "succeeded";
-    case ExitKind::kFailed:
-      return "failed";
-    case ExitKind::kTerminated:
-      return "terminated";
-    case ExitKind::kLost:
-      return "lost";
-  }
-  return "unknown";
-}
-
-Json ExitReport::ToJson() const {
-  return {{"job_id", job_id},
-          {"attempt", attempt},
-          {"external_id", external_id},
-          {"kind", ExitKindName(kind)},
-          {"exit_code", exit_code},
-          {"signal", signal},
-          {"detail", detail}};
-}
-
 std::unique_ptr<Executor> MakeLocalExecutor(LocalExecutorOptions options) {
   return std::make_unique<LocalExecutor>(std::move(options));
 }

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include "jobs/jobs.h"
+#include "jobs/internal.h"
 
 namespace kervan::jobs {
 namespace {
@@ -374,6 +374,43 @@ Json JobSpec::ToJson() const {
   else if (!tracking_experiment_id.empty())
     out["tracking"] = {{"experiment_id", tracking_experiment_id}};
   return out;
+}
+
+// Shared by the service and every executor.
+std::string GpuList(const std::vector<NodeAllocation>& allocation) {
+  std::string out;
+  for (const auto& a : allocation) {
+    for (int g : a.gpu_indices) {
+      if (!out.empty())
+        out += ',';
+      out += std::to_string(g);
+    }
+  }
+  return out;
+}
+
+std::string_view ExitKindName(ExitKind kind) {
+  switch (kind) {
+    case ExitKind::kSucceeded:
+      return "succeeded";
+    case ExitKind::kFailed:
+      return "failed";
+    case ExitKind::kTerminated:
+      return "terminated";
+    case ExitKind::kLost:
+      return "lost";
+  }
+  return "unknown";
+}
+
+Json ExitReport::ToJson() const {
+  return {{"job_id", job_id},
+          {"attempt", attempt},
+          {"external_id", external_id},
+          {"kind", ExitKindName(kind)},
+          {"exit_code", exit_code},
+          {"signal", signal},
+          {"detail", detail}};
 }
 
 Json Attempt::ToJson() const {

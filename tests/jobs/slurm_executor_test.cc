@@ -46,20 +46,6 @@ std::string MakeTempDir() {
   return tmpl;
 }
 
-const char* KindName(ExitKind kind) {
-  switch (kind) {
-    case ExitKind::kSucceeded:
-      return "succeeded";
-    case ExitKind::kFailed:
-      return "failed";
-    case ExitKind::kTerminated:
-      return "terminated";
-    case ExitKind::kLost:
-      return "lost";
-  }
-  return "?";
-}
-
 // ---- Quoting and the batch script -----------------------------------------
 
 TEST(SlurmScript, ShellQuote) {
@@ -599,7 +585,7 @@ TEST_F(RealSlurm, JobSeesItsGpusAndEnvAndSucceeds) {
   std::string id = Launch(spec);
   ASSERT_FALSE(id.empty());
   ExitReport r = WaitFor(id);
-  EXPECT_EQ(r.kind, ExitKind::kSucceeded) << KindName(r.kind) << ": " << r.detail;
+  EXPECT_EQ(r.kind, ExitKind::kSucceeded) << ExitKindName(r.kind) << ": " << r.detail;
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.job_id, "ok-job");
   EXPECT_EQ(r.attempt, 1);
