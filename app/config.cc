@@ -66,6 +66,9 @@ constexpr KeySpec kKeys[] = {
      "name=value[:never][:preemptible], comma-separated"},
     {"jobs.quotas", "", "project=nominal_gpus[:borrowing_limit[:weight]], comma-separated"},
     {"jobs.cycle_ms", "1000", "milliseconds between scheduling cycles"},
+    {"pipelines.root", "pipelines",
+     "pipeline runs' directories (step outputs); relative to data_dir"},
+    {"pipelines.cycle_ms", "500", "milliseconds between passes of the pipeline orchestrator"},
     {"jobs.backoff_base_ms", "10000", "delay before a failed job's first retry; doubles per retry"},
     {"jobs.backoff_max_s", "360", "longest delay before a retry"},
     {"jobs.termination_grace_ms", "10000", "SIGTERM to SIGKILL on cancel and preemption"},
@@ -304,6 +307,13 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
         fmt::format("config key \"jobs.quotas\": {}", parsed.error().message), "jobs.quotas");
   }
   ASSIGN_OR_RETURN(c.jobs_cycle_ms, IntValue(c, "jobs.cycle_ms", 10, 600000));
+  c.pipelines_root = str("pipelines.root");
+  if (c.pipelines_root.empty())
+    return core::InvalidArgument("config key \"pipelines.root\": must not be empty",
+                                 "pipelines.root");
+  if (std::filesystem::path(c.pipelines_root).is_relative())
+    c.pipelines_root = (std::filesystem::path(c.data_dir) / c.pipelines_root).string();
+  ASSIGN_OR_RETURN(c.pipelines_cycle_ms, IntValue(c, "pipelines.cycle_ms", 10, 600000));
   ASSIGN_OR_RETURN(c.jobs_backoff_base_ms, IntValue(c, "jobs.backoff_base_ms", 1, 3600 * 1000));
   ASSIGN_OR_RETURN(c.jobs_backoff_max_s, IntValue(c, "jobs.backoff_max_s", 1, 86400));
   ASSIGN_OR_RETURN(c.jobs_termination_grace_ms,

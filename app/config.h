@@ -55,6 +55,8 @@ struct Config {
   std::string jobs_priority_classes;  // jobs::ParsePriorityClasses syntax
   std::string jobs_quotas;            // jobs::ParseQuotas syntax
   int64_t jobs_cycle_ms = 1000;
+  std::string pipelines_root;  // relative paths are under data_dir
+  int64_t pipelines_cycle_ms = 500;
   int64_t jobs_backoff_base_ms = 10000;
   int64_t jobs_backoff_max_s = 360;
   int64_t jobs_termination_grace_ms = 10000;

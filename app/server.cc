@@ -16,6 +16,7 @@
 #include "auth/auth.h"
 #include "http/http.h"
 #include "jobs/jobs.h"
+#include "pipelines/pipelines.h"
 #include "registry/registry.h"
 #include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
@@ -285,6 +286,17 @@ int RunServer(const ServerRunOptions& options) {
     return fail(hooks.error(), "cannot open webhooks");
   if (auto s = (*hooks)->Start(); !s)
     return fail(s.error(), "cannot start webhook delivery");
+  auto pipeline_service = pipelines::Pipelines::Open(
+      **db, **log, lifecycles,
+      {.jobs = job_service->get(),
+       .tracking = tracking->get(),
+       .registry = registry->get(),
+       .artifacts = artifact_store->get()},
+      {.root = config.pipelines_root,
+       .cycle_interval = std::chrono::milliseconds(config.pipelines_cycle_ms),
+       .secret_key = *secret_key});
+  if (!pipeline_service)
+    return fail(pipeline_service.error(), "cannot open pipelines");
 
   // Ship the audit trail with the logs: every committed event becomes an ECS
   // line. Durable cursor, so a restart neither repeats nor skips events.
@@ -333,6 +345,8 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = jobs::RegisterRoutes(*router, **job_service, **auth); !s)
     return fail(s.error(), "bad route");
+  if (auto s = pipelines::RegisterRoutes(*router, **pipeline_service, **auth); !s)
+    return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
 
@@ -358,6 +372,7 @@ int RunServer(const ServerRunOptions& options) {
         ->set_tracking_uri(fmt::format("http://{}:{}", config.server_address, server.port()));
   }
   (*job_service)->Start();
+  (*pipeline_service)->Start();
   if (!options.ready_file.empty()) {
     std::string tmp = options.ready_file + ".tmp";
     std::ofstream(tmp) << server.port() << "\n";
@@ -372,7 +387,9 @@ int RunServer(const ServerRunOptions& options) {
   // then the log drains its queue, so nothing acknowledged is lost.
   server.Shutdown(std::chrono::seconds(config.shutdown_grace_s));
   server.Wait();
-  // Jobs keep running: a restarted server adopts them.
+  // Jobs keep running: a restarted server adopts them, and its pipelines
+  // carry on with the runs they belong to.
+  (*pipeline_service)->Stop();
   (*job_service)->Stop();
   stream_pool.join();
   (*hooks)->Stop();

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql prometheus wrk nginx-light curl jq clang-format procps
   slurm-wlm munge
+  python3-sklearn python3-xgboost
 )
 
 missing=()

@@ -46,6 +46,14 @@ const std::vector<PermissionInfo>& Permissions() {
       {"job.cancel", "cancel training jobs (with a reason)"},
       {"job.schedule",
        "carry out scheduling decisions (granted to no role: system:scheduler only)"},
+      {"pipeline.read", "read pipelines, their versions, runs, step results and step logs"},
+      {"pipeline.submit", "submit pipeline specs (new versions) and create webhook secrets"},
+      {"pipeline.run", "start pipeline runs"},
+      {"pipeline.cancel", "cancel pipeline runs (with a reason)"},
+      {"pipeline.orchestrate",
+       "carry out pipeline runs' steps (granted to no role: system:pipelines only)"},
+      {"dataset.read", "read datasets and their versions"},
+      {"dataset.write", "register dataset versions"},
       {"webhook.read", "list webhook subscriptions and their deliveries"},
       {"webhook.write", "create and delete webhook subscriptions"},
   };
@@ -61,17 +69,19 @@ bool IsKnownPermission(std::string_view permission) {
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
     std::set<std::string> viewer = {
-        "system.read",    "metrics.read",  "self.read",  "token.self", "project.read",
-        "lifecycle.read", "entity.read",   "event.read", "audit.read", "registry.read",
-        "tracking.read",  "artifact.read", "job.read"};
+        "system.read",    "metrics.read",  "self.read",  "token.self",    "project.read",
+        "lifecycle.read", "entity.read",   "event.read", "audit.read",    "registry.read",
+        "tracking.read",  "artifact.read", "job.read",   "pipeline.read", "dataset.read"};
     std::set<std::string> scientist = Union(
-        viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel"});
+        viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel",
+                 "pipeline.submit", "pipeline.run", "pipeline.cancel", "dataset.write"});
     std::set<std::string> engineer = Union(
         scientist, {"registry.configure", "registry.alias", "model_version.approve",
                     "model_version.archive", "audit.verify", "webhook.read", "webhook.write"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
-      if (p.name != "model_version.validate" && p.name != "job.schedule")
+      if (p.name != "model_version.validate" && p.name != "job.schedule" &&
+          p.name != "pipeline.orchestrate")
         admin.insert(p.name);
     }
     return std::vector<RoleInfo>{

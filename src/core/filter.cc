@@ -55,6 +55,7 @@ constexpr PrefixAlias kPrefixes[] = {
     {"run", Entity::kAttribute},
     {"datasets", Entity::kDataset},
     {"dataset", Entity::kDataset},
+    {"data", Entity::kData},
 };
 
 // A dataset has these fields whatever is searched (MLflow's DATASET_ATTRIBUTES).
@@ -84,6 +85,8 @@ bool OpAllowed(Entity entity, Op op) {
       return op == Op::kEq || op == Op::kNe || IsPattern(op) || IsNullTest(op);
     case Entity::kAttribute:
       return !IsNullTest(op);
+    case Entity::kData:
+      return true;
     case Entity::kDataset:
       return op == Op::kEq || op == Op::kNe || IsPattern(op) || IsList(op);
   }
@@ -99,6 +102,8 @@ std::string_view OpsFor(Entity entity) {
       return "= != LIKE ILIKE IS NULL IS NOT NULL";
     case Entity::kAttribute:
       return "= != < <= > >= LIKE ILIKE IN NOT IN";
+    case Entity::kData:
+      return "= != < <= > >= LIKE ILIKE IN NOT IN IS NULL IS NOT NULL";
     case Entity::kDataset:
       return "= != LIKE ILIKE IN NOT IN";
   }
@@ -228,7 +233,7 @@ class Parser {
     if (alias == std::end(kPrefixes)) {
       return Fail(fmt::format(
           "unknown prefix \"{}\" at offset {}; expected metrics, params, tags, attributes or "
-          "datasets (or metric, param, parameter(s), tag, attribute, attr, run, dataset)",
+          "datasets (or metric, param, parameter(s), tag, attribute, attr, run, dataset, data)",
           Snip(first), start));
     }
     entity = alias->entity;
@@ -602,6 +607,8 @@ std::string_view EntityName(Entity entity) {
       return "attributes";
     case Entity::kDataset:
       return "datasets";
+    case Entity::kData:
+      return "data";
   }
   return "attributes";
 }

@@ -8,7 +8,7 @@
 //               | prefix "." key
 //   prefix     := metrics | metric | params | param | parameters | parameter
 //               | tags | tag | attributes | attribute | attr | run
-//               | datasets | dataset                        (may be `quoted`)
+//               | datasets | dataset | data                 (may be `quoted`)
 //   key        := word | `any text` | "any text"           after a prefix, an
 //                                                           unquoted key may
 //                                                           hold dots
@@ -38,10 +38,13 @@
 
 namespace kervan::core::filter {
 
-enum class Entity { kMetric, kParam, kTag, kAttribute, kDataset };
+// kData: a field of an event's data ("data.action", "data.metrics.auc"), for
+// rules and pipeline event triggers; searches of runs and models refuse it.
+enum class Entity { kMetric, kParam, kTag, kAttribute, kDataset, kData };
 enum class Op { kEq, kNe, kLt, kLe, kGt, kGe, kLike, kILike, kIn, kNotIn, kIsNull, kIsNotNull };
 
-// The canonical prefix: "metrics", "params", "tags", "attributes", "datasets".
+// The canonical prefix: "metrics", "params", "tags", "attributes", "datasets",
+// "data".
 std::string_view EntityName(Entity entity);
 // The operator as written: "=", "<=", "LIKE", "NOT IN", "IS NOT NULL".
 std::string_view OpText(Op op);

@@ -204,6 +204,8 @@ Status AddRunClause(Dialect dialect, const f::Comparison& c, RunQuery& q) {
     case f::Entity::kAttribute:
       Compare(dialect, RunColumn(c.key), c, q.where, q.where_params);
       return core::Ok();
+    case f::Entity::kData:  // refused by the run schema before this point
+      return core::InvalidArgument("filter: data fields are not supported by run search", "filter");
   }
   return core::Ok();
 }

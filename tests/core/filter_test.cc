@@ -95,6 +95,7 @@ TEST(FilterParse, EveryPrefixAlias) {
       {"run", Entity::kAttribute},
       {"datasets", Entity::kDataset},
       {"dataset", Entity::kDataset},
+      {"data", Entity::kData},
   };
   for (const auto& [prefix, entity] : aliases) {
     const bool numeric = entity == Entity::kMetric;
@@ -666,6 +667,23 @@ constexpr Entity kExperimentEntities[] = {Entity::kAttribute, Entity::kTag};
 constexpr AttributeKey kExperimentAttributes[] = {{.name = "name"},
                                                   {.name = "creation_time", .numeric = true}};
 constexpr Schema kExperiments{kExperimentEntities, kExperimentAttributes};
+
+// Event data (rules and pipeline triggers): any operator, dotted paths, and
+// searches that do not list kData refuse it.
+TEST(FilterData, EventDataFieldsParseAndSearchesRefuseThem) {
+  auto f = Parse("data.action = 'retrain' AND data.metrics.auc >= 0.9 AND data.note IS NULL");
+  ASSERT_TRUE(f) << f.error().message;
+  ASSERT_EQ(f->clauses.size(), 3u);
+  EXPECT_EQ(f->clauses[0].entity, Entity::kData);
+  EXPECT_EQ(f->clauses[1].key, "metrics.auc");
+  EXPECT_EQ(f->clauses[2].op, Op::kIsNull);
+  EXPECT_EQ(Format(*f),
+            "data.action = 'retrain' AND data.metrics.auc >= 0.9 AND data.note IS NULL");
+  auto refused = Validate(*f, kRuns);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("data are not supported"), std::string::npos)
+      << refused.error().message;
+}
 
 TEST(FilterValidate, AcceptsWhatTheSearchKnows) {
   for (std::string_view text : {"", "metrics.auc > 1 AND params.a = 'x' AND tags.b LIKE 'y%'",
