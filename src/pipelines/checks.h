@@ -60,7 +60,7 @@ struct ValidationReport {
   int64_t rows = 0;
   std::vector<std::string> columns;
   std::vector<ExpectationResult> results;  // in declaration order
-  Json ToJson() const;  // {"passed", "rows", "columns", "results": [...]}
+  Json ToJson() const;                     // {"passed", "rows", "columns", "results": [...]}
 };
 
 // RFC 4180 CSV: a header row, then rows; quoted fields with "" escapes and
@@ -92,7 +92,7 @@ struct ColumnProfile {
 struct DatasetProfile {
   std::string digest;  // DigestPath
   int64_t bytes = 0;
-  std::optional<int64_t> rows;        // CSV only
+  std::optional<int64_t> rows;         // CSV only
   std::vector<ColumnProfile> columns;  // CSV only
   Json ToJson() const;  // {"digest", "bytes", "rows"?, "schema"?: [{"name","type","missing"}]}
 };

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstring>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <set>
 #include <utility>
@@ -1744,12 +1744,12 @@ std::vector<std::string> ParamsUsedBy(const StepSpec& step) {
 
 Result<std::vector<std::string>> RenderCommand(const StepSpec& step, const RenderContext& ctx) {
   std::vector<std::string> out;
-  const bool script = step.command.size() == 3 && step.command[0] == "/bin/sh" &&
-                      step.command[1] == "-c";
+  const bool script =
+      step.command.size() == 3 && step.command[0] == "/bin/sh" && step.command[1] == "-c";
   for (size_t i = 0; i < step.command.size(); ++i) {
-    ASSIGN_OR_RETURN(std::string arg,
-                     Substitute(step.command[i], ctx,
-                                Index(Child("steps", step.name) + ".command", i), script && i == 2));
+    ASSIGN_OR_RETURN(std::string arg, Substitute(step.command[i], ctx,
+                                                 Index(Child("steps", step.name) + ".command", i),
+                                                 script && i == 2));
     out.push_back(std::move(arg));
   }
   return out;

@@ -81,11 +81,11 @@ struct InputRef {
   enum class Source { kStepOutput, kDataset, kPath };
   std::string name;
   Source source = Source::kStepOutput;
-  std::string step, output;   // kStepOutput
-  std::string dataset;        // kDataset
+  std::string step, output;     // kStepOutput
+  std::string dataset;          // kDataset
   int64_t dataset_version = 0;  // kDataset: 0 = the latest at run start
-  std::string path;           // kPath: as written
-  std::string text;           // the reference as written, for messages
+  std::string path;             // kPath: as written
+  std::string text;             // the reference as written, for messages
 };
 
 enum class ParamType { kString, kInt, kFloat, kBool };
@@ -126,12 +126,12 @@ struct StepSpec {
 struct TriggerSpec {
   enum class Kind { kCron, kDataset, kEvent, kWebhook };
   Kind kind = Kind::kCron;
-  std::string cron;                         // kCron: checked with CronSchedule::Parse
-  std::string dataset;                      // kDataset
-  std::string event_type;                   // kEvent: exact type, or a prefix ending in "."
-  std::string filter;                       // kEvent: core filter text ("" = any), checked
-  std::vector<std::string> webhook_events;  // kWebhook: "push", "pipeline", ... ("" = any)
-  std::vector<std::string> branches;        // kWebhook: ("" = any)
+  std::string cron;                           // kCron: checked with CronSchedule::Parse
+  std::string dataset;                        // kDataset
+  std::string event_type;                     // kEvent: exact type, or a prefix ending in "."
+  std::string filter;                         // kEvent: core filter text ("" = any), checked
+  std::vector<std::string> webhook_events;    // kWebhook: "push", "pipeline", ... ("" = any)
+  std::vector<std::string> branches;          // kWebhook: ("" = any)
   std::map<std::string, std::string> params;  // run parameters the trigger passes
 };
 std::string_view TriggerKindName(TriggerSpec::Kind kind);  // "cron", "dataset", ...
@@ -154,7 +154,8 @@ struct PipelineSpec {
 // Parses and checks a spec. Errors are kInvalidArgument; the field is the
 // location as a path ("steps.train.inputs.data") and the message starts with
 // it and the YAML line and column:
-//   steps.train.inputs.data (line 14, column 13): unknown step "splitt" in "steps.splitt.outputs.train"
+//   steps.train.inputs.data (line 14, column 13): unknown step "splitt" in
+//   "steps.splitt.outputs.train"
 // Checks: YAML syntax; unknown keys; names; step types; commands present for
 // command steps (absent for built-ins); references to unknown steps,
 // outputs, params; output paths that are absolute, contain "..", or repeat;
