@@ -106,6 +106,7 @@ int RunCli(int argc, char** argv) {
   AddRegistryCommands(app, client, rc);
   AddTrackingCommands(app, client, rc);
   AddJobCommands(app, client, rc);
+  AddPipelineCommands(app, client, rc);
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);

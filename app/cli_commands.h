@@ -28,4 +28,8 @@ void AddSchedCommands(CLI::App& app, int& rc);
 // jobs submit|list|show|cancel|explain|logs|nodes|policy.
 void AddJobCommands(CLI::App& app, ClientOptions& options, int& rc);
 
+// pipelines submit|run|list|show|runs|status|logs|cancel|webhook-secret,
+// datasets register|list|show.
+void AddPipelineCommands(CLI::App& app, ClientOptions& options, int& rc);
+
 }  // namespace kervan::app

@@ -250,7 +250,21 @@ as alice kervan jobs show "$SWEEP"
 as alice kervan jobs logs "$SWEEP"
 as alice kervan jobs logs "$RETRAIN"
 
-say "12. The audit trail of project risk: who did what, when, and why"
+say "12. A real training pipeline: ingest, validate, split, train (XGBoost), evaluate, register"
+note "(examples/pipelines/breast-cancer: scikit-learn's bundled breast cancer data, Debian's python3-xgboost)"
+as admin kervan principal bind user:alice scientist --project default \
+  --reason "runs the shared example pipelines"
+as alice kervan pipelines run -f examples/pipelines/breast-cancer/pipeline.yaml --wait
+as alice kervan version list breast-cancer
+
+say "... run again: nothing changed, so every step is served from the cache"
+as alice kervan pipelines run breast-cancer --wait
+
+say "... a different max_depth: ingest, validate and split stay cached; train, evaluate, register run"
+as alice kervan pipelines run breast-cancer -p max_depth=3 --wait
+as alice kervan version list breast-cancer
+
+say "13. The audit trail of project risk: who did what, when, and why"
 as admin kervan audit log --project risk
 
 say "The champion alias: where it points and every move it made"

@@ -238,6 +238,7 @@ Json StepRun::ToJson() const {
             {"state", state},
             {"depends_on", depends_on},
             {"inputs", ListJson(inputs)},
+            {"code", code},
             {"outputs", ListJson(outputs)},
             {"result", result},
             {"cache_key", cache_key},
@@ -510,7 +511,7 @@ PipelineRun RunFromRow(const Row& r) {
 
 constexpr std::string_view kStepColumns =
     "run_id, step, type, state, job_id, tracking_run_id, cache_key, cached_from, inputs, "
-    "outputs, result, failure, started_us, finished_us, updated_us";
+    "outputs, result, failure, started_us, finished_us, updated_us, code";
 
 StepRun StepFromRow(const Row& r) {
   StepRun s;
@@ -529,6 +530,7 @@ StepRun StepFromRow(const Row& r) {
   s.started_us = r.Int(12);
   s.finished_us = r.Int(13);
   s.updated_us = r.Int(14);
+  s.code = ParseOr(r.Text(15), Json::object());
   return s;
 }
 }  // namespace
@@ -664,7 +666,7 @@ struct StepUpdate {
   std::string reason;
   Json data = Json::object();
   std::optional<std::string> job_id, tracking_run_id, cache_key, cached_from, failure;
-  std::optional<Json> inputs, outputs, result;
+  std::optional<Json> inputs, outputs, result, code;
   bool started = false, finished = false;
 };
 }  // namespace
@@ -694,6 +696,8 @@ static Status ApplyStepUpdate(store::EventLog& log, store::Lifecycles& lifecycle
     set("failure", u.failure);
     if (u.inputs)
       set("inputs", u.inputs->dump());
+    if (u.code)
+      set("code", u.code->dump());
     if (u.outputs)
       set("outputs", u.outputs->dump());
     if (u.result)
@@ -763,6 +767,11 @@ Result<std::pair<std::string, int64_t>> Pipelines::ReadStepLog(const std::string
   for (const auto& s : run.steps) {
     if (s.step != step)
       continue;
+    if (s.job_id.empty() && (s.state == kPending || s.state == kRunning)) {
+      // No job yet (or a built-in step at work): nothing to read so far, and
+      // the offset stays where it is for when the job's log begins.
+      return std::pair<std::string, int64_t>{"", offset};
+    }
     if (s.job_id.empty()) {
       std::string text = s.cached_from.empty()
                              ? fmt::format("step \"{}\" ({}) has no job log{}\n", step, s.type,
@@ -1410,7 +1419,8 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
                    .cached_from = from,
                    .inputs = inputs_json,
                    .outputs = outputs,
-                   .result = ParseOr(row.Text(4), nullptr)};
+                   .result = ParseOr(row.Text(4), nullptr),
+                   .code = code};
       u.started = u.finished = true;
       RETURN_IF_ERROR(ApplyStepUpdate(log_, lifecycles_, run, s.step, u, run.project));
       s.state = kSucceeded;
@@ -1490,11 +1500,12 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
     if (!submitted)
       return core::FailedPrecondition("submitting its job: " + submitted.error().message);
     StepUpdate u{.transition = "start",
-                 .data = {{"job_id", submitted->id}, {"cache_key", cache_key}},
+                 .data = {{"job_id", submitted->id}, {"cache_key", cache_key}, {"code", code}},
                  .job_id = submitted->id,
                  .tracking_run_id = tracking_run_id,
                  .cache_key = cache_key,
-                 .inputs = inputs_json};
+                 .inputs = inputs_json,
+                 .code = code};
     u.started = true;
     RETURN_IF_ERROR(ApplyStepUpdate(log_, lifecycles_, run, s.step, u, run.project));
     s.state = kRunning;
@@ -1504,10 +1515,11 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
 
   // Built-in steps run here, at once.
   StepUpdate started{.transition = "start",
-                     .data = {{"cache_key", cache_key}},
+                     .data = {{"cache_key", cache_key}, {"code", code}},
                      .tracking_run_id = tracking_run_id,
                      .cache_key = cache_key,
-                     .inputs = inputs_json};
+                     .inputs = inputs_json,
+                     .code = code};
   started.started = true;
   RETURN_IF_ERROR(ApplyStepUpdate(log_, lifecycles_, run, s.step, started, run.project));
   s.state = kRunning;

@@ -111,6 +111,7 @@ struct StepRun {
   std::string cached_from;  // "<run id>:<step>" on a cache hit
   std::vector<std::string> depends_on;
   std::vector<ResolvedInput> inputs;
+  Json code = Json::object();  // {"train.py": "sha256:..."}: the code version it ran
   std::vector<ProducedOutput> outputs;
   Json result;  // validate: the report; register: the model version; metrics: the values
   std::string failure;

@@ -89,6 +89,12 @@ TEST_F(PipelinesApi, ExampleTrainingPipelineRunsEndToEndAndRegistersItsModel) {
   for (const char* s : {"ingest", "validate", "split", "train", "evaluate", "register"})
     EXPECT_EQ(Step(run, s)["state"], "Succeeded") << s;
 
+  // Lineage: the train step's inputs come from split, its code version is
+  // the digest of train.py.
+  Json train = Step(run, "train");
+  EXPECT_EQ(train["inputs"][0]["source"], "steps.split.outputs.train");
+  EXPECT_EQ(train["code"]["train.py"].get<std::string>().rfind("sha256:", 0), 0u) << train.dump(2);
+
   // Validation: every error-level expectation held.
   Json validation = Step(run, "validate")["result"];
   EXPECT_EQ(validation["passed"], true) << validation.dump(2);
@@ -119,7 +125,7 @@ TEST_F(PipelinesApi, ExampleTrainingPipelineRunsEndToEndAndRegistersItsModel) {
 
   // The model file is XGBoost's JSON format, downloadable as an artifact.
   std::string artifact;
-  for (const auto& o : Step(run, "train")["outputs"]) {
+  for (const auto& o : train["outputs"]) {
     if (o["name"] == "model")
       artifact = o.value("artifact", "");
   }
@@ -139,7 +145,7 @@ TEST_F(PipelinesApi, ExampleTrainingPipelineRunsEndToEndAndRegistersItsModel) {
   }
   Reply versions = Get(*admin_, "/api/v1/models/breast-cancer/versions");
   ASSERT_EQ(versions.status, 200);
-  EXPECT_EQ(versions.body["versions"].size(), 1u) << versions.body.dump(2);
+  EXPECT_EQ(versions.body["items"].size(), 1u) << versions.body.dump(2);
 }
 
 TEST_F(PipelinesApi, BadSpecsGetTheFieldAndLocationAndStartNothing) {
@@ -192,7 +198,7 @@ TEST_F(PipelinesApi, WebhookReceiverIsPublicButChecksTheSignature) {
   Reply secret = Post(*admin_, "/api/v1/pipelines/ci/webhook-secret", Json::object());
   ASSERT_EQ(secret.status, 201) << secret.Describe();
   std::string key = secret.body["secret"];
-  http::Client anonymous = server_.client_with_token("");
+  http::Client anonymous = server_.anonymous_client();
   std::string body = R"({"ref": "refs/heads/main", "after": "0123abc"})";
   Reply unsigned_call = Call(anonymous, "POST", "/api/v1/hooks/pipelines/ci", body,
                              {{"X-GitHub-Event", "push"}, {"Content-Type", "application/json"}});

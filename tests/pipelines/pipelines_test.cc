@@ -24,6 +24,7 @@
 #include "../store/backend_fixture.h"
 #include "artifacts/artifacts.h"
 #include "core/crypto.h"
+#include "core/sha256.h"
 #include "jobs/jobs.h"
 #include "registry/registry.h"
 #include "tracking/tracking.h"
@@ -404,18 +405,25 @@ name: trainer
 workdir: {dir}/work
 steps:
   train:
-    command: "echo '{\"learner\": {}}' > {{outputs.model}}; echo '{\"auc\": 0.91, \"f1\": 0.8}' > {{outputs.metrics}}"
+    command: "echo '{\"learner\": {}}' > {{outputs.model}}; echo '{\"auc\": 0.91, \"f1\": 0.8}' > {{outputs.metrics}}; echo $MLFLOW_RUN_ID > {{outputs.run}}"
     outputs:
       model: {path: model.json, kind: model}
       metrics: {path: metrics.json, kind: metrics}
+      run: run.txt
+    code: [train.sh]
   register:
     type: register
     model: churn
     inputs: {model: steps.train.outputs.model, metrics: steps.train.outputs.metrics}
 )");
+  WriteText(dir_ + "/work/train.sh", "# the training code\n");
   PipelineRun run = RunToEnd(Start("trainer").id);
   ASSERT_EQ(run.state, kSucceeded) << run.ToJson().dump(2);
   const StepRun& train = StepOf(run, "train");
+  // The step's process logs to its own tracking run (MLflow clients read
+  // MLFLOW_RUN_ID), and the step records the code version it ran.
+  EXPECT_EQ(ReadText(OutputPath(train, "run")), train.tracking_run_id + "\n");
+  EXPECT_EQ(train.code["train.sh"], "sha256:" + core::Sha256Hex("# the training code\n"));
   auto logged = tracking_->LatestMetrics(train.tracking_run_id);
   ASSERT_TRUE(logged);
   EXPECT_DOUBLE_EQ(logged->at("auc"), 0.91);

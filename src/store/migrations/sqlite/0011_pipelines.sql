@@ -55,6 +55,7 @@ CREATE TABLE pipeline_step_runs (
   cache_key        TEXT    NOT NULL DEFAULT '',
   cached_from      TEXT    NOT NULL DEFAULT '',
   inputs           TEXT    NOT NULL DEFAULT '[]',
+  code             TEXT    NOT NULL DEFAULT '{}',  -- {"path": digest} of the step's `code`
   outputs          TEXT    NOT NULL DEFAULT '[]',
   result           TEXT    NOT NULL DEFAULT 'null',
   failure          TEXT    NOT NULL DEFAULT '',
