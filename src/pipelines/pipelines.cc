@@ -727,15 +727,13 @@ static Status ApplyRunTransition(store::EventLog& log, store::Lifecycles& lifecy
     core::TransitionRequest t{.transition = transition, .reason = reason, .request_data = &data};
     ASSIGN_OR_RETURN(auto entity,
                      lifecycles.TransitionIn(tx, std::string(kRunKind), run_id, t, ctx));
-    bool final = entity.state != kRunning;
+    // Running: when it started; any other state here is final.
+    const char* stamp = entity.state == kRunning ? "started_us" : "finished_us";
     return StatusOf(tx.conn().Exec(
-        fmt::format("UPDATE pipeline_runs SET state = ?, updated_us = ?, failure = ?{}{} WHERE "
-                    "id = ?",
-                    entity.state == kRunning ? ", started_us = ?" : "",
-                    final ? ", finished_us = ?" : ""),
-        entity.state == kRunning
-            ? std::vector<store::Value>{entity.state, now, failure, now, run_id}
-            : std::vector<store::Value>{entity.state, now, failure, now, run_id}));
+        fmt::format("UPDATE pipeline_runs SET state = ?, updated_us = ?, failure = ?, {} = ? "
+                    "WHERE id = ?",
+                    stamp),
+        {entity.state, now, failure, now, run_id}));
   });
   return StatusOf(done);
 }
@@ -1015,7 +1013,18 @@ Status Pipelines::RunCycle() {
 
 Status Pipelines::AdvanceRun(const std::string& run_id) {
   ASSIGN_OR_RETURN(PipelineRun run, GetRun(run_id));
-  ASSIGN_OR_RETURN(PipelineVersion version, GetVersion(run.pipeline, run.version));
+  auto loaded = GetVersion(run.pipeline, run.version);
+  if (!loaded) {
+    // A spec this server cannot read any more (say, after an upgrade that
+    // tightened the parser) fails the run rather than leaving it Running.
+    if (loaded.error().code != core::ErrorCode::kInvalidArgument &&
+        loaded.error().code != core::ErrorCode::kNotFound)
+      return loaded.error();
+    return ApplyRunTransition(log_, lifecycles_, run.id, "fail", "", Json::object(),
+                              System(run.project, run.id),
+                              "cannot read the pipeline version: " + loaded.error().message);
+  }
+  const PipelineVersion& version = *loaded;
   const PipelineSpec& spec = version.spec;
   Json datasets;
   {

@@ -855,7 +855,10 @@ TEST_P(MlflowTrackingApi, LogParameterIsImmutable) {
   EXPECT_EQ(params,
             (std::map<std::string, std::string>{
                 {"lr", "0.1"}, {"model type", "LogReg"}, {"long", std::string(6000, 'x')}}));
-  for (const auto& p : GetRun(id)["data"]["params"])
+  // (A named copy: a range-for over a member of a temporary would read freed
+  // memory, as AddressSanitizer pointed out.)
+  const Json run = GetRun(id);
+  for (const auto& p : run["data"]["params"])
     EXPECT_TRUE(p["value"].is_string()) << p.dump();
 }
 
