@@ -1116,6 +1116,14 @@ Status Pipelines::AdvanceRun(const std::string& run_id) {
     for (const auto& out : step.outputs) {
       fs::path path = output_path(step, out);
       std::error_code ec;
+      // A symlink could point anywhere the server may read; an output is
+      // what the step wrote inside its directory.
+      if (fs::is_symlink(path, ec)) {
+        return core::FailedPrecondition(
+            fmt::format("declared output \"{}\" ({}) is a symbolic link; outputs must be files or "
+                        "directories the step wrote",
+                        out.name, out.path));
+      }
       bool is_dir = fs::is_directory(path, ec);
       if (!fs::exists(path, ec) || (out.kind == OutputKind::kDirectory) != is_dir) {
         return core::FailedPrecondition(

@@ -357,6 +357,23 @@ steps:
   EXPECT_NE(run.failure.find("first"), std::string::npos);
 }
 
+TEST_P(PipelinesTest, AnOutputThatIsASymlinkFailsTheStepAndIsNotUploaded) {
+  WriteText(dir_ + "/secret.txt", "not for the artifact store\n");
+  Submit(R"(
+name: sneaky
+workdir: {dir}/work
+steps:
+  leak:
+    command: "ln -s {dir}/secret.txt {{outputs.o}}"
+    outputs: {o: o.txt}
+)");
+  PipelineRun run = RunToEnd(Start("sneaky").id);
+  ASSERT_EQ(run.state, kFailed) << run.ToJson().dump(2);
+  EXPECT_NE(StepOf(run, "leak").failure.find("symbolic link"), std::string::npos)
+      << StepOf(run, "leak").failure;
+  EXPECT_TRUE(StepOf(run, "leak").outputs.empty());
+}
+
 TEST_P(PipelinesTest, AFailingValidationStopsTheRunWithTheFailedExpectations) {
   Submit(R"(
 name: checked
