@@ -57,19 +57,26 @@ Status Pipelines::FireCron(int64_t now) {
                                                 "pipeline = ? AND schedule = ?",
                                                 {p.name, t.cron}));
         if (rows.empty()) {
-          RETURN_IF_ERROR(StatusOf(conn->Exec(
-              "INSERT INTO pipeline_cron_state (pipeline, schedule, next_us) VALUES (?, ?, ?)",
-              {p.name, t.cron, schedule->Next(now)})));
+          // Another server may have inserted it first: then it is there.
+          (void)conn->Exec(
+              "INSERT INTO pipeline_cron_state (pipeline, schedule, next_us) VALUES (?, ?, ?) "
+              "ON CONFLICT (pipeline, schedule) DO NOTHING",
+              {p.name, t.cron, schedule->Next(now)});
           continue;
         }
         due = rows[0].Int(0);
         if (due == 0 || due > now)
           continue;
         // One firing for however many were due (a server that was down does
-        // not start a burst of runs when it comes back).
-        RETURN_IF_ERROR(StatusOf(conn->Exec(
-            "UPDATE pipeline_cron_state SET next_us = ? WHERE pipeline = ? AND schedule = ?",
-            {schedule->Next(now), p.name, t.cron})));
+        // not start a burst of runs when it comes back). The update is a
+        // compare-and-set: of several servers on one database, only the one
+        // that moves next_us fires.
+        ASSIGN_OR_RETURN(int64_t moved,
+                         conn->Exec("UPDATE pipeline_cron_state SET next_us = ? WHERE pipeline = "
+                                    "? AND schedule = ? AND next_us = ?",
+                                    {schedule->Next(now), p.name, t.cron, due}));
+        if (moved != 1)
+          continue;
       }
       (void)StartTriggered(
           p.name, t,

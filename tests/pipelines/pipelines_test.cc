@@ -462,7 +462,7 @@ steps:
   EXPECT_TRUE(nested);
 }
 
-TEST_P(PipelinesTest, CronTriggerStartsARunNamingItsSchedule) {
+TEST_P(PipelinesTest, CronTriggerStartsOneRunPerFiringNamingItsSchedule) {
   Submit(R"(
 name: nightly
 workdir: {dir}/work
@@ -484,6 +484,40 @@ triggers:
   EXPECT_EQ((*runs)[0].trigger["kind"], "cron");
   EXPECT_EQ((*runs)[0].trigger["schedule"], "* * * * * *");
   EXPECT_EQ(RunToEnd((*runs)[0].id).state, kSucceeded);
+
+  // Two servers on one database, running their cycles at the same time,
+  // with a firing due for both: one run per firing, not one per server.
+  Submit(R"(
+name: yearly
+workdir: {dir}/work
+steps:
+  hello:
+    command: "echo hi"
+triggers:
+  - cron: "@yearly"
+)");
+  ASSERT_TRUE(pipelines_->RunCycle());  // stores next New Year
+  store::Lifecycles other_lifecycles(*log_);
+  auto other = Pipelines::Open(*db_, *log_, other_lifecycles,
+                               {.jobs = jobs_.get(), .tracking = tracking_.get()},
+                               {.root = dir_ + "/pipelines-2", .secret_key = key_});
+  ASSERT_TRUE(other) << other.error().ToString();
+  constexpr int kFirings = 8;
+  for (int i = 0; i < kFirings; ++i) {
+    {
+      auto conn = db_->Acquire();
+      ASSERT_TRUE(conn);
+      ASSERT_TRUE((*conn)->Exec("UPDATE pipeline_cron_state SET next_us = ? WHERE pipeline = ?",
+                                {core::NowMicros() - 1000000, std::string("yearly")}));
+    }
+    std::thread a([&] { EXPECT_TRUE(pipelines_->RunCycle()); });
+    std::thread b([&] { EXPECT_TRUE((*other)->RunCycle()); });
+    a.join();
+    b.join();
+  }
+  auto yearly = pipelines_->ListRuns({.pipeline = "yearly"});
+  ASSERT_TRUE(yearly);
+  EXPECT_EQ(yearly->size(), static_cast<size_t>(kFirings));
 }
 
 TEST_P(PipelinesTest, NewDatasetVersionTriggersARunOnThatVersion) {
