@@ -150,6 +150,17 @@ Result<std::map<std::string, double>> ReadMetricsFile(const fs::path& path) {
   return out;
 }
 
+// Pipelines and datasets share their columns: name, project,
+// latest_version, created_us, updated_us.
+template <typename T>
+T NamedFromRow(const Row& r) {
+  return T{.name = r.Text(0),
+           .project = r.Text(1),
+           .latest_version = r.Int(2),
+           .created_us = r.Int(3),
+           .updated_us = r.Int(4)};
+}
+
 // Copies a file or a directory tree (outputs reused from the cache).
 Status CopyPath(const fs::path& from, const fs::path& to) {
   std::error_code ec;
@@ -422,11 +433,7 @@ Result<Pipeline> Pipelines::GetPipeline(const std::string& name) {
                                           {name}));
   if (rows.empty())
     return core::NotFound(fmt::format("pipeline \"{}\" does not exist", name));
-  return Pipeline{.name = rows[0].Text(0),
-                  .project = rows[0].Text(1),
-                  .latest_version = rows[0].Int(2),
-                  .created_us = rows[0].Int(3),
-                  .updated_us = rows[0].Int(4)};
+  return NamedFromRow<Pipeline>(rows[0]);
 }
 
 Result<std::vector<Pipeline>> Pipelines::ListPipelines(
@@ -438,11 +445,7 @@ Result<std::vector<Pipeline>> Pipelines::ListPipelines(
   for (const auto& r : rows) {
     if (projects && !projects->count(r.Text(1)))
       continue;
-    out.push_back({.name = r.Text(0),
-                   .project = r.Text(1),
-                   .latest_version = r.Int(2),
-                   .created_us = r.Int(3),
-                   .updated_us = r.Int(4)});
+    out.push_back(NamedFromRow<Pipeline>(r));
   }
   return out;
 }
@@ -891,11 +894,7 @@ Result<Dataset> Pipelines::GetDataset(const std::string& name) {
                                           {name}));
   if (rows.empty())
     return core::NotFound(fmt::format("dataset \"{}\" does not exist", name));
-  return Dataset{.name = rows[0].Text(0),
-                 .project = rows[0].Text(1),
-                 .latest_version = rows[0].Int(2),
-                 .created_us = rows[0].Int(3),
-                 .updated_us = rows[0].Int(4)};
+  return NamedFromRow<Dataset>(rows[0]);
 }
 
 Result<std::vector<Dataset>> Pipelines::ListDatasets(
@@ -907,11 +906,7 @@ Result<std::vector<Dataset>> Pipelines::ListDatasets(
   for (const auto& r : rows) {
     if (projects && !projects->count(r.Text(1)))
       continue;
-    out.push_back({.name = r.Text(0),
-                   .project = r.Text(1),
-                   .latest_version = r.Int(2),
-                   .created_us = r.Int(3),
-                   .updated_us = r.Int(4)});
+    out.push_back(NamedFromRow<Dataset>(r));
   }
   return out;
 }
