@@ -1,11 +1,13 @@
 #include "app/cli.h"
 
+#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "app/cli_commands.h"
 #include "app/config.h"
+#include "app/gateway.h"
 #include "app/server.h"
 
 namespace kervan::app {
@@ -59,6 +61,38 @@ int RunCli(int argc, char** argv) {
     rc = RunServer({.config = *config, .ready_file = ready_file});
   });
 
+  GatewayRunOptions gateway_options;
+  std::string gateway_token_file;
+  auto* gateway = app.add_subcommand(
+      "gateway",
+      "Run an inference gateway alone (scale-out): it follows a Kervan server's rollouts, serves "
+      "/v2 (Open Inference Protocol) and /v1/endpoints, and reports its traffic back");
+  gateway->add_option("--server", gateway_options.server_url, "the Kervan server's URL")
+      ->required();
+  gateway->add_option("--token-file", gateway_token_file,
+                      "file holding the gateway's token (default: $KERVAN_TOKEN)");
+  gateway->add_option("--address", gateway_options.address, "address to listen on");
+  gateway->add_option("--port", gateway_options.port, "port to listen on (0: any free port)");
+  gateway->add_option("--io-threads", gateway_options.io_threads, "I/O threads");
+  gateway->add_option("--worker-threads", gateway_options.worker_threads,
+                      "threads that run predictions");
+  gateway->add_option("--max-rows", gateway_options.max_rows, "rows one request may carry");
+  gateway->add_flag("!--no-access-log", gateway_options.access_log, "no per-request log line");
+  gateway->add_option("--ready-file", gateway_options.ready_file,
+                      "write the bound port here once serving");
+  gateway->callback([&] {
+    gateway_options.token = EnvOr("KERVAN_TOKEN", "");
+    if (!gateway_token_file.empty()) {
+      std::ifstream in(gateway_token_file);
+      if (!in || !std::getline(in, gateway_options.token) || gateway_options.token.empty()) {
+        std::cerr << "error: cannot read a token from " << gateway_token_file << "\n";
+        rc = 2;
+        return;
+      }
+    }
+    rc = RunGateway(gateway_options);
+  });
+
   auto* config_cmd = app.add_subcommand("config", "Show the effective configuration");
   config_cmd->require_subcommand(1);
   std::string config_output = "table";
@@ -107,6 +141,7 @@ int RunCli(int argc, char** argv) {
   AddTrackingCommands(app, client, rc);
   AddJobCommands(app, client, rc);
   AddPipelineCommands(app, client, rc);
+  AddServingCommands(app, client, rc);
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);

@@ -32,4 +32,8 @@ void AddJobCommands(CLI::App& app, ClientOptions& options, int& rc);
 // datasets register|list|show.
 void AddPipelineCommands(CLI::App& app, ClientOptions& options, int& rc);
 
+// deploy, rollout status|history|promote|pause|resume|abort|rollback,
+// endpoints list|show, predict.
+void AddServingCommands(CLI::App& app, ClientOptions& options, int& rc);
+
 }  // namespace kervan::app

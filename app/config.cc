@@ -69,6 +69,12 @@ constexpr KeySpec kKeys[] = {
     {"pipelines.root", "pipelines",
      "pipeline runs' directories (step outputs); relative to data_dir"},
     {"pipelines.cycle_ms", "500", "milliseconds between passes of the pipeline orchestrator"},
+    {"serving.cycle_ms", "1000", "milliseconds between passes of the rollout controller"},
+    {"serving.sample_percent", "10",
+     "share of inference requests stored as samples (new endpoints; 0-100)"},
+    {"serving.max_rows", "1000", "rows one inference request may carry"},
+    {"serving.upstream_timeout_ms", "2000", "time an HTTP upstream model has to answer"},
+    {"serving.mirror_threads", "1", "threads that run shadow (mirrored) predictions"},
     {"jobs.backoff_base_ms", "10000", "delay before a failed job's first retry; doubles per retry"},
     {"jobs.backoff_max_s", "360", "longest delay before a retry"},
     {"jobs.termination_grace_ms", "10000", "SIGTERM to SIGKILL on cancel and preemption"},
@@ -314,6 +320,12 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   if (std::filesystem::path(c.pipelines_root).is_relative())
     c.pipelines_root = (std::filesystem::path(c.data_dir) / c.pipelines_root).string();
   ASSIGN_OR_RETURN(c.pipelines_cycle_ms, IntValue(c, "pipelines.cycle_ms", 10, 600000));
+  ASSIGN_OR_RETURN(c.serving_cycle_ms, IntValue(c, "serving.cycle_ms", 10, 600000));
+  ASSIGN_OR_RETURN(c.serving_sample_percent, IntValue(c, "serving.sample_percent", 0, 100));
+  ASSIGN_OR_RETURN(c.serving_max_rows, IntValue(c, "serving.max_rows", 1, 100000));
+  ASSIGN_OR_RETURN(c.serving_upstream_timeout_ms,
+                   IntValue(c, "serving.upstream_timeout_ms", 1, 600000));
+  ASSIGN_OR_RETURN(c.serving_mirror_threads, IntValue(c, "serving.mirror_threads", 1, 64));
   ASSIGN_OR_RETURN(c.jobs_backoff_base_ms, IntValue(c, "jobs.backoff_base_ms", 1, 3600 * 1000));
   ASSIGN_OR_RETURN(c.jobs_backoff_max_s, IntValue(c, "jobs.backoff_max_s", 1, 86400));
   ASSIGN_OR_RETURN(c.jobs_termination_grace_ms,

@@ -57,6 +57,11 @@ struct Config {
   int64_t jobs_cycle_ms = 1000;
   std::string pipelines_root;  // relative paths are under data_dir
   int64_t pipelines_cycle_ms = 500;
+  int64_t serving_cycle_ms = 1000;
+  int64_t serving_sample_percent = 10;
+  int64_t serving_max_rows = 1000;
+  int64_t serving_upstream_timeout_ms = 2000;
+  int64_t serving_mirror_threads = 1;
   int64_t jobs_backoff_base_ms = 10000;
   int64_t jobs_backoff_max_s = 360;
   int64_t jobs_termination_grace_ms = 10000;

@@ -17,6 +17,7 @@
 #include "http/http.h"
 #include "jobs/jobs.h"
 #include "pipelines/pipelines.h"
+#include "serving/serving.h"
 #include "registry/registry.h"
 #include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
@@ -298,6 +299,32 @@ int RunServer(const ServerRunOptions& options) {
   if (!pipeline_service)
     return fail(pipeline_service.error(), "cannot open pipelines");
 
+  // Serving: the in-process gateway answers inference requests; the control
+  // plane gives it every new routing table and feeds its statistics to the
+  // rollout controller. Samples go straight to the store.
+  serving::ModelLoader loader = serving::MakeRegistryLoader(
+      **registry, artifact_store->get(),
+      std::chrono::milliseconds(config.serving_upstream_timeout_ms));
+  std::unique_ptr<serving::Serving>* serving_ref = nullptr;
+  serving::Gateway gateway({.loader = loader,
+                            .max_rows = config.serving_max_rows,
+                            .mirror_threads = static_cast<int>(config.serving_mirror_threads),
+                            .sample_sink =
+                                [&serving_ref](std::vector<serving::Sample> samples) {
+                                  if (serving_ref == nullptr || !*serving_ref)
+                                    return;
+                                  if (auto s = (*serving_ref)->StoreSamples(samples); !s)
+                                    core::LogWarn("serving: cannot store samples: " +
+                                                  s.error().message);
+                                }});
+  auto serving_service = serving::Serving::Open(
+      **db, **log, lifecycles, **registry, loader, &gateway,
+      {.cycle_interval = std::chrono::milliseconds(config.serving_cycle_ms),
+       .default_sample_percent = static_cast<double>(config.serving_sample_percent)});
+  if (!serving_service)
+    return fail(serving_service.error(), "cannot open serving");
+  serving_ref = &*serving_service;
+
   // Ship the audit trail with the logs: every committed event becomes an ECS
   // line. Durable cursor, so a restart neither repeats nor skips events.
   std::unique_ptr<store::EventLog::Subscription> event_shipper;
@@ -347,6 +374,10 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = pipelines::RegisterRoutes(*router, **pipeline_service, **auth); !s)
     return fail(s.error(), "bad route");
+  if (auto s = serving::RegisterRoutes(*router, **serving_service, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = serving::RegisterGatewayRoutes(*router, gateway); !s)
+    return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
 
@@ -373,6 +404,8 @@ int RunServer(const ServerRunOptions& options) {
   }
   (*job_service)->Start();
   (*pipeline_service)->Start();
+  gateway.Start();
+  (*serving_service)->Start();
   if (!options.ready_file.empty()) {
     std::string tmp = options.ready_file + ".tmp";
     std::ofstream(tmp) << server.port() << "\n";
@@ -389,6 +422,8 @@ int RunServer(const ServerRunOptions& options) {
   server.Wait();
   // Jobs keep running: a restarted server adopts them, and its pipelines
   // carry on with the runs they belong to.
+  (*serving_service)->Stop();
+  gateway.Stop();
   (*pipeline_service)->Stop();
   (*job_service)->Stop();
   stream_pool.join();

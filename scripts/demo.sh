@@ -264,7 +264,38 @@ say "... a different max_depth: ingest, validate and split stay cached; train, e
 as alice kervan pipelines run breast-cancer -p max_depth=3 --wait
 as alice kervan version list breast-cancer
 
-say "13. The audit trail of project risk: who did what, when, and why"
+say "13. Serving: version 1 goes live; version 2 replaces it through a canary (20% -> 50% -> 100%)"
+as admin kervan principal bind user:erin engineer --project default \
+  --reason "deploys the shared example models"
+as erin kervan deploy breast-cancer --version 1 --reason "first release of the example model"
+ROWS=$(/usr/bin/python3 -c 'import json; from sklearn.datasets import load_breast_cancer as l; print(json.dumps({"instances": l().data[[0, 19, 100]].tolist()}))')
+as alice kervan predict breast-cancer --json "$ROWS"
+note "(background traffic: 3-row predictions through the gateway while the canary runs)"
+PORT_URL=$KERVAN_URL
+(
+  for ((i = 0; i < 6000; i++)); do
+    curl -s -o /dev/null -H "Authorization: Bearer ${TOKEN[alice]}" -H "Content-Type: application/json" \
+      -d "$ROWS" "$PORT_URL/v1/endpoints/breast-cancer/predict" || true
+    sleep 0.02
+  done
+) &
+TRAFFIC=$!
+as erin kervan deploy breast-cancer --version 2 --steps 20,50,100 --step-seconds 3 --step-requests 20 \
+  --interval 1 --min-samples 10 --reason "max_depth=3 retrain" --wait
+kill "$TRAFFIC" 2>/dev/null || true
+wait "$TRAFFIC" 2>/dev/null || true
+as alice kervan predict breast-cancer --json "$ROWS"
+as erin kervan endpoints show breast-cancer
+ROLLOUT=$(KERVAN_TOKEN="${TOKEN[erin]}" "$KERVAN" rollout history breast-cancer -o json |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["rollouts"][0]["id"])')
+say "... the rollout's timeline from the event log (each analysis with its numbers)"
+as erin kervan entity history deployment "$ROLLOUT"
+[[ "$(KERVAN_TOKEN="${TOKEN[erin]}" "$KERVAN" alias show breast-cancer champion -o json |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get("version"))')" == 2 ]] ||
+  die "the champion alias of breast-cancer does not point at version 2"
+note "(checked: breast-cancer's champion alias moved to version 2 on promotion)"
+
+say "14. The audit trail of project risk: who did what, when, and why"
 as admin kervan audit log --project risk
 
 say "The champion alias: where it points and every move it made"

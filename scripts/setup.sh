@@ -11,7 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql prometheus wrk nginx-light curl jq clang-format procps
   slurm-wlm munge
-  python3-sklearn python3-xgboost
+  python3-sklearn python3-xgboost libxgboost-dev python3-fastapi python3-uvicorn
 )
 
 missing=()

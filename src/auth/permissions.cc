@@ -54,6 +54,16 @@ const std::vector<PermissionInfo>& Permissions() {
        "carry out pipeline runs' steps (granted to no role: system:pipelines only)"},
       {"dataset.read", "read datasets and their versions"},
       {"dataset.write", "register dataset versions"},
+      {"deployment.read",
+       "read endpoints, rollouts, their analysis, traffic samples and the routing table"},
+      {"deployment.create", "deploy DeploymentReady model versions to endpoints"},
+      {"deployment.manage",
+       "promote, pause, resume, abort and roll back rollouts (with a reason)"},
+      {"deployment.orchestrate",
+       "carry out rollouts' analysis and decisions (granted to no role: system:serving only)"},
+      {"serving.predict", "send inference requests to endpoints"},
+      {"serving.report",
+       "report a standalone gateway's traffic statistics and samples to the server"},
       {"webhook.read", "list webhook subscriptions and their deliveries"},
       {"webhook.write", "create and delete webhook subscriptions"},
   };
@@ -71,17 +81,19 @@ const std::vector<RoleInfo>& Roles() {
     std::set<std::string> viewer = {
         "system.read",    "metrics.read",  "self.read",  "token.self",    "project.read",
         "lifecycle.read", "entity.read",   "event.read", "audit.read",    "registry.read",
-        "tracking.read",  "artifact.read", "job.read",   "pipeline.read", "dataset.read"};
+        "tracking.read",  "artifact.read", "job.read",   "pipeline.read", "dataset.read",
+        "deployment.read", "serving.predict"};
     std::set<std::string> scientist = Union(
         viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel",
                  "pipeline.submit", "pipeline.run", "pipeline.cancel", "dataset.write"});
     std::set<std::string> engineer = Union(
         scientist, {"registry.configure", "registry.alias", "model_version.approve",
-                    "model_version.archive", "audit.verify", "webhook.read", "webhook.write"});
+                    "model_version.archive", "audit.verify", "webhook.read", "webhook.write",
+                    "deployment.create", "deployment.manage", "serving.report"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
       if (p.name != "model_version.validate" && p.name != "job.schedule" &&
-          p.name != "pipeline.orchestrate")
+          p.name != "pipeline.orchestrate" && p.name != "deployment.orchestrate")
         admin.insert(p.name);
     }
     return std::vector<RoleInfo>{
@@ -92,7 +104,7 @@ const std::vector<RoleInfo>& Roles() {
          scientist},
         {"engineer",
          "scientist + configures gates, approves/rejects/archives versions, moves aliases, "
-         "manages webhooks",
+         "manages webhooks, deploys models and manages rollouts",
          engineer},
         {"admin", "everything, including identities, projects and tokens", admin},
     };

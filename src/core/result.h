@@ -119,6 +119,14 @@ inline Status Ok() {
   return {};
 }
 
+// The status of a Result whose value is not needed.
+template <typename T>
+Status StatusOf(const Result<T>& r) {
+  if (!r)
+    return r.error();
+  return Ok();
+}
+
 }  // namespace kervan::core
 
 #define KERVAN_CONCAT_INNER(a, b) a##b

@@ -126,13 +126,7 @@ Result<core::StateMachine> JobMachine() {
       });
 }
 
-// The status of a Result whose value is not needed.
-template <typename T>
-Status StatusOf(const Result<T>& r) {
-  if (!r)
-    return r.error();
-  return core::Ok();
-}
+using core::StatusOf;
 
 CommandContext SchedulerContext(const std::string& project) {
   return {.actor = std::string(kSchedulerActor), .project = project};

@@ -19,13 +19,7 @@ inline store::CommandContext System(const std::string& project, const std::strin
           .project = project};
 }
 
-// The status of a Result whose value is not needed.
-template <typename T>
-Status StatusOf(const Result<T>& r) {
-  if (!r)
-    return r.error();
-  return core::Ok();
-}
+using core::StatusOf;
 
 // Stored JSON text, or `fallback` when it does not parse.
 inline Json ParseOr(const std::string& text, Json fallback) {

@@ -976,6 +976,30 @@ struct RunView {
   std::map<std::string, StepRun*> steps;
 };
 
+// The declared inputs of an XGBoost JSON model (learner.feature_names), as
+// the version's signature {"inputs": [{"name", "type": "double"}...]}: what
+// serving checks the model against and validates requests by. null when
+// the file is not such a model or records no names.
+Json ModelSignature(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    return nullptr;
+  Json model = Json::parse(in, nullptr, false);
+  if (model.is_discarded() || !model.is_object() || !model.contains("learner") ||
+      !model["learner"].is_object())
+    return nullptr;
+  const Json& names = model["learner"].value("feature_names", Json::array());
+  if (!names.is_array() || names.empty())
+    return nullptr;
+  Json inputs = Json::array();
+  for (const Json& n : names) {
+    if (!n.is_string())
+      return nullptr;
+    inputs.push_back({{"name", n}, {"type", "double"}});
+  }
+  return Json{{"inputs", inputs}};
+}
+
 std::string ArtifactPathOf(const std::string& artifact_uri) {
   constexpr std::string_view kScheme = "mlflow-artifacts:";
   if (artifact_uri.rfind(kScheme, 0) != 0)
@@ -1618,6 +1642,7 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
                {"kervan.pipeline_run_id", run.id},
                {"kervan.model_digest", model->digest}},
       .description = fmt::format("pipeline {} v{}, run {}", spec.name, run.version, run.id)};
+  rv.signature = ModelSignature(model->path);
   auto version = reg.RegisterVersion(step.model, rv, sys);
   if (!version)
     return finish_builtin(false, nullptr, "registering the version: " + version.error().message);

@@ -137,10 +137,12 @@ TEST_F(AuthApi, RbacMatrixCoversEveryRouteAndRole) {
     }
     EXPECT_EQ(anonymous.headers["www-authenticate"], "Bearer realm=\"kervan\"");
   }
-  // The probes, and the CI webhook receiver, whose credential is the
-  // pipeline's webhook secret (tests/api/pipelines_api_test.cc).
-  EXPECT_EQ(public_routes, (std::set<std::string>{"/healthz", "/readyz", "/metrics",
-                                                  "/api/v1/hooks/pipelines/{name}"}));
+  // The probes (Kervan's and the Open Inference Protocol's), and the CI
+  // webhook receiver, whose credential is the pipeline's webhook secret
+  // (tests/api/pipelines_api_test.cc).
+  EXPECT_EQ(public_routes,
+            (std::set<std::string>{"/healthz", "/readyz", "/metrics", "/v2/health/live",
+                                   "/v2/health/ready", "/api/v1/hooks/pipelines/{name}"}));
   EXPECT_GT(denied, 0);
   RecordProperty("checked", checked);
   std::cout << "[ rbac ] " << routes.body["items"].size() << " routes x " << clients.size()
