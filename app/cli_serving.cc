@@ -41,12 +41,36 @@ std::string EvaluationLine(const Json& ev) {
     return "";
   std::vector<std::string> checks;
   for (const auto& c : ev.value("checks", Json::array())) {
+    if (Str(c, "name") == "sample_size") {  // not a failure: the verdict waits for it
+      checks.push_back(fmt::format("{} candidate requests (need {})", Num(c.value("value", 0.0)),
+                                   Num(c.value("threshold", 0.0))));
+      continue;
+    }
     checks.push_back(fmt::format("{}{} {} (limit {})", c.value("passed", false) ? "" : "FAILED ",
                                  Str(c, "name"), Num(c.value("value", 0.0)),
                                  Num(c.value("threshold", 0.0))));
   }
   return fmt::format("{} -> {}: {}", Str(ev, "verdict"), Str(ev, "action"),
                      fmt::join(checks, ", "));
+}
+
+// {"phase": "canary", "weight": 20, ...} -> "canary: 20% to the candidate".
+std::string RoutingText(const Json& rule) {
+  if (!rule.is_object())
+    return "";
+  std::string phase = Str(rule, "phase");
+  std::string out;
+  if (phase == "canary")
+    out = fmt::format("canary: {}% to the candidate", Num(rule.value("weight", 0.0)));
+  else if (phase == "shadow")
+    out = fmt::format("shadow: {}% mirrored to the candidate", Num(rule.value("shadow_percent", 0.0)));
+  else if (phase == "preview")
+    out = "blue/green: the candidate on the preview route only";
+  else
+    out = "all traffic to the stable version";
+  for (const auto& h : rule.value("header_routes", Json::array()))
+    out += fmt::format("; {}: {} -> {}", Str(h, "header"), Str(h, "value"), Str(h, "target"));
+  return out;
 }
 
 std::string RolloutSummary(const Json& r) {
@@ -344,7 +368,7 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
                          {"previous", Str(*r, "previous_version") == "0"
                                           ? ""
                                           : "v" + Str(*r, "previous_version")},
-                         {"routing", Str(*r, "routing")},
+                         {"routing", RoutingText((*r)["routing"])},
                          {"samples", Num(r->value("sample_percent", 0.0)) + "% of requests"},
                          {"predict", fmt::format("POST /v1/endpoints/{}/predict, POST "
                                                  "/v2/models/{}/infer",

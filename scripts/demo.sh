@@ -289,7 +289,7 @@ as erin kervan endpoints show breast-cancer
 ROLLOUT=$(KERVAN_TOKEN="${TOKEN[erin]}" "$KERVAN" rollout history breast-cancer -o json |
   /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["rollouts"][0]["id"])')
 say "... the rollout's timeline from the event log (each analysis with its numbers)"
-as erin kervan entity history deployment "$ROLLOUT"
+as admin kervan entity history deployment "$ROLLOUT"
 [[ "$(KERVAN_TOKEN="${TOKEN[erin]}" "$KERVAN" alias show breast-cancer champion -o json |
   /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get("version"))')" == 2 ]] ||
   die "the champion alias of breast-cancer does not point at version 2"

@@ -976,8 +976,10 @@ Status Serving::RunCycle(int64_t now_us) {
   }
   std::lock_guard lock(state_->windows_mu);
   for (auto it = state_->windows.begin(); it != state_->windows.end();) {
-    if (!active.count(it->first) && it->second.buckets.empty() == false &&
-        it->second.buckets.back().second < now_us / 1'000'000 - 3600)
+    // Ended rollouts' windows go once no gateway has reported for them for a
+    // minute (a report may still arrive from a gateway that lags).
+    if (!active.count(it->first) &&
+        (it->second.buckets.empty() || it->second.buckets.back().second < now_us / 1'000'000 - 60))
       it = state_->windows.erase(it);
     else
       ++it;

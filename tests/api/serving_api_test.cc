@@ -251,7 +251,7 @@ TEST_F(ServingApi, AGoodCandidateGoesShadowCanaryFullProductionAndBecomesChampio
   std::vector<std::string> types;
   int analyses = 0;
   for (const Json& e : AllEvents(*admin_)) {
-    if (e.value("subject_id", "") != d.body["id"].get<std::string>())
+    if (e["subject"].value("id", "") != d.body["id"].get<std::string>())
       continue;
     if (e["type"] == "deployment.analysis_evaluated") {
       ++analyses;

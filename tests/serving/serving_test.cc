@@ -134,6 +134,7 @@ class ServingTest : public BackendTest {
     registry_ = std::move(r).value();
     ModelLoader loader = MakeRegistryLoader(*registry_, artifacts_.get(), 500ms);
     gateway_ = std::make_unique<Gateway>(GatewayOptions{.loader = loader});
+    gateway_->Start();  // the mirror pool (shadow traffic) and the flusher
     auto s = Serving::Open(*db_, *log_, *lifecycles_, *registry_, loader, gateway_.get(), {});
     ASSERT_TRUE(s) << s.error().ToString();
     serving_ = std::move(s).value();
