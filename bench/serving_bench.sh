@@ -49,6 +49,7 @@ UVICORN_HTTP=${UVICORN_HTTP:-auto}
 FASTAPI_HANDLER=${FASTAPI_HANDLER:-async}
 IO_THREADS=${IO_THREADS:-2}
 KERVAN_SET=${KERVAN_SET:-}
+SAMPLE_PERCENT=${SAMPLE_PERCENT:-10}
 ONLY_BASELINE=${ONLY_BASELINE:-0}
 RESULTS_DIR=${RESULTS_DIR:-/tmp}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -222,7 +223,7 @@ deploy_model() {
   local k=(env KERVAN_URL="$KERVAN_URL" KERVAN_TOKEN="$KERVAN_TOKEN" "$KERVAN_BIN")
   { "${k[@]}" model create "$ENDPOINT" >&2 &&
     "${k[@]}" version register "$ENDPOINT" --artifact-uri "file://$WORK/model.json" >&2 &&
-    "${k[@]}" deploy "$ENDPOINT" --version 1 --endpoint "$ENDPOINT" --sample-percent 10 >&2; } ||
+    "${k[@]}" deploy "$ENDPOINT" --version 1 --endpoint "$ENDPOINT" --sample-percent "$SAMPLE_PERCENT" >&2; } ||
     { tail -n 20 "$WORK/kervan.log" >&2; die "deploying the model on kervan failed"; }
 }
 

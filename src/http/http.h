@@ -221,6 +221,14 @@ struct Route {
   // unset: Kervan's error envelope (Response::FromError). Routes of a
   // foreign protocol (the MLflow API) answer in that protocol's form.
   std::function<Response(const core::Error&)> error_response;
+  // A blocking route whose handler is cheap for some requests: when set and
+  // it returns true for a request (after the access guard), that request's
+  // handler runs inline on the I/O thread instead of the worker pool. It
+  // runs on the I/O thread itself, so it must not block. The inference
+  // routes use it for in-process models (no thread hop, fewer threads
+  // competing for the cores: a shorter latency tail), while requests for an
+  // HTTP upstream model still go to the pool.
+  std::function<bool(const Request&)> run_inline_when;
 };
 
 // A blocking route whose handler returns JSON or an error:

@@ -749,7 +749,8 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
                             req.request_id);
       resp.headers.emplace_back("Allow", match.allow);
     }
-  } else if (match.route->blocking) {
+  } else if (match.route->blocking &&
+             !(match.route->run_inline_when && match.route->run_inline_when(req))) {
     const Route* route = match.route;
     resp = co_await Offload(*pool_, [this, route, &req] { return Invoke(*route, req); });
   } else {

@@ -550,6 +550,18 @@ Result<Json> Gateway::ModelMetadata(const std::string& endpoint, int64_t version
   return out;
 }
 
+bool Gateway::AnswersInProcess(const std::string& endpoint) const {
+  auto snap = impl_->Current();
+  auto it = snap->endpoints.find(endpoint);
+  if (it == snap->endpoints.end())
+    return true;  // a 404, answered at once
+  for (const Served* s : {&it->second->stable, &it->second->candidate, &it->second->previous}) {
+    if (*s && s->loaded->runtime && s->loaded->runtime->kind() != "xgboost")
+      return false;
+  }
+  return true;
+}
+
 bool Gateway::ModelReady(const std::string& endpoint, int64_t version) {
   auto snap = impl_->Current();
   auto it = snap->endpoints.find(endpoint);
@@ -675,14 +687,20 @@ Status RegisterGatewayRoutes(http::Router& router, Gateway& gateway) {
                               .handler = versioned(ready),
                               .blocking = false,
                               .permission = predict}));
+  // In-process models answer on the I/O thread; HTTP upstreams on the pool.
+  auto in_process = [&gateway](const http::Request& req) {
+    return gateway.AnswersInProcess(req.Param("name"));
+  };
   RETURN_IF_ERROR(router.Add({.method = "POST",
                               .pattern = "/v2/models/{name}/infer",
                               .handler = [oip](const http::Request& req) { return oip(req, 0); },
-                              .permission = predict}));
+                              .permission = predict,
+                              .run_inline_when = in_process}));
   RETURN_IF_ERROR(router.Add({.method = "POST",
                               .pattern = "/v2/models/{name}/versions/{version}/infer",
                               .handler = versioned(oip),
-                              .permission = predict}));
+                              .permission = predict,
+                              .run_inline_when = in_process}));
   RETURN_IF_ERROR(router.Add({.method = "POST",
                               .pattern = "/v1/endpoints/{name}/predict",
                               .handler =
@@ -693,7 +711,8 @@ Status RegisterGatewayRoutes(http::Router& router, Gateway& gateway) {
                                                 .http = &req})
                                         .response;
                                   },
-                              .permission = predict}));
+                              .permission = predict,
+                              .run_inline_when = in_process}));
   RETURN_IF_ERROR(router.Add({.method = "POST",
                               .pattern = "/v1/endpoints/{name}/preview/predict",
                               .handler =
@@ -705,7 +724,8 @@ Status RegisterGatewayRoutes(http::Router& router, Gateway& gateway) {
                                                 .http = &req})
                                         .response;
                                   },
-                              .permission = predict}));
+                              .permission = predict,
+                              .run_inline_when = in_process}));
   return core::Ok();
 }
 

@@ -40,6 +40,25 @@ Result<std::optional<std::vector<std::string>>> DeclaredInputs(const Json& signa
   return std::optional<std::vector<std::string>>(std::move(names));
 }
 
+// One proxy DMatrix per thread for inplace prediction. Without one, XGBoost
+// makes a proxy per call, and making one reads the cgroup CPU quota files
+// (open/read/close): most of a one-row prediction's cost (perf on this
+// machine: 28 us per prediction without, see docs/performance.md
+// "Serving"). A proxy holds the current call's data, so it is per thread.
+DMatrixHandle ThreadProxy() {
+  struct Holder {
+    DMatrixHandle handle = nullptr;
+    ~Holder() {
+      if (handle != nullptr)
+        XGDMatrixFree(handle);
+    }
+  };
+  thread_local Holder holder;
+  if (holder.handle == nullptr && XGProxyDMatrixCreate(&holder.handle) != 0)
+    holder.handle = nullptr;
+  return holder.handle;
+}
+
 class XgboostRuntime final : public ModelRuntime {
  public:
   explicit XgboostRuntime(BoosterHandle booster) : booster_(booster) {}
@@ -61,7 +80,7 @@ class XgboostRuntime final : public ModelRuntime {
     const float* result = nullptr;
     // Inplace prediction is thread-safe; the result lives in thread-local
     // memory until this thread's next call, so it is copied out at once.
-    if (XGBoosterPredictFromDense(booster_, array.c_str(), kConfig, nullptr, &shape, &dim,
+    if (XGBoosterPredictFromDense(booster_, array.c_str(), kConfig, ThreadProxy(), &shape, &dim,
                                   &result) != 0) {
       return core::Internal(fmt::format("xgboost prediction failed: {}", XGBGetLastError()));
     }

@@ -221,6 +221,9 @@ class Gateway {
   Json Describe() const;
 
   InferResponse Infer(const InferRequest& request);
+  // Whether every version the endpoint serves answers in-process (no HTTP
+  // upstream), so its requests may run on an I/O thread. Never blocks.
+  bool AnswersInProcess(const std::string& endpoint) const;
   // Server metadata and model metadata/readiness (OIP).
   Result<Json> ModelMetadata(const std::string& endpoint, int64_t version);
   bool ModelReady(const std::string& endpoint, int64_t version);
