@@ -3,13 +3,13 @@
 //   kervan rollout status|history|promote|pause|resume|abort|rollback ENDPOINT
 //   kervan endpoints list|show
 //   kervan predict ENDPOINT (--json BODY | -f FILE) [--preview] [--version N]
-#include <fmt/format.h>
-
 #include <chrono>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "app/cli_commands.h"
 
@@ -63,7 +63,8 @@ std::string RoutingText(const Json& rule) {
   if (phase == "canary")
     out = fmt::format("canary: {}% to the candidate", Num(rule.value("weight", 0.0)));
   else if (phase == "shadow")
-    out = fmt::format("shadow: {}% mirrored to the candidate", Num(rule.value("shadow_percent", 0.0)));
+    out = fmt::format("shadow: {}% mirrored to the candidate",
+                      Num(rule.value("shadow_percent", 0.0)));
   else if (phase == "preview")
     out = "blue/green: the candidate on the preview route only";
   else
@@ -74,21 +75,20 @@ std::string RoutingText(const Json& rule) {
 }
 
 std::string RolloutSummary(const Json& r) {
-  std::string out = Fields({{"rollout", Str(r, "id")},
-                            {"endpoint", Str(r, "endpoint")},
-                            {"model", fmt::format("{} v{} (stable v{})", Str(r, "model"),
-                                                  Str(r, "candidate_version"),
-                                                  Str(r, "stable_version"))},
-                            {"strategy", Str(r["strategy"], "strategy")},
-                            {"state", Str(r, "state")},
-                            {"phase", ActiveState(Str(r, "state")) ? PhaseText(r) : ""},
-                            {"failures", fmt::format("{} of {}", Str(r["progress"], "failures"),
-                                                     Str(r["strategy"]["analysis"],
-                                                         "failure_limit"))},
-                            {"last analysis", EvaluationLine(r.value("last_evaluation", Json()))},
-                            {"outcome", Str(r, "outcome")},
-                            {"started", ShortTime(Str(r, "created_at"))},
-                            {"finished", ShortTime(Str(r, "finished_at"))}});
+  std::string out =
+      Fields({{"rollout", Str(r, "id")},
+              {"endpoint", Str(r, "endpoint")},
+              {"model", fmt::format("{} v{} (stable v{})", Str(r, "model"),
+                                    Str(r, "candidate_version"), Str(r, "stable_version"))},
+              {"strategy", Str(r["strategy"], "strategy")},
+              {"state", Str(r, "state")},
+              {"phase", ActiveState(Str(r, "state")) ? PhaseText(r) : ""},
+              {"failures", fmt::format("{} of {}", Str(r["progress"], "failures"),
+                                       Str(r["strategy"]["analysis"], "failure_limit"))},
+              {"last analysis", EvaluationLine(r.value("last_evaluation", Json()))},
+              {"outcome", Str(r, "outcome")},
+              {"started", ShortTime(Str(r, "created_at"))},
+              {"finished", ShortTime(Str(r, "finished_at"))}});
   return out;
 }
 
@@ -138,8 +138,8 @@ std::vector<double> ParseWeights(const std::string& text, std::string* error) {
       if (used != part.size())
         throw std::invalid_argument(part);
     } catch (const std::exception&) {
-      *error = fmt::format("--steps: \"{}\" is not a number (give percentages like 10,50,100)",
-                           part);
+      *error =
+          fmt::format("--steps: \"{}\" is not a number (give percentages like 10,50,100)", part);
       return {};
     }
   }
@@ -258,8 +258,9 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
 
   // ---- rollout
   auto* rollout = app.add_subcommand(
-      "rollout", "Rollouts of an endpoint: status [-w], history, promote, pause, resume, abort, "
-                 "rollback (docs/rollouts.md)");
+      "rollout",
+      "Rollouts of an endpoint: status [-w], history, promote, pause, resume, abort, "
+      "rollback (docs/rollouts.md)");
   rollout->require_subcommand(1);
   auto* status = rollout->add_subcommand(
       "status", "Show the endpoint's active (or last) rollout; -w follows it until it ends");
@@ -305,18 +306,18 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
                       "v" + Str(x, "stable_version"), Str(x["strategy"], "strategy"),
                       Str(x, "state"), ShortTime(Str(x, "created_at")), Str(x, "outcome")});
     }
-    std::cout << Table({"ROLLOUT", "CANDIDATE", "STABLE", "STRATEGY", "STATE", "STARTED", "OUTCOME"},
-                       rows);
+    std::cout << Table(
+        {"ROLLOUT", "CANDIDATE", "STABLE", "STRATEGY", "STATE", "STARTED", "OUTCOME"}, rows);
   });
 
   for (const char* action : {"promote", "pause", "resume", "abort", "rollback"}) {
     std::string help =
-        std::string(action) == "promote"    ? "Promote the candidate to full production now"
-        : std::string(action) == "pause"    ? "Pause the rollout: the candidate gets no traffic"
-        : std::string(action) == "resume"   ? "Resume a paused rollout at its step"
-        : std::string(action) == "abort"    ? "Abort the rollout: the stable version keeps serving"
-                                            : "Roll back: the active rollout, or the last promoted "
-                                              "one to the version it replaced (kept warm)";
+        std::string(action) == "promote"  ? "Promote the candidate to full production now"
+        : std::string(action) == "pause"  ? "Pause the rollout: the candidate gets no traffic"
+        : std::string(action) == "resume" ? "Resume a paused rollout at its step"
+        : std::string(action) == "abort"  ? "Abort the rollout: the stable version keeps serving"
+                                          : "Roll back: the active rollout, or the last promoted "
+                                            "one to the version it replaced (kept warm)";
     auto* c = rollout->add_subcommand(action, help + " (needs --reason)");
     AddClientFlags(c, o);
     c->add_option("endpoint", a->endpoint, "endpoint name")->required();
@@ -362,17 +363,16 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
       return void(rc = 1);
     if (PrintedJson(o, *r))
       return;
-    std::cout << Fields({{"endpoint", Str(*r, "name")},
-                         {"model", Str(*r, "model")},
-                         {"stable", "v" + Str(*r, "stable_version")},
-                         {"previous", Str(*r, "previous_version") == "0"
-                                          ? ""
-                                          : "v" + Str(*r, "previous_version")},
-                         {"routing", RoutingText((*r)["routing"])},
-                         {"samples", Num(r->value("sample_percent", 0.0)) + "% of requests"},
-                         {"predict", fmt::format("POST /v1/endpoints/{}/predict, POST "
-                                                 "/v2/models/{}/infer",
-                                                 Str(*r, "name"), Str(*r, "name"))}});
+    std::cout << Fields(
+        {{"endpoint", Str(*r, "name")},
+         {"model", Str(*r, "model")},
+         {"stable", "v" + Str(*r, "stable_version")},
+         {"previous", Str(*r, "previous_version") == "0" ? "" : "v" + Str(*r, "previous_version")},
+         {"routing", RoutingText((*r)["routing"])},
+         {"samples", Num(r->value("sample_percent", 0.0)) + "% of requests"},
+         {"predict", fmt::format("POST /v1/endpoints/{}/predict, POST "
+                                 "/v2/models/{}/infer",
+                                 Str(*r, "name"), Str(*r, "name"))}});
     Json rollout = (*r)["rollout"].is_null() ? (*r)["last_rollout"] : (*r)["rollout"];
     if (!rollout.is_null())
       std::cout << "\n" << RolloutSummary(rollout);
@@ -401,10 +401,9 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
     Json body = Json::parse(text, nullptr, false);
     if (body.is_discarded())
       return void(rc = UsageError("the request body is not valid JSON"));
-    auto raw = CallRaw(o, "POST",
-                       "/v1/endpoints/" + Seg(a->endpoint) + (a->preview ? "/preview" : "") +
-                           "/predict",
-                       body);
+    auto raw = CallRaw(
+        o, "POST",
+        "/v1/endpoints/" + Seg(a->endpoint) + (a->preview ? "/preview" : "") + "/predict", body);
     if (!raw)
       return void(rc = 1);
     Json r = Json::parse(raw->body, nullptr, false);

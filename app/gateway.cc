@@ -6,14 +6,15 @@
 // server's rollout controller sees its traffic.
 #include "app/gateway.h"
 
-#include <fmt/format.h>
-#include <signal.h>
-
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
+
+#include <signal.h>
+
+#include <fmt/format.h>
 
 #include "serving/serving.h"
 
@@ -30,7 +31,8 @@ Result<Json> GetJson(const http::Client& client, const std::string& target) {
     return http::ErrorFromResponse(r);
   Json j = Json::parse(r.body, nullptr, false);
   if (j.is_discarded())
-    return core::Internal(fmt::format("GET {}: the server answered something that is not JSON", target));
+    return core::Internal(
+        fmt::format("GET {}: the server answered something that is not JSON", target));
   return j;
 }
 
@@ -44,7 +46,8 @@ serving::ModelLoader RemoteLoader(const http::Client& client, std::chrono::milli
     std::string uri = v.value("artifact_uri", "");
     Json signature = v.value("signature", Json());
     if (uri.rfind("http://", 0) == 0) {
-      ASSIGN_OR_RETURN(auto rt, serving::ConnectUpstream({.url = uri, .timeout = timeout}, signature));
+      ASSIGN_OR_RETURN(auto rt,
+                       serving::ConnectUpstream({.url = uri, .timeout = timeout}, signature));
       return std::shared_ptr<serving::ModelRuntime>(std::move(rt));
     }
     std::string bytes;
@@ -56,7 +59,8 @@ serving::ModelLoader RemoteLoader(const http::Client& client, std::chrono::milli
       std::string target = "/api/2.0/mlflow-artifacts/artifacts";
       for (size_t start = 0; start <= path.size();) {
         size_t slash = path.find('/', start);
-        std::string seg = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+        std::string seg =
+            path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
         target += "/" + http::PercentEncode(seg);
         if (slash == std::string::npos)
           break;
@@ -132,8 +136,8 @@ std::string EndpointOf(const std::string& path) {
     if (path.rfind(prefix, 0) == 0) {
       size_t start = prefix.size();
       size_t end = path.find('/', start);
-      return http::PercentDecode(path.substr(start, end == std::string::npos ? std::string::npos
-                                                                             : end - start));
+      return http::PercentDecode(
+          path.substr(start, end == std::string::npos ? std::string::npos : end - start));
     }
   }
   return "";
@@ -253,8 +257,7 @@ int RunGateway(const GatewayRunOptions& options) {
   std::thread follower([&] {
     while (!stopping) {
       auto status = client.ReadStream(
-          "/api/v1/events/stream?kind=deployment&after=" + std::to_string(gateway.revision()),
-          {},
+          "/api/v1/events/stream?kind=deployment&after=" + std::to_string(gateway.revision()), {},
           [&](std::string_view chunk) {
             if (chunk.find("deployment.") != std::string_view::npos) {
               if (auto s = refresh(); !s)

@@ -17,8 +17,8 @@
 #include "http/http.h"
 #include "jobs/jobs.h"
 #include "pipelines/pipelines.h"
-#include "serving/serving.h"
 #include "registry/registry.h"
+#include "serving/serving.h"
 #include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
 
@@ -302,21 +302,20 @@ int RunServer(const ServerRunOptions& options) {
   // Serving: the in-process gateway answers inference requests; the control
   // plane gives it every new routing table and feeds its statistics to the
   // rollout controller. Samples go straight to the store.
-  serving::ModelLoader loader = serving::MakeRegistryLoader(
-      **registry, artifact_store->get(),
-      std::chrono::milliseconds(config.serving_upstream_timeout_ms));
+  serving::ModelLoader loader =
+      serving::MakeRegistryLoader(**registry, artifact_store->get(),
+                                  std::chrono::milliseconds(config.serving_upstream_timeout_ms));
   std::unique_ptr<serving::Serving>* serving_ref = nullptr;
   serving::Gateway gateway({.loader = loader,
                             .max_rows = config.serving_max_rows,
                             .mirror_threads = static_cast<int>(config.serving_mirror_threads),
-                            .sample_sink =
-                                [&serving_ref](std::vector<serving::Sample> samples) {
-                                  if (serving_ref == nullptr || !*serving_ref)
-                                    return;
-                                  if (auto s = (*serving_ref)->StoreSamples(samples); !s)
-                                    core::LogWarn("serving: cannot store samples: " +
-                                                  s.error().message);
-                                }});
+                            .sample_sink = [&serving_ref](std::vector<serving::Sample> samples) {
+                              if (serving_ref == nullptr || !*serving_ref)
+                                return;
+                              if (auto s = (*serving_ref)->StoreSamples(samples); !s)
+                                core::LogWarn("serving: cannot store samples: " +
+                                              s.error().message);
+                            }});
   auto serving_service = serving::Serving::Open(
       **db, **log, lifecycles, **registry, loader, &gateway,
       {.cycle_interval = std::chrono::milliseconds(config.serving_cycle_ms),

@@ -89,21 +89,22 @@ void BM_GatewayInfer(benchmark::State& state) {
     }
     runtime = std::move(rt).value();
   }
-  Gateway gateway({.loader = [runtime](const std::string&, int64_t) -> Result<std::shared_ptr<ModelRuntime>> {
-                     return runtime;
-                   },
-                   .sample_sink = [](std::vector<Sample>) {}});
+  Gateway gateway(
+      {.loader = [runtime](const std::string&, int64_t) -> Result<std::shared_ptr<ModelRuntime>> {
+         return runtime;
+       },
+       .sample_sink = [](std::vector<Sample>) {}});
   RoutingTable table;
-  table.endpoints["bench"] = RouteEntry{
-      .endpoint = "bench",
-      .model = "bench",
-      .stable = 1,
-      .candidate = 2,
-      .rollout_id = "r1",
-      .rule = {.phase = Phase::kCanary,
-               .weight = 50,
-               .header_routes = {{.header = "x-group", .value = "beta"}}},
-      .sample_percent = 10};
+  table.endpoints["bench"] =
+      RouteEntry{.endpoint = "bench",
+                 .model = "bench",
+                 .stable = 1,
+                 .candidate = 2,
+                 .rollout_id = "r1",
+                 .rule = {.phase = Phase::kCanary,
+                          .weight = 50,
+                          .header_routes = {{.header = "x-group", .value = "beta"}}},
+                 .sample_percent = 10};
   gateway.Apply(table);
   gateway.Start();
   http::Request req;

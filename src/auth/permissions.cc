@@ -57,8 +57,7 @@ const std::vector<PermissionInfo>& Permissions() {
       {"deployment.read",
        "read endpoints, rollouts, their analysis, traffic samples and the routing table"},
       {"deployment.create", "deploy DeploymentReady model versions to endpoints"},
-      {"deployment.manage",
-       "promote, pause, resume, abort and roll back rollouts (with a reason)"},
+      {"deployment.manage", "promote, pause, resume, abort and roll back rollouts (with a reason)"},
       {"deployment.orchestrate",
        "carry out rollouts' analysis and decisions (granted to no role: system:serving only)"},
       {"serving.predict", "send inference requests to endpoints"},
@@ -79,17 +78,17 @@ bool IsKnownPermission(std::string_view permission) {
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
     std::set<std::string> viewer = {
-        "system.read",    "metrics.read",  "self.read",  "token.self",    "project.read",
-        "lifecycle.read", "entity.read",   "event.read", "audit.read",    "registry.read",
-        "tracking.read",  "artifact.read", "job.read",   "pipeline.read", "dataset.read",
+        "system.read",     "metrics.read",   "self.read",  "token.self",    "project.read",
+        "lifecycle.read",  "entity.read",    "event.read", "audit.read",    "registry.read",
+        "tracking.read",   "artifact.read",  "job.read",   "pipeline.read", "dataset.read",
         "deployment.read", "serving.predict"};
     std::set<std::string> scientist = Union(
         viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel",
                  "pipeline.submit", "pipeline.run", "pipeline.cancel", "dataset.write"});
-    std::set<std::string> engineer = Union(
-        scientist, {"registry.configure", "registry.alias", "model_version.approve",
-                    "model_version.archive", "audit.verify", "webhook.read", "webhook.write",
-                    "deployment.create", "deployment.manage", "serving.report"});
+    std::set<std::string> engineer =
+        Union(scientist, {"registry.configure", "registry.alias", "model_version.approve",
+                          "model_version.archive", "audit.verify", "webhook.read", "webhook.write",
+                          "deployment.create", "deployment.manage", "serving.report"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
       if (p.name != "model_version.validate" && p.name != "job.schedule" &&

@@ -1,12 +1,12 @@
 // The inference gateway: routing table, loaded versions, the request path,
 // shadow mirroring, statistics, samples and the OIP / JSON-rows routes.
-#include <fmt/format.h>
-
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <random>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "http/asio.h"
 #include "serving/serving.h"
@@ -237,37 +237,37 @@ struct Gateway::Impl {
       return;
     }
     ++mirror_pending;
-    http::asio::post(*mirror_pool, [this, ep = std::move(ep), batch = std::move(batch),
-                                    stable = std::move(stable),
-                                    request_id = std::move(request_id)]() {
-      const Served& c = ep->candidate;
-      auto start = Clock::now();
-      Result<Prediction> p = c.loaded->runtime
-                                 ? c.loaded->runtime->Predict(batch)
-                                 : Result<Prediction>(core::Unavailable(c.loaded->error));
-      double micros = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-      if (p) {
-        c.metrics->shadow_ok->Inc();
-        Record(ep->entry.rollout_id, Side::kCandidate, false, micros, &*p, Agrees(stable, *p));
-      } else {
-        c.metrics->shadow_error->Inc();
-        Record(ep->entry.rollout_id, Side::kCandidate, true, micros, nullptr, false);
-      }
-      if (Uniform() * 100.0 < ep->entry.sample_percent) {
-        Keep({.endpoint = ep->entry.endpoint,
-              .model = ep->entry.model,
-              .version = c.loaded->version,
-              .rollout_id = ep->entry.rollout_id,
-              .side = "shadow",
-              .request_id = request_id,
-              .time_us = core::NowMicros(),
-              .input = RowsJson(batch),
-              .output = p ? PredictionsJson(*p) : Json(nullptr),
-              .latency_us = static_cast<int64_t>(micros),
-              .error = p ? "" : p.error().message});
-      }
-      --mirror_pending;
-    });
+    http::asio::post(
+        *mirror_pool, [this, ep = std::move(ep), batch = std::move(batch),
+                       stable = std::move(stable), request_id = std::move(request_id)]() {
+          const Served& c = ep->candidate;
+          auto start = Clock::now();
+          Result<Prediction> p = c.loaded->runtime
+                                     ? c.loaded->runtime->Predict(batch)
+                                     : Result<Prediction>(core::Unavailable(c.loaded->error));
+          double micros = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+          if (p) {
+            c.metrics->shadow_ok->Inc();
+            Record(ep->entry.rollout_id, Side::kCandidate, false, micros, &*p, Agrees(stable, *p));
+          } else {
+            c.metrics->shadow_error->Inc();
+            Record(ep->entry.rollout_id, Side::kCandidate, true, micros, nullptr, false);
+          }
+          if (Uniform() * 100.0 < ep->entry.sample_percent) {
+            Keep({.endpoint = ep->entry.endpoint,
+                  .model = ep->entry.model,
+                  .version = c.loaded->version,
+                  .rollout_id = ep->entry.rollout_id,
+                  .side = "shadow",
+                  .request_id = request_id,
+                  .time_us = core::NowMicros(),
+                  .input = RowsJson(batch),
+                  .output = p ? PredictionsJson(*p) : Json(nullptr),
+                  .latency_us = static_cast<int64_t>(micros),
+                  .error = p ? "" : p.error().message});
+          }
+          --mirror_pending;
+        });
   }
 };
 
@@ -275,7 +275,9 @@ Gateway::Gateway(GatewayOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
 }
 
-Gateway::~Gateway() { Stop(); }
+Gateway::~Gateway() {
+  Stop();
+}
 
 void Gateway::Start() {
   std::lock_guard lock(impl_->flush_mu);
@@ -323,7 +325,8 @@ void Gateway::Apply(const RoutingTable& table) {
     std::shared_ptr<LoadedVersion> lv;
     if (auto it = keep.find(key); it != keep.end()) {
       lv = it->second;
-    } else if (auto old = impl_->loaded.find(key); old != impl_->loaded.end() && old->second->runtime) {
+    } else if (auto old = impl_->loaded.find(key);
+               old != impl_->loaded.end() && old->second->runtime) {
       lv = old->second;
     } else {
       lv = std::make_shared<LoadedVersion>();
@@ -335,9 +338,9 @@ void Gateway::Apply(const RoutingTable& table) {
                                core::Unavailable("the gateway has no model loader"));
       if (runtime) {
         lv->runtime = std::move(runtime).value();
-        core::LogInfo(fmt::format("loaded {} version {} ({})", e.model, version,
-                                  lv->runtime->kind()),
-                      {{"event.action", "serving.model_loaded"}});
+        core::LogInfo(
+            fmt::format("loaded {} version {} ({})", e.model, version, lv->runtime->kind()),
+            {{"event.action", "serving.model_loaded"}});
       } else {
         lv->error = fmt::format("{} version {} did not load: {}", e.model, version,
                                 runtime.error().message);
@@ -362,7 +365,9 @@ void Gateway::Apply(const RoutingTable& table) {
   impl_->snapshot = std::move(next);
 }
 
-int64_t Gateway::revision() const { return impl_->Current()->revision; }
+int64_t Gateway::revision() const {
+  return impl_->Current()->revision;
+}
 
 Json Gateway::Describe() const {
   auto snap = impl_->Current();
@@ -407,32 +412,30 @@ InferResponse Gateway::Infer(const InferRequest& request) {
       }
     }
     if (served == nullptr) {
-      return {.response = http::Response::FromError(Missing(
-                  fmt::format("endpoint \"{}\" does not serve version {} (it serves {})",
-                              request.endpoint, request.version,
-                              ep->entry.stable > 0 ? std::to_string(ep->entry.stable)
-                                                   : std::string("nothing yet")),
-                  "version"))};
+      return {.response = http::Response::FromError(
+                  Missing(fmt::format("endpoint \"{}\" does not serve version {} (it serves {})",
+                                      request.endpoint, request.version,
+                                      ep->entry.stable > 0 ? std::to_string(ep->entry.stable)
+                                                           : std::string("nothing yet")),
+                          "version"))};
     }
   } else if (request.preview) {
     if (!ep->candidate) {
-      return {.response = http::Response::FromError(Missing(fmt::format(
-                  "endpoint \"{}\" has no candidate to preview (no rollout is active)",
-                  request.endpoint)))};
+      return {.response = http::Response::FromError(Missing(
+                  fmt::format("endpoint \"{}\" has no candidate to preview (no rollout is active)",
+                              request.endpoint)))};
     }
     served = &ep->candidate;
   } else if (ep->candidate) {
     std::string key = req.Header("X-Kervan-Route-Key");
-    RouteDecision d =
-        DecideRoute(ep->entry.rule, key,
-                    [&req](std::string_view name) { return req.Header(name); }, Uniform());
+    RouteDecision d = DecideRoute(
+        ep->entry.rule, key, [&req](std::string_view name) { return req.Header(name); }, Uniform());
     served = d.target == Target::kCandidate ? &ep->candidate : &ep->stable;
     mirror = d.mirror;
   }
   if (!*served) {
-    return {.response = http::Response::FromError(
-                core::Unavailable(fmt::format("endpoint \"{}\" has no version to serve yet",
-                                              request.endpoint)))};
+    return {.response = http::Response::FromError(core::Unavailable(
+                fmt::format("endpoint \"{}\" has no version to serve yet", request.endpoint)))};
   }
   const LoadedVersion& lv = *served->loaded;
   VersionMetrics& m = *served->metrics;
@@ -459,14 +462,12 @@ InferResponse Gateway::Infer(const InferRequest& request) {
     return finish(http::Response::FromError(core::Unavailable(lv.error)));
   }
   Json body = Json::parse(req.body, nullptr, false);
-  Result<Batch> batch = body.is_discarded()
-                            ? Result<Batch>(core::InvalidArgument(
-                                  "the request body is not valid JSON", "body"))
-                            : request.format == InferRequest::Format::kOip
-                                  ? ParseOipRequest(body, lv.runtime->schema(),
-                                                    impl_->options.max_rows)
-                                  : ParseInstances(body, lv.runtime->schema(),
-                                                   impl_->options.max_rows);
+  Result<Batch> batch =
+      body.is_discarded()
+          ? Result<Batch>(core::InvalidArgument("the request body is not valid JSON", "body"))
+      : request.format == InferRequest::Format::kOip
+          ? ParseOipRequest(body, lv.runtime->schema(), impl_->options.max_rows)
+          : ParseInstances(body, lv.runtime->schema(), impl_->options.max_rows);
   if (!batch) {
     m.bad_request->Inc();
     return finish(http::Response::FromError(batch.error()));
@@ -546,7 +547,8 @@ Result<Json> Gateway::ModelMetadata(const std::string& endpoint, int64_t version
                     {"shape", Json::array({-1, schema.num_features})}});
   out["inputs"] = inputs;
   out["features"] = schema.ToJson()["inputs"];
-  out["outputs"] = Json::array({Json{{"name", "predict"}, {"datatype", "FP32"}, {"shape", Json::array({-1})}}});
+  out["outputs"] =
+      Json::array({Json{{"name", "predict"}, {"datatype", "FP32"}, {"shape", Json::array({-1})}}});
   return out;
 }
 
@@ -630,28 +632,30 @@ Status RegisterGatewayRoutes(http::Router& router, Gateway& gateway) {
   };
   RETURN_IF_ERROR(router.Add({.method = "GET",
                               .pattern = "/v2/health/live",
-                              .handler = [](const http::Request&) {
-                                return http::Response::Json(200, {{"live", true}});
-                              },
+                              .handler =
+                                  [](const http::Request&) {
+                                    return http::Response::Json(200, {{"live", true}});
+                                  },
                               .blocking = false,
                               .public_route = true}));
   RETURN_IF_ERROR(router.Add({.method = "GET",
                               .pattern = "/v2/health/ready",
-                              .handler = [](const http::Request&) {
-                                return http::Response::Json(200, {{"ready", true}});
-                              },
+                              .handler =
+                                  [](const http::Request&) {
+                                    return http::Response::Json(200, {{"ready", true}});
+                                  },
                               .blocking = false,
                               .public_route = true}));
-  RETURN_IF_ERROR(router.Add({.method = "GET",
-                              .pattern = "/v2",
-                              .handler = [](const http::Request&) {
-                                return http::Response::Json(
-                                    200, {{"name", "kervan"},
-                                          {"version", "0.1.0"},
-                                          {"extensions", Json::array()}});
-                              },
-                              .blocking = false,
-                              .permission = predict}));
+  RETURN_IF_ERROR(router.Add(
+      {.method = "GET",
+       .pattern = "/v2",
+       .handler =
+           [](const http::Request&) {
+             return http::Response::Json(
+                 200, {{"name", "kervan"}, {"version", "0.1.0"}, {"extensions", Json::array()}});
+           },
+       .blocking = false,
+       .permission = predict}));
   auto metadata = [&gateway](const http::Request& req, int64_t version) {
     return OipError(http::Response::FromResult(gateway.ModelMetadata(req.Param("name"), version)));
   };
@@ -667,16 +671,18 @@ Status RegisterGatewayRoutes(http::Router& router, Gateway& gateway) {
       return fn(req, *v);
     };
   };
-  RETURN_IF_ERROR(router.Add({.method = "GET",
-                              .pattern = "/v2/models/{name}",
-                              .handler = [metadata](const http::Request& req) { return metadata(req, 0); },
-                              .blocking = false,
-                              .permission = predict}));
-  RETURN_IF_ERROR(router.Add({.method = "GET",
-                              .pattern = "/v2/models/{name}/ready",
-                              .handler = [ready](const http::Request& req) { return ready(req, 0); },
-                              .blocking = false,
-                              .permission = predict}));
+  RETURN_IF_ERROR(
+      router.Add({.method = "GET",
+                  .pattern = "/v2/models/{name}",
+                  .handler = [metadata](const http::Request& req) { return metadata(req, 0); },
+                  .blocking = false,
+                  .permission = predict}));
+  RETURN_IF_ERROR(
+      router.Add({.method = "GET",
+                  .pattern = "/v2/models/{name}/ready",
+                  .handler = [ready](const http::Request& req) { return ready(req, 0); },
+                  .blocking = false,
+                  .permission = predict}));
   RETURN_IF_ERROR(router.Add({.method = "GET",
                               .pattern = "/v2/models/{name}/versions/{version}",
                               .handler = versioned(metadata),

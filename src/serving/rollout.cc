@@ -2,10 +2,10 @@
 // decision: pure functions (rollout.h).
 #include "serving/rollout.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
+
+#include <fmt/format.h>
 
 namespace kervan::serving {
 namespace {
@@ -13,7 +13,9 @@ namespace {
 constexpr int64_t kMaxDurationS = 7 * 24 * 3600;
 constexpr int64_t kMaxRequests = 1'000'000'000;
 
-Json OptionalToJson(const std::optional<double>& v) { return v ? Json(*v) : Json(nullptr); }
+Json OptionalToJson(const std::optional<double>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
 
 // A threshold: absent keeps `def`, JSON null disables the check, a number in
 // [min, max] sets it.
@@ -36,8 +38,8 @@ Result<std::optional<double>> ReadThreshold(const Json& obj, core::ObjectReader&
   return v;
 }
 
-Result<double> ReadPercent(core::ObjectReader& r, const std::string& key,
-                           const std::string& prefix, double def, bool allow_zero) {
+Result<double> ReadPercent(core::ObjectReader& r, const std::string& key, const std::string& prefix,
+                           double def, bool allow_zero) {
   ASSIGN_OR_RETURN(std::optional<double> v, r.OptionalNumber(key));
   if (!v)
     return def;
@@ -61,7 +63,9 @@ uint64_t Fnv1a(std::string_view text) {
   return h;
 }
 
-double BucketLower(int i) { return std::pow(10.0, i / 10.0); }
+double BucketLower(int i) {
+  return std::pow(10.0, i / 10.0);
+}
 
 }  // namespace
 
@@ -115,8 +119,8 @@ Result<RolloutSpec> RolloutSpec::FromJson(const Json& json, const std::string& p
   spec.strategy = strategy.value_or("canary");
   if (spec.strategy != "canary" && spec.strategy != "bluegreen" && spec.strategy != "direct") {
     return core::InvalidArgument(
-        fmt::format("field \"{}strategy\": must be canary, bluegreen or direct, got \"{}\"",
-                    prefix, spec.strategy),
+        fmt::format("field \"{}strategy\": must be canary, bluegreen or direct, got \"{}\"", prefix,
+                    spec.strategy),
         prefix + "strategy");
   }
 
@@ -141,8 +145,7 @@ Result<RolloutSpec> RolloutSpec::FromJson(const Json& json, const std::string& p
     CanaryStep step;
     ASSIGN_OR_RETURN(std::optional<double> w, sr.OptionalNumber("weight"));
     if (!w) {
-      return core::InvalidArgument(fmt::format("field \"{}weight\": is required", p),
-                                   p + "weight");
+      return core::InvalidArgument(fmt::format("field \"{}weight\": is required", p), p + "weight");
     }
     if (!std::isfinite(*w) || *w <= 0 || *w > 100) {
       return core::InvalidArgument(
@@ -213,11 +216,10 @@ Result<RolloutSpec> RolloutSpec::FromJson(const Json& json, const std::string& p
                      ReadThreshold(analysis, ar, "max_error_rate", p, a.max_error_rate, 0, 1));
     ASSIGN_OR_RETURN(a.max_latency_p99_ms, ReadThreshold(analysis, ar, "max_latency_p99_ms", p,
                                                          a.max_latency_p99_ms, 1e-3, 3.6e6));
-    ASSIGN_OR_RETURN(a.max_latency_p99_ratio,
-                     ReadThreshold(analysis, ar, "max_latency_p99_ratio", p,
-                                   a.max_latency_p99_ratio, 1e-3, 1e6));
-    ASSIGN_OR_RETURN(a.max_prediction_shift, ReadThreshold(analysis, ar, "max_prediction_shift",
-                                                           p, a.max_prediction_shift, 0, 1));
+    ASSIGN_OR_RETURN(a.max_latency_p99_ratio, ReadThreshold(analysis, ar, "max_latency_p99_ratio",
+                                                            p, a.max_latency_p99_ratio, 1e-3, 1e6));
+    ASSIGN_OR_RETURN(a.max_prediction_shift, ReadThreshold(analysis, ar, "max_prediction_shift", p,
+                                                           a.max_prediction_shift, 0, 1));
     ASSIGN_OR_RETURN(a.min_agreement,
                      ReadThreshold(analysis, ar, "min_agreement", p, a.min_agreement, 0, 1));
     RETURN_IF_ERROR(ar.Finish());
@@ -414,12 +416,8 @@ void SideStats::Merge(const SideStats& other) {
 }
 
 Json SideStats::ToJson() const {
-  return {{"requests", requests},
-          {"errors", errors},
-          {"latency", latency.ToJson()},
-          {"outputs", outputs.ToJson()},
-          {"compared", compared},
-          {"agreed", agreed}};
+  return {{"requests", requests},        {"errors", errors},     {"latency", latency.ToJson()},
+          {"outputs", outputs.ToJson()}, {"compared", compared}, {"agreed", agreed}};
 }
 
 SideStats SideStats::FromJson(const Json& j) {
@@ -428,8 +426,7 @@ SideStats SideStats::FromJson(const Json& j) {
     return s;
   auto count = [&](const char* key) -> int64_t {
     auto it = j.find(key);
-    return it != j.end() && it->is_number_integer() ? std::max<int64_t>(0, it->get<int64_t>())
-                                                     : 0;
+    return it != j.end() && it->is_number_integer() ? std::max<int64_t>(0, it->get<int64_t>()) : 0;
   };
   s.requests = count("requests");
   s.errors = count("errors");
@@ -444,7 +441,8 @@ SideStats SideStats::FromJson(const Json& j) {
 
 Json SideStats::Summary() const {
   Json out{{"requests", requests}, {"errors", errors}};
-  out["error_rate"] = requests > 0 ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0;
+  out["error_rate"] =
+      requests > 0 ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0;
   out["latency_p50_ms"] = latency.Quantile(0.5) / 1000.0;
   out["latency_p99_ms"] = latency.Quantile(0.99) / 1000.0;
   if (compared > 0) {
@@ -498,16 +496,16 @@ Evaluation Analyze(const AnalysisSpec& spec, const SideStats& stable, const Side
                        .passed = enough,
                        .value = n,
                        .threshold = static_cast<double>(spec.min_samples),
-                       .detail = fmt::format("{} candidate requests, {} needed",
-                                             candidate.requests, spec.min_samples)});
+                       .detail = fmt::format("{} candidate requests, {} needed", candidate.requests,
+                                             spec.min_samples)});
   bool failed = false;
   if (spec.max_error_rate) {
     double rate = n > 0 ? static_cast<double>(candidate.errors) / n : 0;
     // Before the sample is complete, errors count against the full sample:
     // more errors than the whole sample may have is already a failure.
     double allowed = *spec.max_error_rate * static_cast<double>(spec.min_samples);
-    bool ok = enough ? rate <= *spec.max_error_rate
-                     : static_cast<double>(candidate.errors) <= allowed;
+    bool ok =
+        enough ? rate <= *spec.max_error_rate : static_cast<double>(candidate.errors) <= allowed;
     ev.checks.push_back(
         {.name = "error_rate",
          .passed = ok,
@@ -531,13 +529,12 @@ Evaluation Analyze(const AnalysisSpec& spec, const SideStats& stable, const Side
       double stable_ms = stable.latency.Quantile(0.99) / 1000.0;
       double ratio = stable_ms > 0 ? p99_ms / stable_ms : 1.0;
       bool ok = ratio <= *spec.max_latency_p99_ratio;
-      ev.checks.push_back(
-          {.name = "latency_p99_ratio",
-           .passed = ok,
-           .value = ratio,
-           .threshold = *spec.max_latency_p99_ratio,
-           .detail = fmt::format("candidate p99 {:.3f} ms, stable p99 {:.3f} ms", p99_ms,
-                                 stable_ms)});
+      ev.checks.push_back({.name = "latency_p99_ratio",
+                           .passed = ok,
+                           .value = ratio,
+                           .threshold = *spec.max_latency_p99_ratio,
+                           .detail = fmt::format("candidate p99 {:.3f} ms, stable p99 {:.3f} ms",
+                                                 p99_ms, stable_ms)});
       failed |= !ok;
     }
     if (spec.max_prediction_shift && stable.outputs.count() >= spec.min_samples &&
@@ -646,8 +643,7 @@ std::optional<Progress> NextPhase(const RolloutSpec& spec, const Progress& curre
   return std::nullopt;
 }
 
-Action Decide(const RolloutSpec& spec, const Progress& progress, Verdict verdict,
-              int64_t now_us) {
+Action Decide(const RolloutSpec& spec, const Progress& progress, Verdict verdict, int64_t now_us) {
   if (verdict == Verdict::kFail)
     return progress.failures >= spec.analysis.failure_limit ? Action::kRollback : Action::kWait;
   if (verdict != Verdict::kPass)

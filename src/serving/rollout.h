@@ -19,8 +19,8 @@
 #pragma once
 
 #include <array>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,9 +58,9 @@ struct ShadowSpec {
 // Checks of one analysis. Each threshold is optional; a check with no
 // threshold is not evaluated. Defaults are in docs/rollouts.md.
 struct AnalysisSpec {
-  int64_t interval_s = 10;  // evaluate every interval
-  int64_t window_s = 60;    // over the requests of the last window
-  int failure_limit = 2;    // failed evaluations (in a row or not) before rollback
+  int64_t interval_s = 10;   // evaluate every interval
+  int64_t window_s = 60;     // over the requests of the last window
+  int failure_limit = 2;     // failed evaluations (in a row or not) before rollback
   int64_t min_samples = 20;  // candidate requests a verdict needs
   std::optional<double> max_error_rate = 0.01;      // candidate errors / requests
   std::optional<double> max_latency_p99_ms;         // candidate p99, milliseconds
@@ -109,8 +109,8 @@ enum class Phase {
 // What the gateway needs to route one endpoint's requests.
 struct RoutingRule {
   Phase phase = Phase::kStable;
-  double weight = 0;           // kCanary
-  double shadow_percent = 0;   // kShadow
+  double weight = 0;                       // kCanary
+  double shadow_percent = 0;               // kShadow
   std::vector<HeaderRoute> header_routes;  // any phase with a candidate
 };
 
@@ -239,14 +239,12 @@ std::string_view ActionName(Action a);
 // reaches failure_limit rolls back; a pass advances once the step's duration
 // and request minimums are met (the last step, or blue/green's preview,
 // promotes). `failures` already counts this evaluation.
-Action Decide(const RolloutSpec& spec, const Progress& progress, Verdict verdict,
-              int64_t now_us);
+Action Decide(const RolloutSpec& spec, const Progress& progress, Verdict verdict, int64_t now_us);
 
 // The first phase of a rollout and the phase after the current one.
 Progress FirstPhase(const RolloutSpec& spec, int64_t now_us);
 // nullopt: the current phase was the last one (promote).
-std::optional<Progress> NextPhase(const RolloutSpec& spec, const Progress& current,
-                                  int64_t now_us);
+std::optional<Progress> NextPhase(const RolloutSpec& spec, const Progress& current, int64_t now_us);
 std::string_view PhaseName(Phase p);
 RoutingRule RuleFor(const RolloutSpec& spec, const Progress& progress);
 

@@ -46,8 +46,7 @@ class Api {
 
   Result<Json> ListEndpoints(const Request& req) {
     RETURN_IF_ERROR(req.CheckQuery({}));
-    ASSIGN_OR_RETURN(auto list,
-                     s_.ListEndpoints(auth_.ProjectsWith(req.actor, "deployment.read")));
+    ASSIGN_OR_RETURN(auto list, s_.ListEndpoints(auth_.ProjectsWith(req.actor, "deployment.read")));
     Json items = Json::array();
     for (const auto& e : list)
       items.push_back(e.ToJson());
@@ -187,8 +186,8 @@ Status RegisterRoutes(http::Router& router, Serving& serving, const auth::Auth& 
   auto bind = [api](Result<Json> (Api::*fn)(const Request&)) {
     return [api, fn](const Request& req) { return ((*api).*fn)(req); };
   };
-  RETURN_IF_ERROR(router.Add(JsonRoute("POST", "/api/v1/deployments", "deployment.create",
-                                       bind(&Api::Deploy), 201)));
+  RETURN_IF_ERROR(router.Add(
+      JsonRoute("POST", "/api/v1/deployments", "deployment.create", bind(&Api::Deploy), 201)));
   RETURN_IF_ERROR(router.Add(
       JsonRoute("GET", "/api/v1/endpoints", "deployment.read", bind(&Api::ListEndpoints))));
   RETURN_IF_ERROR(router.Add(
@@ -197,8 +196,8 @@ Status RegisterRoutes(http::Router& router, Serving& serving, const auth::Auth& 
                                        "deployment.read", bind(&Api::ListRollouts))));
   RETURN_IF_ERROR(router.Add(JsonRoute("POST", "/api/v1/endpoints/{name}/rollout/{action}",
                                        "deployment.manage", bind(&Api::Act))));
-  RETURN_IF_ERROR(router.Add(JsonRoute("GET", "/api/v1/endpoints/{name}/samples",
-                                       "deployment.read", bind(&Api::Samples))));
+  RETURN_IF_ERROR(router.Add(JsonRoute("GET", "/api/v1/endpoints/{name}/samples", "deployment.read",
+                                       bind(&Api::Samples))));
   RETURN_IF_ERROR(router.Add(
       JsonRoute("GET", "/api/v1/rollouts/{id}", "deployment.read", bind(&Api::GetRollout))));
   RETURN_IF_ERROR(router.Add(

@@ -1,11 +1,11 @@
 // Model runtimes (XGBoost C API, OIP HTTP upstream) and request parsing.
 #include "serving/runtime.h"
 
-#include <fmt/format.h>
-#include <xgboost/c_api.h>
-
 #include <cmath>
 #include <limits>
+
+#include <fmt/format.h>
+#include <xgboost/c_api.h>
 
 #include "http/http.h"
 
@@ -69,9 +69,9 @@ class XgboostRuntime final : public ModelRuntime {
 
   Result<Prediction> Predict(const Batch& batch) override {
     // __array_interface__ (version 3) of the caller's buffer; no copy.
-    std::string array = fmt::format(
-        R"({{"data":[{},true],"shape":[{},{}],"typestr":"<f4","version":3}})",
-        reinterpret_cast<uintptr_t>(batch.values.data()), batch.rows, batch.cols);
+    std::string array =
+        fmt::format(R"({{"data":[{},true],"shape":[{},{}],"typestr":"<f4","version":3}})",
+                    reinterpret_cast<uintptr_t>(batch.values.data()), batch.rows, batch.cols);
     static constexpr const char* kConfig =
         R"({"type":0,"training":false,"iteration_begin":0,"iteration_end":0,)"
         R"("strict_shape":false,"missing":NaN,"cache_id":0})";
@@ -116,11 +116,10 @@ class UpstreamRuntime final : public ModelRuntime {
     Json data = Json::array();
     for (float v : batch.values)
       data.push_back(std::isnan(v) ? Json(nullptr) : Json(v));
-    Json body{{"inputs",
-               Json::array({Json{{"name", "input-0"},
-                                 {"shape", Json::array({batch.rows, batch.cols})},
-                                 {"datatype", "FP32"},
-                                 {"data", std::move(data)}}})}};
+    Json body{{"inputs", Json::array({Json{{"name", "input-0"},
+                                           {"shape", Json::array({batch.rows, batch.cols})},
+                                           {"datatype", "FP32"},
+                                           {"data", std::move(data)}}})}};
     ASSIGN_OR_RETURN(http::ClientResponse resp,
                      client_.Send("POST", target_, body.dump(),
                                   {{"Content-Type", "application/json"}}, options_.timeout));
@@ -130,11 +129,10 @@ class UpstreamRuntime final : public ModelRuntime {
     }
     Json out = Json::parse(resp.body, nullptr, false);
     if (out.is_discarded() || !out.is_object() || !out.contains("outputs") ||
-        !out["outputs"].is_array() || out["outputs"].empty() ||
-        !out["outputs"][0].is_object() || !out["outputs"][0].contains("data") ||
-        !out["outputs"][0]["data"].is_array()) {
-      return core::Internal(fmt::format("upstream {} answered without outputs[0].data",
-                                        options_.url));
+        !out["outputs"].is_array() || out["outputs"].empty() || !out["outputs"][0].is_object() ||
+        !out["outputs"][0].contains("data") || !out["outputs"][0]["data"].is_array()) {
+      return core::Internal(
+          fmt::format("upstream {} answered without outputs[0].data", options_.url));
     }
     Prediction p;
     p.rows = batch.rows;
@@ -145,8 +143,8 @@ class UpstreamRuntime final : public ModelRuntime {
     }
     if (batch.rows == 0 || p.values.empty() ||
         p.values.size() % static_cast<size_t>(batch.rows) != 0) {
-      return core::Internal(fmt::format("upstream {} answered {} values for {} rows",
-                                        options_.url, p.values.size(), batch.rows));
+      return core::Internal(fmt::format("upstream {} answered {} values for {} rows", options_.url,
+                                        p.values.size(), batch.rows));
     }
     p.per_row = static_cast<int64_t>(p.values.size()) / batch.rows;
     return p;
@@ -233,10 +231,9 @@ Result<Tensor> ParseTensor(const Json& in, const std::string& prefix) {
   for (int64_t d : t.shape)
     expected *= d;
   if (static_cast<int64_t>(t.data.size()) != expected) {
-    return core::InvalidArgument(
-        fmt::format("field \"{}data\": has {} values, shape {} needs {}", prefix, t.data.size(),
-                    shape.dump(), expected),
-        prefix + "data");
+    return core::InvalidArgument(fmt::format("field \"{}data\": has {} values, shape {} needs {}",
+                                             prefix, t.data.size(), shape.dump(), expected),
+                                 prefix + "data");
   }
   return t;
 }
@@ -328,8 +325,8 @@ Result<std::unique_ptr<ModelRuntime>> ConnectUpstream(const UpstreamOptions& opt
     path.pop_back();
   ASSIGN_OR_RETURN(auto declared, DeclaredInputs(signature));
   if (!declared || declared->empty()) {
-    return core::InvalidArgument(
-        "an HTTP upstream model needs a signature declaring its inputs", "signature.inputs");
+    return core::InvalidArgument("an HTTP upstream model needs a signature declaring its inputs",
+                                 "signature.inputs");
   }
   InputSchema schema{.num_features = static_cast<int64_t>(declared->size()), .names = *declared};
   return std::unique_ptr<ModelRuntime>(
@@ -469,8 +466,7 @@ Result<Batch> ParseOipRequest(const Json& body, const InputSchema& schema, int64
     // One tensor per named feature.
     if (schema.names.empty()) {
       return core::InvalidArgument(
-          "field \"inputs\": the model's features have no names; send one [N, F] tensor",
-          "inputs");
+          "field \"inputs\": the model's features have no names; send one [N, F] tensor", "inputs");
     }
     if (static_cast<int64_t>(tensors.size()) != schema.num_features) {
       return core::InvalidArgument(

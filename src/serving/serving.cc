@@ -2,13 +2,13 @@
 // samples and the routing table (serving.h).
 #include "serving/serving.h"
 
-#include <fmt/format.h>
-
 #include <condition_variable>
 #include <deque>
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "artifacts/artifacts.h"
 #include "registry/registry.h"
@@ -83,7 +83,9 @@ Result<Rollout> RolloutFromRow(const store::Row& r) {
   return o;
 }
 
-std::string Rfc3339OrNull(int64_t us) { return us > 0 ? core::FormatRfc3339(us) : ""; }
+std::string Rfc3339OrNull(int64_t us) {
+  return us > 0 ? core::FormatRfc3339(us) : "";
+}
 
 Result<core::StateMachine> RolloutMachine() {
   const std::string o = "deployment.orchestrate";
@@ -163,16 +165,38 @@ std::string StateFor(Phase phase) {
   return std::string(kFullProduction);
 }
 
+// Writes the rollout's progress. `expected_updated_us` > 0 makes it a
+// compare-and-set: when another controller (a second server on the same
+// database) changed the row since it was read, nothing is written and the
+// command aborts, so a step is never advanced twice.
 Status UpdateProgress(store::Connection& conn, const Rollout& r, const std::string& state,
-                      int64_t now) {
-  return core::StatusOf(conn
-      .Exec("UPDATE serving_rollouts SET state = ?, phase = ?, step = ?, step_started_us = ?, "
-            "step_requests = ?, failures = ?, last_evaluation = ?, outcome = ?, updated_us = ?, "
-            "finished_us = ? WHERE id = ?",
-            {state, std::string(PhaseName(r.progress.phase)), int64_t{r.progress.step},
-             r.progress.step_started_us, r.progress.step_requests, int64_t{r.progress.failures},
-             r.last_evaluation.dump(), r.outcome, now, r.finished_us, r.id})
-      );
+                      int64_t now, int64_t expected_updated_us = 0) {
+  std::string sql =
+      "UPDATE serving_rollouts SET state = ?, phase = ?, step = ?, step_started_us = ?, "
+      "step_requests = ?, failures = ?, last_evaluation = ?, outcome = ?, updated_us = ?, "
+      "finished_us = ? WHERE id = ?";
+  std::vector<store::Value> params = {state,
+                                      std::string(PhaseName(r.progress.phase)),
+                                      int64_t{r.progress.step},
+                                      r.progress.step_started_us,
+                                      r.progress.step_requests,
+                                      int64_t{r.progress.failures},
+                                      r.last_evaluation.dump(),
+                                      r.outcome,
+                                      now,
+                                      r.finished_us,
+                                      r.id};
+  if (expected_updated_us > 0) {
+    sql += " AND updated_us = ?";
+    params.push_back(expected_updated_us);
+  }
+  ASSIGN_OR_RETURN(int64_t changed, conn.Exec(sql, params));
+  if (changed != 1) {
+    return core::Error{
+        .code = core::ErrorCode::kAborted,
+        .message = fmt::format("rollout {} changed while it was being evaluated", r.id)};
+  }
+  return core::Ok();
 }
 
 // Per-second buckets of gateway statistics for one rollout.
@@ -255,22 +279,23 @@ Json Rollout::ToJson() const {
   } else if (progress.phase == Phase::kShadow && spec.shadow) {
     progress_json["shadow_percent"] = spec.shadow->percent;
   }
-  return {{"id", id},
-          {"endpoint", endpoint},
-          {"model", model},
-          {"project", project},
-          {"candidate_version", candidate_version},
-          {"stable_version", stable_version},
-          {"strategy", spec.ToJson()},
-          {"state", state},
-          {"progress", progress_json},
-          {"last_evaluation", last_evaluation},
-          {"reason", reason},
-          {"outcome", outcome},
-          {"created_by", created_by},
-          {"created_at", core::FormatRfc3339(created_us)},
-          {"updated_at", core::FormatRfc3339(updated_us)},
-          {"finished_at", finished_us > 0 ? Json(core::FormatRfc3339(finished_us)) : Json(nullptr)}};
+  return {
+      {"id", id},
+      {"endpoint", endpoint},
+      {"model", model},
+      {"project", project},
+      {"candidate_version", candidate_version},
+      {"stable_version", stable_version},
+      {"strategy", spec.ToJson()},
+      {"state", state},
+      {"progress", progress_json},
+      {"last_evaluation", last_evaluation},
+      {"reason", reason},
+      {"outcome", outcome},
+      {"created_by", created_by},
+      {"created_at", core::FormatRfc3339(created_us)},
+      {"updated_at", core::FormatRfc3339(updated_us)},
+      {"finished_at", finished_us > 0 ? Json(core::FormatRfc3339(finished_us)) : Json(nullptr)}};
 }
 
 std::optional<ManualAction> ParseManualAction(std::string_view name) {
@@ -372,12 +397,17 @@ Result<StatsReport> StatsReport::FromJson(const Json& j) {
 }
 
 Json Sample::ToJson() const {
-  Json out{{"endpoint", endpoint},       {"model", model},
-           {"version", version},         {"rollout_id", rollout_id},
-           {"side", side},               {"request_id", request_id},
+  Json out{{"endpoint", endpoint},
+           {"model", model},
+           {"version", version},
+           {"rollout_id", rollout_id},
+           {"side", side},
+           {"request_id", request_id},
            {"time", core::FormatRfc3339(time_us)},
-           {"input", input},             {"output", output},
-           {"latency_us", latency_us},   {"error", error}};
+           {"input", input},
+           {"output", output},
+           {"latency_us", latency_us},
+           {"error", error}};
   if (id > 0)
     out["id"] = id;
   return out;
@@ -431,7 +461,9 @@ Serving::Serving(store::Database& db, store::EventLog& log, store::Lifecycles& l
       options_(options),
       state_(std::make_unique<State>()) {}
 
-Serving::~Serving() { Stop(); }
+Serving::~Serving() {
+  Stop();
+}
 
 Result<std::unique_ptr<Serving>> Serving::Open(store::Database& db, store::EventLog& log,
                                                store::Lifecycles& lifecycles,
@@ -452,10 +484,10 @@ Result<std::string> Serving::ModelProject(const std::string& model) {
 
 Result<Endpoint> Serving::GetEndpoint(const std::string& name) {
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  ASSIGN_OR_RETURN(auto rows,
-                   conn->Query(fmt::format("SELECT {} FROM serving_endpoints WHERE name = ?",
-                                           kEndpointColumns),
-                               {name}));
+  ASSIGN_OR_RETURN(
+      auto rows,
+      conn->Query(fmt::format("SELECT {} FROM serving_endpoints WHERE name = ?", kEndpointColumns),
+                  {name}));
   if (rows.empty())
     return Missing(fmt::format("endpoint \"{}\" not found", name), "endpoint");
   return EndpointFromRow(rows[0]);
@@ -464,8 +496,9 @@ Result<Endpoint> Serving::GetEndpoint(const std::string& name) {
 Result<std::vector<Endpoint>> Serving::ListEndpoints(
     const std::optional<std::set<std::string>>& projects) {
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  ASSIGN_OR_RETURN(auto rows, conn->Query(fmt::format("SELECT {} FROM serving_endpoints ORDER BY name",
-                                                      kEndpointColumns)));
+  ASSIGN_OR_RETURN(
+      auto rows,
+      conn->Query(fmt::format("SELECT {} FROM serving_endpoints ORDER BY name", kEndpointColumns)));
   std::vector<Endpoint> out;
   for (const auto& r : rows) {
     Endpoint e = EndpointFromRow(r);
@@ -477,9 +510,10 @@ Result<std::vector<Endpoint>> Serving::ListEndpoints(
 
 Result<Rollout> Serving::GetRollout(const std::string& id) {
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  ASSIGN_OR_RETURN(auto rows, conn->Query(fmt::format("SELECT {} FROM serving_rollouts WHERE id = ?",
-                                                      kRolloutColumns),
-                                          {id}));
+  ASSIGN_OR_RETURN(
+      auto rows,
+      conn->Query(fmt::format("SELECT {} FROM serving_rollouts WHERE id = ?", kRolloutColumns),
+                  {id}));
   if (rows.empty())
     return Missing(fmt::format("rollout \"{}\" not found", id), "id");
   return RolloutFromRow(rows[0]);
@@ -543,14 +577,14 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
   RETURN_IF_ERROR(registry::ValidateModelName(request.model, "model"));
   if (request.version <= 0)
     return core::InvalidArgument("field \"version\": must be a positive integer", "version");
-  if (request.sample_percent &&
-      (*request.sample_percent < 0 || *request.sample_percent > 100 ||
-       !std::isfinite(*request.sample_percent))) {
+  if (request.sample_percent && (*request.sample_percent < 0 || *request.sample_percent > 100 ||
+                                 !std::isfinite(*request.sample_percent))) {
     return core::InvalidArgument("field \"sample_percent\": must be between 0 and 100",
                                  "sample_percent");
   }
   std::lock_guard cycle(state_->cycle_mu);
-  ASSIGN_OR_RETURN(registry::ModelVersion version, registry_.GetVersion(request.model, request.version));
+  ASSIGN_OR_RETURN(registry::ModelVersion version,
+                   registry_.GetVersion(request.model, request.version));
   if (version.state != "DeploymentReady") {
     return Refused(
         fmt::format("version {} of model \"{}\" is {}: only DeploymentReady versions may be "
@@ -566,10 +600,9 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
   }
   if (existing) {
     if (existing->model != request.model) {
-      return Refused(
-          fmt::format("endpoint \"{}\" serves model \"{}\", not \"{}\"", request.endpoint,
-                      existing->model, request.model),
-          "model");
+      return Refused(fmt::format("endpoint \"{}\" serves model \"{}\", not \"{}\"",
+                                 request.endpoint, existing->model, request.model),
+                     "model");
     }
     if (!existing->rollout_id.empty()) {
       return Refused(
@@ -579,10 +612,9 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
           "endpoint");
     }
     if (existing->stable_version == request.version) {
-      return Refused(
-          fmt::format("endpoint \"{}\" already serves version {}", request.endpoint,
-                      request.version),
-          "version");
+      return Refused(fmt::format("endpoint \"{}\" already serves version {}", request.endpoint,
+                                 request.version),
+                     "version");
     }
   }
   // Load it once here: a model that does not load or does not match its
@@ -623,30 +655,43 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
     auto& conn = tx.conn();
     if (existing) {
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("UPDATE serving_endpoints SET rollout_id = ?, sample_percent = ?, "
-                                "updated_us = ? WHERE name = ?",
-                                {r.id, sample_percent, now, r.endpoint})
-                          ));
+      RETURN_IF_ERROR(core::StatusOf(
+          conn.Exec("UPDATE serving_endpoints SET rollout_id = ?, sample_percent = ?, "
+                    "updated_us = ? WHERE name = ?",
+                    {r.id, sample_percent, now, r.endpoint})));
     } else {
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("INSERT INTO serving_endpoints (name, project, model, "
-                                "stable_version, previous_version, rollout_id, sample_percent, "
-                                "created_by, created_us, updated_us) VALUES (?, ?, ?, 0, 0, ?, ?, "
-                                "?, ?, ?)",
-                                {r.endpoint, r.project, r.model, r.id, sample_percent, ctx.actor,
-                                 now, now})
-                          ));
+      RETURN_IF_ERROR(core::StatusOf(
+          conn.Exec("INSERT INTO serving_endpoints (name, project, model, "
+                    "stable_version, previous_version, rollout_id, sample_percent, "
+                    "created_by, created_us, updated_us) VALUES (?, ?, ?, 0, 0, ?, ?, "
+                    "?, ?, ?)",
+                    {r.endpoint, r.project, r.model, r.id, sample_percent, ctx.actor, now, now})));
     }
     r.state = std::string(kPreparation);
-    RETURN_IF_ERROR(core::StatusOf(conn.Exec(fmt::format("INSERT INTO serving_rollouts ({}) VALUES (?, ?, ?, ?, "
-                                          "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                          kRolloutColumns),
-                              {r.id, r.endpoint, r.model, r.project, r.candidate_version,
-                               r.stable_version, r.spec.ToJson().dump(), r.state,
-                               std::string(PhaseName(r.progress.phase)),
-                               int64_t{r.progress.step}, r.progress.step_started_us, int64_t{0},
-                               int64_t{0}, std::string("null"), r.reason, std::string(),
-                               ctx.actor, now, now, int64_t{0}})
-                        ));
+    RETURN_IF_ERROR(core::StatusOf(
+        conn.Exec(fmt::format("INSERT INTO serving_rollouts ({}) VALUES (?, ?, ?, ?, "
+                              "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              kRolloutColumns),
+                  {r.id,
+                   r.endpoint,
+                   r.model,
+                   r.project,
+                   r.candidate_version,
+                   r.stable_version,
+                   r.spec.ToJson().dump(),
+                   r.state,
+                   std::string(PhaseName(r.progress.phase)),
+                   int64_t{r.progress.step},
+                   r.progress.step_started_us,
+                   int64_t{0},
+                   int64_t{0},
+                   std::string("null"),
+                   r.reason,
+                   std::string(),
+                   ctx.actor,
+                   now,
+                   now,
+                   int64_t{0}})));
     Json data{{"endpoint", r.endpoint},
               {"model", r.model},
               {"candidate_version", r.candidate_version},
@@ -654,8 +699,8 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
               {"strategy", r.spec.ToJson()},
               {"reason", r.reason}};
     store::Event created;
-    RETURN_IF_ERROR(core::StatusOf(lifecycles_.CreateIn(tx, std::string(kRolloutKind), r.id, data, c, &created)
-                        ));
+    RETURN_IF_ERROR(core::StatusOf(
+        lifecycles_.CreateIn(tx, std::string(kRolloutKind), r.id, data, c, &created)));
     CommandContext next = sys;
     next.causation_id = created.id;
     if (promote_now) {
@@ -665,25 +710,25 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
       Json pd{{"candidate_version", r.candidate_version}, {"stable_version", r.stable_version}};
       core::TransitionRequest t{.transition = "promote", .reason = why, .request_data = &pd};
       RETURN_IF_ERROR(core::StatusOf(
-          lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, next, &promoted)
-              ));
+          lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, next, &promoted)));
       r.state = std::string(kFullProduction);
       r.outcome = "promoted: " + why;
       r.finished_us = now;
       RETURN_IF_ERROR(UpdateProgress(conn, r, r.state, now));
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
-                                "previous_version = ?, rollout_id = '', updated_us = ? WHERE "
-                                "name = ?",
-                                {r.candidate_version, r.stable_version, now, r.endpoint})
-                          ));
+      RETURN_IF_ERROR(
+          core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
+                                   "previous_version = ?, rollout_id = '', updated_us = ? WHERE "
+                                   "name = ?",
+                                   {r.candidate_version, r.stable_version, now, r.endpoint})));
     } else {
       bool shadow = r.progress.phase == Phase::kShadow;
-      Json pd{{"phase", PhaseName(r.progress.phase)}, {"rule", RouteEntry{.rule = RuleFor(r.spec, r.progress)}.ToJson()["rule"]}};
+      Json pd{{"phase", PhaseName(r.progress.phase)},
+              {"rule", RouteEntry{.rule = RuleFor(r.spec, r.progress)}.ToJson()["rule"]}};
       core::TransitionRequest t{.transition = shadow ? "start_shadow" : "start_rollout",
                                 .reason = "",
                                 .request_data = &pd};
-      RETURN_IF_ERROR(core::StatusOf(
-          lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, next)));
+      RETURN_IF_ERROR(
+          core::StatusOf(lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, next)));
       r.state = StateFor(r.progress.phase);
       RETURN_IF_ERROR(UpdateProgress(conn, r, r.state, now));
     }
@@ -728,26 +773,26 @@ Status Serving::Finish(const Rollout& rollout, const std::string& transition,
     if (transition == "promote") {
       r.state = std::string(kFullProduction);
       r.outcome = "promoted: " + reason;
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
-                                "previous_version = ?, rollout_id = '', updated_us = ? WHERE "
-                                "name = ?",
-                                {r.candidate_version, r.stable_version, now, r.endpoint})
-                          ));
+      RETURN_IF_ERROR(
+          core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
+                                   "previous_version = ?, rollout_id = '', updated_us = ? WHERE "
+                                   "name = ?",
+                                   {r.candidate_version, r.stable_version, now, r.endpoint})));
     } else if (from_production) {
       // Back to the version this rollout replaced (still loaded).
       r.state = std::string(kRolledBack);
       r.outcome = "rolled back from full production: " + reason;
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
-                                "previous_version = ?, updated_us = ? WHERE name = ?",
-                                {r.stable_version, r.candidate_version, now, r.endpoint})
-                          ));
+      RETURN_IF_ERROR(
+          core::StatusOf(conn.Exec("UPDATE serving_endpoints SET stable_version = ?, "
+                                   "previous_version = ?, updated_us = ? WHERE name = ?",
+                                   {r.stable_version, r.candidate_version, now, r.endpoint})));
     } else {
       r.state = transition == "abort" ? std::string(kAborted) : std::string(kRolledBack);
       r.outcome = (transition == "abort" ? "aborted: " : "rolled back: ") + reason;
-      RETURN_IF_ERROR(core::StatusOf(conn.Exec("UPDATE serving_endpoints SET rollout_id = '', updated_us = ? "
-                                "WHERE name = ?",
-                                {now, r.endpoint})
-                          ));
+      RETURN_IF_ERROR(
+          core::StatusOf(conn.Exec("UPDATE serving_endpoints SET rollout_id = '', updated_us = ? "
+                                   "WHERE name = ?",
+                                   {now, r.endpoint})));
     }
     if (!from_production)
       r.finished_us = now;
@@ -780,7 +825,8 @@ Status Serving::Finish(const Rollout& rollout, const std::string& transition,
 Result<Rollout> Serving::Act(const std::string& endpoint, ManualAction action,
                              const std::string& reason, const CommandContext& ctx) {
   if (core::IsBlankReason(reason))
-    return core::InvalidArgument("field \"reason\": a manual intervention needs a reason", "reason");
+    return core::InvalidArgument("field \"reason\": a manual intervention needs a reason",
+                                 "reason");
   std::lock_guard cycle(state_->cycle_mu);
   ASSIGN_OR_RETURN(Endpoint e, GetEndpoint(endpoint));
   std::string id = e.rollout_id;
@@ -792,12 +838,11 @@ Result<Rollout> Serving::Act(const std::string& endpoint, ManualAction action,
       id = recent[0].id;
   }
   if (id.empty()) {
-    return Refused(
-        fmt::format("endpoint \"{}\" has no active rollout{}", endpoint,
-                    action == ManualAction::kRollback
-                        ? " and no promoted rollout with a previous version to return to"
-                        : ""),
-        "endpoint");
+    return Refused(fmt::format("endpoint \"{}\" has no active rollout{}", endpoint,
+                               action == ManualAction::kRollback
+                                   ? " and no promoted rollout with a previous version to return to"
+                                   : ""),
+                   "endpoint");
   }
   ASSIGN_OR_RETURN(Rollout r, GetRollout(id));
   Json data{{"endpoint", endpoint}, {"manual", true}};
@@ -814,16 +859,17 @@ Result<Rollout> Serving::Act(const std::string& endpoint, ManualAction action,
     case ManualAction::kPause:
     case ManualAction::kResume: {
       bool pause = action == ManualAction::kPause;
-      std::string transition = pause ? "pause"
+      std::string transition = pause                                ? "pause"
                                : r.progress.phase == Phase::kShadow ? "resume_shadow"
-                                                                     : "resume_rollout";
+                                                                    : "resume_rollout";
       int64_t now = core::NowMicros();
       auto done = log_.Execute([&](CommandTx& tx) -> Status {
-        core::TransitionRequest t{.transition = transition, .reason = reason, .request_data = &data};
+        core::TransitionRequest t{
+            .transition = transition, .reason = reason, .request_data = &data};
         CommandContext c = ctx;
         c.project = r.project;
-        RETURN_IF_ERROR(core::StatusOf(
-            lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, c)));
+        RETURN_IF_ERROR(
+            core::StatusOf(lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, c)));
         // A resumed step starts its minimum duration again.
         if (!pause)
           r.progress.step_started_us = now;
@@ -847,6 +893,7 @@ void Serving::Ingest(const std::vector<StatsReport>& reports) {
 }
 
 Status Serving::Evaluate(Rollout& r, int64_t now_us) {
+  const int64_t read_updated_us = r.updated_us;
   SideStats stable, candidate;
   int64_t new_candidate = 0;
   {
@@ -904,11 +951,11 @@ Status Serving::Evaluate(Rollout& r, int64_t now_us) {
                                 .request_data = &pd};
       CommandContext c = sys;
       c.causation_id = evaluated.id;
-      RETURN_IF_ERROR(core::StatusOf(
-          lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, c)));
+      RETURN_IF_ERROR(
+          core::StatusOf(lifecycles_.TransitionIn(tx, std::string(kRolloutKind), r.id, t, c)));
     }
     return UpdateProgress(tx.conn(), r, r.state == kPaused ? r.state : StateFor(r.progress.phase),
-                          now_us);
+                          now_us, read_updated_us);
   });
   if (!done)
     return done.error();
@@ -928,9 +975,8 @@ Status Serving::Evaluate(Rollout& r, int64_t now_us) {
       if (!c.passed && c.name != "sample_size")
         failed.push_back(fmt::format("{} {:.4g} (limit {:.4g})", c.name, c.value, c.threshold));
     }
-    std::string reason = fmt::format("analysis failed {} times (limit {}): {}",
-                                     r.progress.failures, r.spec.analysis.failure_limit,
-                                     fmt::join(failed, ", "));
+    std::string reason = fmt::format("analysis failed {} times (limit {}): {}", r.progress.failures,
+                                     r.spec.analysis.failure_limit, fmt::join(failed, ", "));
     return Finish(r, "rollback", reason, evaluation, cause);
   }
   if (next)
@@ -970,7 +1016,8 @@ Status Serving::RunCycle(int64_t now_us) {
     active.insert(row.Text(0));
   {
     ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-    ASSIGN_OR_RETURN(auto paused, conn->Query("SELECT id FROM serving_rollouts WHERE state = 'Paused'"));
+    ASSIGN_OR_RETURN(auto paused,
+                     conn->Query("SELECT id FROM serving_rollouts WHERE state = 'Paused'"));
     for (const auto& row : paused)
       active.insert(row.Text(0));
   }
@@ -1074,8 +1121,8 @@ ModelLoader MakeRegistryLoader(registry::Registry& registry, artifacts::Artifact
     ASSIGN_OR_RETURN(registry::ModelVersion v, registry.GetVersion(model, version));
     const std::string& uri = v.artifact_uri;
     if (uri.rfind("http://", 0) == 0) {
-      ASSIGN_OR_RETURN(auto rt, ConnectUpstream({.url = uri, .timeout = upstream_timeout},
-                                                v.signature));
+      ASSIGN_OR_RETURN(auto rt,
+                       ConnectUpstream({.url = uri, .timeout = upstream_timeout}, v.signature));
       return std::shared_ptr<ModelRuntime>(std::move(rt));
     }
     std::string bytes;

@@ -91,7 +91,7 @@ struct Rollout {
   int64_t candidate_version = 0, stable_version = 0;
   RolloutSpec spec;
   std::string state;
-  Progress progress;  // where it stands; kept while Paused
+  Progress progress;     // where it stands; kept while Paused
   Json last_evaluation;  // null before the first
   std::string reason;    // why it was deployed
   std::string outcome;   // how it ended ("" while active)
@@ -176,9 +176,9 @@ ModelLoader MakeRegistryLoader(registry::Registry& registry, artifacts::Artifact
 
 struct GatewayOptions {
   ModelLoader loader;
-  int64_t max_rows = 1000;       // rows per request
-  int mirror_threads = 1;        // shadow predictions run here, off the request path
-  int64_t max_mirror_queue = 1000;  // mirrored requests waiting; more are not mirrored
+  int64_t max_rows = 1000;           // rows per request
+  int mirror_threads = 1;            // shadow predictions run here, off the request path
+  int64_t max_mirror_queue = 1000;   // mirrored requests waiting; more are not mirrored
   int64_t max_sample_queue = 10000;  // samples waiting for the sink; more are dropped
   std::chrono::milliseconds flush_interval{500};
   // Receives samples (batches) from the flusher thread; unset: not kept.
@@ -192,8 +192,8 @@ struct InferRequest {
   enum class Format { kInstances, kOip };
   Format format = Format::kInstances;
   std::string endpoint;
-  int64_t version = 0;   // > 0: this version (it must be loaded for the endpoint)
-  bool preview = false;  // the candidate's preview route
+  int64_t version = 0;                  // > 0: this version (it must be loaded for the endpoint)
+  bool preview = false;                 // the candidate's preview route
   const http::Request* http = nullptr;  // headers, body, request id
 };
 

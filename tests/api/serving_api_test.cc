@@ -7,10 +7,6 @@
 // within statistical tolerance; a server restart mid-rollout resumes it; a
 // standalone `kervan gateway` follows the rollout and feeds its analysis;
 // bad input gets clear errors.
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -19,6 +15,10 @@
 #include <sstream>
 #include <string>
 #include <thread>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -61,8 +61,12 @@ const ModelFiles& Model() {
   return m;
 }
 
-Json Row(int i) { return Model().check["rows"][i]; }
-Json Instances(int i) { return {{"instances", Json::array({Row(i)})}}; }
+Json Row(int i) {
+  return Model().check["rows"][i];
+}
+Json Instances(int i) {
+  return {{"instances", Json::array({Row(i)})}};
+}
 
 ServerProcessOptions ServingServer() {
   return {.extra_args = {"--set", "serving.cycle_ms=100", "--set", "serving.sample_percent=20"}};
@@ -112,9 +116,9 @@ class ServingApi : public ::testing::Test {
   void StartTraffic(const std::string& base = "") {
     stop_ = false;
     traffic_ = std::thread([this, base] {
-      http::Client c = base.empty() ? server_.client()
-                                    : http::Client(base, {{"Authorization",
-                                                           "Bearer " + server_.admin_token()}});
+      http::Client c =
+          base.empty() ? server_.client()
+                       : http::Client(base, {{"Authorization", "Bearer " + server_.admin_token()}});
       int i = 0;
       while (!stop_) {
         Reply r = Post(c, "/v1/endpoints/bc/predict", Instances(i++ % 20));
@@ -188,12 +192,12 @@ TEST_F(ServingApi, PredictionsOverV1AndOipEqualPythonXgboost) {
   for (int i = 0; i < 2; ++i)
     for (const auto& v : Row(i))
       flat.push_back(v);
-  Reply o = Post(*admin_, "/v2/models/bc/infer",
-                 {{"id", "oip-1"},
-                  {"inputs", Json::array({{{"name", "input-0"},
-                                           {"shape", {2, 30}},
-                                           {"datatype", "FP64"},
-                                           {"data", flat}}})}});
+  Reply o = Post(
+      *admin_, "/v2/models/bc/infer",
+      {{"id", "oip-1"},
+       {"inputs",
+        Json::array(
+            {{{"name", "input-0"}, {"shape", {2, 30}}, {"datatype", "FP64"}, {"data", flat}}})}});
   ASSERT_EQ(o.status, 200) << o.Describe();
   EXPECT_EQ(o.body["model_name"], "bc");
   EXPECT_EQ(o.body["model_version"], std::to_string(v1));
@@ -201,11 +205,10 @@ TEST_F(ServingApi, PredictionsOverV1AndOipEqualPythonXgboost) {
   EXPECT_EQ(o.body["outputs"][0]["shape"], Json::array({2}));
   EXPECT_NEAR(o.body["outputs"][0]["data"][1].get<double>(),
               Model().check["predictions"][1].get<double>(), 1e-6);
-  Reply ov = Post(*admin_, "/v2/models/bc/versions/" + std::to_string(v1) + "/infer",
-                  {{"inputs", Json::array({{{"name", "x"},
-                                            {"shape", {30}},
-                                            {"datatype", "FP32"},
-                                            {"data", Row(0)}}})}});
+  Reply ov = Post(
+      *admin_, "/v2/models/bc/versions/" + std::to_string(v1) + "/infer",
+      {{"inputs",
+        Json::array({{{"name", "x"}, {"shape", {30}}, {"datatype", "FP32"}, {"data", Row(0)}}})}});
   EXPECT_EQ(ov.status, 200) << ov.Describe();
 
   Reply meta = Get(*admin_, "/v2/models/bc");
@@ -224,7 +227,8 @@ TEST_F(ServingApi, PredictionsOverV1AndOipEqualPythonXgboost) {
   Reply metrics = Call(*admin_, "GET", "/metrics");
   ASSERT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.raw.find("kervan_inference_requests_total{endpoint=\"bc\",model=\"bc\","
-                             "version=\"" + std::to_string(v1) + "\",side=\"stable\",outcome=\"ok\"}"),
+                             "version=\"" +
+                             std::to_string(v1) + "\",side=\"stable\",outcome=\"ok\"}"),
             std::string::npos);
   EXPECT_NE(metrics.raw.find("kervan_inference_request_duration_seconds_bucket{endpoint=\"bc\""),
             std::string::npos);
@@ -321,10 +325,11 @@ TEST_F(ServingApi, ACandidateWithABrokenUpstreamIsRolledBackAndStableKeepsAnswer
 }
 
 TEST_F(ServingApi, NonReadyVersionsAndBadInputAreRefusedWithClearErrors) {
-  Reply strict = Post(*admin_, "/api/v1/models",
-                      {{"name", "strict"},
-                       {"validation",
-                        {{"checks", Json::array({{{"metric", "auc"}, {"op", ">="}, {"threshold", 0.99}}})}}}});
+  Reply strict =
+      Post(*admin_, "/api/v1/models",
+           {{"name", "strict"},
+            {"validation",
+             {{"checks", Json::array({{{"metric", "auc"}, {"op", ">="}, {"threshold", 0.99}}})}}}});
   ASSERT_EQ(strict.status, 201) << strict.Describe();
   Reply rejected = Post(*admin_, "/api/v1/models/strict/versions",
                         {{"artifact_uri", Model().model_uri()}, {"metrics", {{"auc", 0.5}}}});
@@ -334,13 +339,14 @@ TEST_F(ServingApi, NonReadyVersionsAndBadInputAreRefusedWithClearErrors) {
   EXPECT_EQ(Get(*admin_, "/api/v1/endpoints/strict").status, 404);
 
   int64_t v1 = Register(Model().model_uri());
-  EXPECT_TRUE(IsError(Post(*admin_, "/api/v1/deployments",
-                           {{"model", "bc"}, {"version", v1}, {"strategy", {{"steps", {{{"weight", 0}}}}}}}),
-                      400, "invalid_argument", "strategy.steps[0].weight"));
+  EXPECT_TRUE(IsError(
+      Post(*admin_, "/api/v1/deployments",
+           {{"model", "bc"}, {"version", v1}, {"strategy", {{"steps", {{{"weight", 0}}}}}}}),
+      400, "invalid_argument", "strategy.steps[0].weight"));
   EXPECT_TRUE(IsError(Post(*admin_, "/api/v1/deployments", {{"model", "bc"}}), 400,
                       "invalid_argument", "version"));
-  EXPECT_TRUE(IsError(Post(*admin_, "/api/v1/deployments", {{"model", "bc"}, {"version", 99}}),
-                      404, "not_found"));
+  EXPECT_TRUE(IsError(Post(*admin_, "/api/v1/deployments", {{"model", "bc"}, {"version", 99}}), 404,
+                      "not_found"));
   EXPECT_TRUE(IsError(Post(*admin_, "/api/v1/deployments",
                            {{"model", "bc"}, {"version", v1}, {"endpoint", "bad name!"}}),
                       400, "invalid_argument", "endpoint"));
@@ -362,7 +368,9 @@ TEST_F(ServingApi, NonReadyVersionsAndBadInputAreRefusedWithClearErrors) {
   EXPECT_EQ(Call(*admin_, "POST", "/v1/endpoints/bc/predict", huge).status, 413);
   // OIP errors are {"error": "<message>"} with Kervan's code and field beside.
   Reply oip = Post(*admin_, "/v2/models/bc/infer",
-                   {{"inputs", Json::array({{{"name", "x"}, {"shape", {1, 29}}, {"datatype", "FP32"},
+                   {{"inputs", Json::array({{{"name", "x"},
+                                             {"shape", {1, 29}},
+                                             {"datatype", "FP32"},
                                              {"data", std::vector<double>(29, 1.0)}}})}});
   ASSERT_EQ(oip.status, 400) << oip.Describe();
   EXPECT_TRUE(oip.body["error"].is_string());
@@ -398,7 +406,8 @@ TEST_F(ServingApi, TrafficWeightsHoldAndStickyAndHeaderRoutesAreHonoured) {
   for (const char* key : {"user-1", "user-2", "user-3", "user-4"}) {
     std::string first;
     for (int i = 0; i < 10; ++i) {
-      Reply r = Post(*admin_, "/v1/endpoints/bc/predict", Instances(0), {{"X-Kervan-Route-Key", key}});
+      Reply r =
+          Post(*admin_, "/v1/endpoints/bc/predict", Instances(0), {{"X-Kervan-Route-Key", key}});
       if (i == 0)
         first = r.headers["x-kervan-model-version"];
       EXPECT_EQ(r.headers["x-kervan-model-version"], first) << key;
@@ -437,8 +446,9 @@ TEST_F(ServingApi, AServerRestartMidRolloutResumesTheRollout) {
   // The restarted gateway routes by the stored step at once.
   int candidate = 0;
   for (int i = 0; i < 100; ++i)
-    candidate += Post(*admin_, "/v1/endpoints/bc/predict", Instances(0)).headers["x-kervan-route"] ==
-                 "candidate";
+    candidate +=
+        Post(*admin_, "/v1/endpoints/bc/predict", Instances(0)).headers["x-kervan-route"] ==
+        "candidate";
   EXPECT_GT(candidate, 55);
   StartTraffic();
   Json done = WaitForRollout(id);

@@ -1,15 +1,17 @@
 // The pure rollout logic: specs, routing, histograms, analysis, decisions.
 #include "serving/rollout.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <random>
+
+#include <gtest/gtest.h>
 
 namespace kervan::serving {
 namespace {
 
-Json J(const char* text) { return Json::parse(text); }
+Json J(const char* text) {
+  return Json::parse(text);
+}
 
 std::string FieldOf(const Json& spec) {
   auto r = RolloutSpec::FromJson(spec, "strategy.");
@@ -40,8 +42,8 @@ TEST(RolloutSpec, RoundTripsThroughJson) {
       "header_routes": [{"header": "X-Group", "value": "beta"}]})"));
   ASSERT_TRUE(spec) << spec.error().message;
   EXPECT_EQ(spec->shadow->percent, 50);
-  EXPECT_EQ(spec->steps[1].min_requests, 50);  // default
-  EXPECT_FALSE(spec->analysis.max_latency_p99_ratio);  // null disables
+  EXPECT_EQ(spec->steps[1].min_requests, 50);           // default
+  EXPECT_FALSE(spec->analysis.max_latency_p99_ratio);   // null disables
   EXPECT_EQ(spec->header_routes[0].header, "x-group");  // lowercased
   auto again = RolloutSpec::FromJson(spec->ToJson());
   ASSERT_TRUE(again) << again.error().message;
@@ -56,8 +58,7 @@ TEST(RolloutSpec, BadSpecsNameTheField) {
             "strategy.steps[1].weight");
   EXPECT_EQ(FieldOf(J(R"({"steps": [{}]})")), "strategy.steps[0].weight");
   EXPECT_EQ(FieldOf(J(R"({"steps": [{"weight": 5, "weigth": 1}]})")), "strategy.steps[0].weigth");
-  EXPECT_EQ(FieldOf(J(R"({"strategy": "bluegreen", "steps": [{"weight": 5}]})")),
-            "strategy.steps");
+  EXPECT_EQ(FieldOf(J(R"({"strategy": "bluegreen", "steps": [{"weight": 5}]})")), "strategy.steps");
   EXPECT_EQ(FieldOf(J(R"({"strategy": "canary", "preview": {}})")), "strategy.preview");
   EXPECT_EQ(FieldOf(J(R"({"shadow": {"percent": 0}})")), "strategy.shadow.percent");
   EXPECT_EQ(FieldOf(J(R"({"analysis": {"interval_s": 0}})")), "strategy.analysis.interval_s");
@@ -74,7 +75,9 @@ TEST(RolloutSpec, BadSpecsNameTheField) {
 
 // ---------------------------------------------------------------- routing
 
-std::string NoHeader(std::string_view) { return ""; }
+std::string NoHeader(std::string_view) {
+  return "";
+}
 
 TEST(Routing, WeightsHoldWithinStatisticalTolerance) {
   std::mt19937_64 rng(7);
@@ -111,9 +114,10 @@ TEST(Routing, StickyKeysSplitByWeightAndOnlyMoveTowardTheCandidate) {
 }
 
 TEST(Routing, HeaderRoutesWinAndShadowMirrorsAShare) {
-  RoutingRule rule{.phase = Phase::kCanary,
-                   .weight = 0.0001,
-                   .header_routes = {{.header = "x-group", .value = "beta", .target = "candidate"}}};
+  RoutingRule rule{
+      .phase = Phase::kCanary,
+      .weight = 0.0001,
+      .header_routes = {{.header = "x-group", .value = "beta", .target = "candidate"}}};
   auto beta = [](std::string_view name) { return name == "x-group" ? std::string("beta") : ""; };
   RouteDecision d = DecideRoute(rule, "", beta, 0.99);
   EXPECT_EQ(d.target, Target::kCandidate);

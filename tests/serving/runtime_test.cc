@@ -3,14 +3,14 @@
 // by a real HTTP server, and every request-format error with its field.
 #include "serving/runtime.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "http/http.h"
 
@@ -142,7 +142,9 @@ TEST(XgboostLoad, GarbageIsRefused) {
 
 // ---------------------------------------------------------------- request formats
 
-InputSchema Named() { return {.num_features = 3, .names = {"a", "b", "c"}}; }
+InputSchema Named() {
+  return {.num_features = 3, .names = {"a", "b", "c"}};
+}
 
 std::string ParseError(const char* body, bool oip = false, InputSchema schema = Named()) {
   Json j = Json::parse(body);
@@ -168,15 +170,13 @@ TEST(Instances, ErrorsNameTheField) {
   EXPECT_EQ(ParseError(R"({"instances": [[1, 2, 3], [1, 2]]})"), "instances[1]");
   EXPECT_EQ(ParseError(R"({"instances": [[1, "x", 3]]})"), "instances[0][1]");
   EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": 2}]})"), "instances[0].c");
-  EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]})"),
-            "instances[0].d");
+  EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]})"), "instances[0].d");
   EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": [2], "c": 3}]})"), "instances[0].b");
   EXPECT_EQ(ParseError(R"({"instances": ["row"]})"), "instances[0]");
   EXPECT_EQ(ParseError(R"({"instances": [[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]})"),
             "instances");  // more than max_rows
   EXPECT_EQ(ParseError(R"({"instances": [[1, 2, 3]], "inputs": []})"), "inputs");
-  EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": 2, "c": 3}]})", false,
-                       {.num_features = 3}),
+  EXPECT_EQ(ParseError(R"({"instances": [{"a": 1, "b": 2, "c": 3}]})", false, {.num_features = 3}),
             "instances[0]");  // unnamed features need arrays
 }
 
@@ -206,22 +206,38 @@ TEST(Oip, OneMatrixTensorOrOneTensorPerFeature) {
 TEST(Oip, ErrorsNameTheField) {
   EXPECT_EQ(ParseError(R"({"inputs": []})", true), "inputs");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-      "data": [1, 2, 3, 4]}]})", true), "inputs[0].shape");
+      "data": [1, 2, 3, 4]}]})",
+                       true),
+            "inputs[0].shape");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
-      "data": [1, 2, 3]}]})", true), "inputs[0].data");
+      "data": [1, 2, 3]}]})",
+                       true),
+            "inputs[0].data");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BYTES",
-      "data": ["a", "b", "c"]}]})", true), "inputs[0].datatype");
+      "data": ["a", "b", "c"]}]})",
+                       true),
+            "inputs[0].datatype");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
-      "data": [1, "b", 3]}]})", true), "inputs[0].data");
+      "data": [1, "b", 3]}]})",
+                       true),
+            "inputs[0].data");
   EXPECT_EQ(ParseError(R"({"inputs": [{"shape": [1, 3], "datatype": "FP32",
-      "data": [1, 2, 3]}]})", true), "inputs[0].name");
+      "data": [1, 2, 3]}]})",
+                       true),
+            "inputs[0].name");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},
       {"name": "z", "shape": [1], "datatype": "FP32", "data": [1]},
-      {"name": "c", "shape": [1], "datatype": "FP32", "data": [1]}]})", true), "inputs[1].name");
+      {"name": "c", "shape": [1], "datatype": "FP32", "data": [1]}]})",
+                       true),
+            "inputs[1].name");
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [5, 3], "datatype": "FP32",
-      "data": [1,2,3,1,2,3,1,2,3,1,2,3,1,2,3]}]})", true), "inputs");  // > max_rows
+      "data": [1,2,3,1,2,3,1,2,3,1,2,3,1,2,3]}]})",
+                       true),
+            "inputs");  // > max_rows
   EXPECT_EQ(ParseError(R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
-      "data": [1, 2, 3]}], "extra": 1})", true), "extra");
+      "data": [1, 2, 3]}], "extra": 1})",
+                       true),
+            "extra");
 }
 
 TEST(Oip, ResponseShape) {

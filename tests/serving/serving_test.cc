@@ -7,14 +7,15 @@
 // mid-rollout resumes from the store; samples are stored.
 #include "serving/serving.h"
 
-#include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include "../store/backend_fixture.h"
 #include "artifacts/artifacts.h"
@@ -27,7 +28,9 @@ namespace fs = std::filesystem;
 using store::testing::BackendTest;
 using namespace std::chrono_literals;
 
-store::CommandContext Ctx() { return {.actor = "user:alice", .correlation_id = "req-1"}; }
+store::CommandContext Ctx() {
+  return {.actor = "user:alice", .correlation_id = "req-1"};
+}
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -54,8 +57,8 @@ const Fixture& Model() {
     Fixture out;
     out.model = ReadFile(dir / "model.json");
     out.row = Json::parse(ReadFile(dir / "row.json"))["instances"][0];
-    out.names = Json::parse(ReadFile(dir / "check.json"))["feature_names"]
-                    .get<std::vector<std::string>>();
+    out.names =
+        Json::parse(ReadFile(dir / "check.json"))["feature_names"].get<std::vector<std::string>>();
     fs::remove_all(dir);
     return out;
   }();
@@ -67,26 +70,28 @@ class SlowUpstream {
  public:
   explicit SlowUpstream(std::chrono::milliseconds delay) {
     auto router = std::make_shared<http::Router>();
-    EXPECT_TRUE(router->Add({.method = "POST",
-                             .pattern = "/v2/models/slow/infer",
-                             .handler =
-                                 [delay](const http::Request& req) {
-                                   std::this_thread::sleep_for(delay);
-                                   int64_t rows = Json::parse(req.body)["inputs"][0]["shape"][0];
-                                   return http::Response::Json(
-                                       200, {{"outputs", Json::array({{{"name", "p"},
-                                                                       {"shape", {rows}},
-                                                                       {"datatype", "FP32"},
-                                                                       {"data", std::vector<double>(
-                                                                                    rows, 0.3)}}})}});
-                                 },
-                             .public_route = true}));
-    server_ = std::make_unique<http::Server>(http::ServerOptions{.port = 0, .access_log = false},
-                                             router);
+    EXPECT_TRUE(router->Add(
+        {.method = "POST",
+         .pattern = "/v2/models/slow/infer",
+         .handler =
+             [delay](const http::Request& req) {
+               std::this_thread::sleep_for(delay);
+               int64_t rows = Json::parse(req.body)["inputs"][0]["shape"][0];
+               return http::Response::Json(
+                   200, {{"outputs", Json::array({{{"name", "p"},
+                                                   {"shape", {rows}},
+                                                   {"datatype", "FP32"},
+                                                   {"data", std::vector<double>(rows, 0.3)}}})}});
+             },
+         .public_route = true}));
+    server_ =
+        std::make_unique<http::Server>(http::ServerOptions{.port = 0, .access_log = false}, router);
     EXPECT_TRUE(server_->Start());
   }
   ~SlowUpstream() { server_->Shutdown(100ms); }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()) + "/v2/models/slow"; }
+  std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(server_->port()) + "/v2/models/slow";
+  }
 
  private:
   std::unique_ptr<http::Server> server_;
@@ -112,8 +117,8 @@ class ServingTest : public BackendTest {
     ASSERT_TRUE(registry_->CreateModel({.name = "bc", .project = "default"}, Ctx()));
     // A model whose gate rejects everything.
     registry::GateCheck strict{.metric = "auc", .op = ">=", .threshold = 0.99};
-    ASSERT_TRUE(
-        registry_->CreateModel({.name = "strict", .project = "default", .checks = {strict}}, Ctx()));
+    ASSERT_TRUE(registry_->CreateModel({.name = "strict", .project = "default", .checks = {strict}},
+                                       Ctx()));
   }
 
   void TearDown() override {
@@ -148,7 +153,8 @@ class ServingTest : public BackendTest {
 
   int64_t RegisterXgboost() {
     auto v = registry_->RegisterVersion(
-        "bc", {.artifact_uri = "mlflow-artifacts:/models/bc/model.json", .metrics = {{"auc", 0.97}}},
+        "bc",
+        {.artifact_uri = "mlflow-artifacts:/models/bc/model.json", .metrics = {{"auc", 0.97}}},
         Ctx());
     EXPECT_TRUE(v) << v.error().ToString();
     EXPECT_EQ(v->state, "DeploymentReady");
@@ -158,8 +164,8 @@ class ServingTest : public BackendTest {
     Json inputs = Json::array();
     for (const auto& n : Model().names)
       inputs.push_back({{"name", n}});
-    auto v = registry_->RegisterVersion("bc", {.artifact_uri = url, .signature = {{"inputs", inputs}}},
-                                        Ctx());
+    auto v = registry_->RegisterVersion(
+        "bc", {.artifact_uri = url, .signature = {{"inputs", inputs}}}, Ctx());
     EXPECT_TRUE(v) << v.error().ToString();
     return v->version;
   }
@@ -167,8 +173,12 @@ class ServingTest : public BackendTest {
   Result<Rollout> Deploy(int64_t version, const char* strategy) {
     auto spec = RolloutSpec::FromJson(Json::parse(strategy));
     EXPECT_TRUE(spec) << spec.error().message;
-    return serving_->Deploy({.endpoint = "bc", .model = "bc", .version = version, .spec = *spec,
-                             .sample_percent = 100, .reason = "test"},
+    return serving_->Deploy({.endpoint = "bc",
+                             .model = "bc",
+                             .version = version,
+                             .spec = *spec,
+                             .sample_percent = 100,
+                             .reason = "test"},
                             Ctx());
   }
 
@@ -180,7 +190,8 @@ class ServingTest : public BackendTest {
       http::Request req;
       req.body = Json{{"instances", Json::array({Model().row})}}.dump();
       req.request_id = "r-" + std::to_string(i);
-      InferResponse r = gateway_->Infer({.endpoint = "bc", .preview = path_kind == "preview", .http = &req});
+      InferResponse r =
+          gateway_->Infer({.endpoint = "bc", .preview = path_kind == "preview", .http = &req});
       if (r.response.status == 200)
         ++seen[r.version];
       else
@@ -310,22 +321,22 @@ TEST_P(ServingTest, ASlowCandidateIsRolledBackOnLatency) {
 
 TEST_P(ServingTest, OnlyDeploymentReadyVersionsMayBeDeployedAndNothingIsStoredOtherwise) {
   auto rejected = registry_->RegisterVersion(
-      "strict", {.artifact_uri = "mlflow-artifacts:/models/bc/model.json", .metrics = {{"auc", 0.5}}},
-      Ctx());
+      "strict",
+      {.artifact_uri = "mlflow-artifacts:/models/bc/model.json", .metrics = {{"auc", 0.5}}}, Ctx());
   ASSERT_TRUE(rejected);
   ASSERT_EQ(rejected->state, "Rejected");
   auto spec = RolloutSpec::FromJson(Json::object());
-  auto r = serving_->Deploy({.endpoint = "strict", .model = "strict", .version = rejected->version,
-                             .spec = *spec},
-                            Ctx());
+  auto r = serving_->Deploy(
+      {.endpoint = "strict", .model = "strict", .version = rejected->version, .spec = *spec},
+      Ctx());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, core::ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.error().message.find("Rejected"), std::string::npos) << r.error().message;
   EXPECT_FALSE(serving_->GetEndpoint("strict"));
   // A version whose model file is not a model is refused too.
   ASSERT_TRUE(artifacts_->Put("models/junk.json", "{\"not\": 1}"));
-  auto junk = registry_->RegisterVersion("bc", {.artifact_uri = "mlflow-artifacts:/models/junk.json"},
-                                         Ctx());
+  auto junk = registry_->RegisterVersion(
+      "bc", {.artifact_uri = "mlflow-artifacts:/models/junk.json"}, Ctx());
   ASSERT_TRUE(junk);
   auto j = Deploy(junk->version, "{}");
   ASSERT_FALSE(j);
@@ -336,11 +347,12 @@ TEST_P(ServingTest, OnlyDeploymentReadyVersionsMayBeDeployedAndNothingIsStoredOt
 TEST_P(ServingTest, BlueGreenPreviewsThenSwitchesAndRollsBackInstantly) {
   int64_t v1 = RegisterXgboost(), v2 = RegisterXgboost();
   ASSERT_TRUE(Deploy(v1, "{}"));
-  auto r = Deploy(v2, R"({"strategy": "bluegreen", "preview": {"min_duration_s": 0, "min_requests": 10},
+  auto r =
+      Deploy(v2, R"({"strategy": "bluegreen", "preview": {"min_duration_s": 0, "min_requests": 10},
       "analysis": {"interval_s": 1, "min_samples": 10}})");
   ASSERT_TRUE(r) << r.error().ToString();
   EXPECT_EQ(r->state, kGradualRollout);
-  EXPECT_EQ(Traffic(10), (std::map<int64_t, int>{{v1, 10}}));  // main route: blue
+  EXPECT_EQ(Traffic(10), (std::map<int64_t, int>{{v1, 10}}));             // main route: blue
   EXPECT_EQ(Traffic(10, "preview"), (std::map<int64_t, int>{{v2, 10}}));  // preview: green
   std::this_thread::sleep_for(1100ms);
   ASSERT_TRUE(serving_->RunCycle(core::NowMicros()));
@@ -422,9 +434,9 @@ TEST_P(ServingTest, SamplesAreStoredWithTheVersionThatAnswered) {
   ModelLoader loader = MakeRegistryLoader(*registry_, artifacts_.get(), 500ms);
   Serving* s = serving_.get();
   gateway_ = std::make_unique<Gateway>(GatewayOptions{
-      .loader = loader,
-      .flush_interval = 50ms,
-      .sample_sink = [s](std::vector<Sample> batch) { EXPECT_TRUE(s->StoreSamples(batch)); }});
+      .loader = loader, .flush_interval = 50ms, .sample_sink = [s](std::vector<Sample> batch) {
+        EXPECT_TRUE(s->StoreSamples(batch));
+      }});
   gateway_->Apply(serving_->Table());
   gateway_->Start();
   Traffic(7);
