@@ -281,7 +281,7 @@ PORT_URL=$KERVAN_URL
 ) &
 TRAFFIC=$!
 as erin kervan deploy breast-cancer --version 2 --steps 20,50,100 --step-seconds 3 --step-requests 20 \
-  --interval 1 --min-samples 10 --reason "max_depth=3 retrain" --wait
+  --interval 1 --min-samples 10 --failure-limit 3 --reason "max_depth=3 retrain" --wait
 kill "$TRAFFIC" 2>/dev/null || true
 wait "$TRAFFIC" 2>/dev/null || true
 as alice kervan predict breast-cancer --json "$ROWS"

@@ -553,8 +553,6 @@ Status Serving::Publish() {
       entry.candidate = r.candidate_version;
       // Paused keeps the candidate loaded but sends it nothing.
       entry.rule = r.state == kPaused ? RoutingRule{} : RuleFor(r.spec, r.progress);
-      if (r.state == kPaused)
-        entry.rule.header_routes = r.spec.header_routes;
     }
     table.endpoints[e.name] = std::move(entry);
   }
