@@ -45,20 +45,8 @@ WORK=$(mktemp -d /tmp/kervan-http-bench.XXXXXX)
 KERVAN_PID=""
 NGINX_PID=""
 
-stop_pid() {  # pid, name: SIGTERM, then SIGKILL after 10 s
-  local pid=$1 i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "http_bench: $2 (pid $pid) ignored SIGTERM; killing" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
+# stop_pid PID NAME (bench/lib/proc.sh)
+source "$ROOT/bench/lib/proc.sh"
 
 cleanup() {
   stop_pid "$KERVAN_PID" kervan

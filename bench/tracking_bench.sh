@@ -109,20 +109,8 @@ chmod 0755 "$WORK"  # the PostgreSQL cluster runs as user postgres when we are r
 KERVAN_PID=""
 PG_DIR=""
 
-stop_pid() {  # pid, name: SIGTERM, then SIGKILL after 10 s
-  local pid=$1 i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    note "$2 (pid $pid) ignored SIGTERM; killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
+# stop_pid PID NAME (bench/lib/proc.sh)
+source "$ROOT/bench/lib/proc.sh"
 
 stop_servers() {
   unlock_cpu
