@@ -142,6 +142,7 @@ int RunCli(int argc, char** argv) {
   AddJobCommands(app, client, rc);
   AddPipelineCommands(app, client, rc);
   AddServingCommands(app, client, rc);
+  AddMonitoringCommands(app, client, rc);
   AddAuditCommands(app, client, rc);
   AddEventCommands(app, client, rc);
   AddWebhookCommands(app, client, rc);

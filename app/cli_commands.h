@@ -36,4 +36,9 @@ void AddPipelineCommands(CLI::App& app, ClientOptions& options, int& rc);
 // endpoints list|show, predict.
 void AddServingCommands(CLI::App& app, ClientOptions& options, int& rc);
 
+// monitors list|show|evaluations|configure|stop|resume|resolve, feedback,
+// profile set|show, rules apply|list|show|versions|actions|enable|disable|test,
+// approvals list|approve|reject, alerts list.
+void AddMonitoringCommands(CLI::App& app, ClientOptions& options, int& rc);
+
 }  // namespace kervan::app

@@ -75,6 +75,19 @@ constexpr KeySpec kKeys[] = {
     {"serving.max_rows", "1000", "rows one inference request may carry"},
     {"serving.upstream_timeout_ms", "2000", "time an HTTP upstream model has to answer"},
     {"serving.mirror_threads", "1", "threads that run shadow (mirrored) predictions"},
+    {"monitoring.cycle_ms", "2000", "milliseconds between passes of the monitors"},
+    {"monitoring.auto", "true", "watch every endpoint that has a production version"},
+    {"monitoring.window_rows", "500", "rows in a monitor's window (default for new monitors)"},
+    {"monitoring.min_rows", "50", "rows a time-closed window needs (default for new monitors)"},
+    {"monitoring.window_s", "0",
+     "seconds after which a window closes with what it has (0: by rows only)"},
+    {"rules.cycle_ms", "1000",
+     "milliseconds between passes of periodic rules and retries of failed actions"},
+    {"rules.max_attempts", "5", "attempts of a rule's action before it is marked failed"},
+    {"rules.retry_base_ms", "1000", "delay before an action's first retry (doubles per attempt)"},
+    {"alerts.alertmanager_url", "",
+     "Alertmanager base URL (http://host:9093) alerts are sent to; empty: events only"},
+    {"alerts.resend_s", "60", "seconds between re-sends of a firing alert to Alertmanager"},
     {"jobs.backoff_base_ms", "10000", "delay before a failed job's first retry; doubles per retry"},
     {"jobs.backoff_max_s", "360", "longest delay before a retry"},
     {"jobs.termination_grace_ms", "10000", "SIGTERM to SIGKILL on cancel and preemption"},
@@ -326,6 +339,20 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   ASSIGN_OR_RETURN(c.serving_upstream_timeout_ms,
                    IntValue(c, "serving.upstream_timeout_ms", 1, 600000));
   ASSIGN_OR_RETURN(c.serving_mirror_threads, IntValue(c, "serving.mirror_threads", 1, 64));
+  ASSIGN_OR_RETURN(c.monitoring_cycle_ms, IntValue(c, "monitoring.cycle_ms", 10, 600000));
+  ASSIGN_OR_RETURN(c.monitoring_auto, BoolValue(c, "monitoring.auto"));
+  ASSIGN_OR_RETURN(c.monitoring_window_rows, IntValue(c, "monitoring.window_rows", 1, 1000000));
+  ASSIGN_OR_RETURN(c.monitoring_min_rows, IntValue(c, "monitoring.min_rows", 1, 1000000));
+  ASSIGN_OR_RETURN(c.monitoring_window_s, IntValue(c, "monitoring.window_s", 0, 86400 * 365));
+  ASSIGN_OR_RETURN(c.rules_cycle_ms, IntValue(c, "rules.cycle_ms", 10, 600000));
+  ASSIGN_OR_RETURN(c.rules_max_attempts, IntValue(c, "rules.max_attempts", 1, 100));
+  ASSIGN_OR_RETURN(c.rules_retry_base_ms, IntValue(c, "rules.retry_base_ms", 1, 3600 * 1000));
+  c.alerts_alertmanager_url = str("alerts.alertmanager_url");
+  if (!c.alerts_alertmanager_url.empty() && c.alerts_alertmanager_url.rfind("http://", 0) != 0) {
+    return core::InvalidArgument("config key \"alerts.alertmanager_url\": must start with http://",
+                                 "alerts.alertmanager_url");
+  }
+  ASSIGN_OR_RETURN(c.alerts_resend_s, IntValue(c, "alerts.resend_s", 1, 86400));
   ASSIGN_OR_RETURN(c.jobs_backoff_base_ms, IntValue(c, "jobs.backoff_base_ms", 1, 3600 * 1000));
   ASSIGN_OR_RETURN(c.jobs_backoff_max_s, IntValue(c, "jobs.backoff_max_s", 1, 86400));
   ASSIGN_OR_RETURN(c.jobs_termination_grace_ms,

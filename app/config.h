@@ -62,6 +62,16 @@ struct Config {
   int64_t serving_max_rows = 1000;
   int64_t serving_upstream_timeout_ms = 2000;
   int64_t serving_mirror_threads = 1;
+  int64_t monitoring_cycle_ms = 2000;
+  bool monitoring_auto = true;
+  int64_t monitoring_window_rows = 500;
+  int64_t monitoring_min_rows = 50;
+  int64_t monitoring_window_s = 0;
+  int64_t rules_cycle_ms = 1000;
+  int64_t rules_max_attempts = 5;
+  int64_t rules_retry_base_ms = 1000;
+  std::string alerts_alertmanager_url;
+  int64_t alerts_resend_s = 60;
   int64_t jobs_backoff_base_ms = 10000;
   int64_t jobs_backoff_max_s = 360;
   int64_t jobs_termination_grace_ms = 10000;

@@ -16,8 +16,10 @@
 #include "auth/auth.h"
 #include "http/http.h"
 #include "jobs/jobs.h"
+#include "monitoring/monitoring.h"
 #include "pipelines/pipelines.h"
 #include "registry/registry.h"
+#include "rules/rules.h"
 #include "serving/serving.h"
 #include "tracking/tracking.h"
 #include "webhooks/webhooks.h"
@@ -324,6 +326,34 @@ int RunServer(const ServerRunOptions& options) {
     return fail(serving_service.error(), "cannot open serving");
   serving_ref = &*serving_service;
 
+  // Monitoring watches endpoints' production traffic; the rule engine acts
+  // on events and monitors' numbers through the other modules.
+  monitoring::MonitoringOptions monitor_options;
+  monitor_options.cycle_interval = std::chrono::milliseconds(config.monitoring_cycle_ms);
+  monitor_options.auto_monitor = config.monitoring_auto;
+  monitor_options.defaults.window_rows = config.monitoring_window_rows;
+  monitor_options.defaults.min_rows = config.monitoring_min_rows;
+  monitor_options.defaults.window_seconds = config.monitoring_window_s;
+  auto monitoring_service = monitoring::Monitoring::Open(
+      **db, **log, lifecycles, **registry, artifact_store->get(), std::move(monitor_options));
+  if (!monitoring_service)
+    return fail(monitoring_service.error(), "cannot open monitoring");
+  monitoring::Alerts alerts(**db, **log,
+                            {.alertmanager_url = config.alerts_alertmanager_url,
+                             .resend_interval = std::chrono::seconds(config.alerts_resend_s)});
+  auto rules_service =
+      rules::Rules::Open(**db, **log, lifecycles,
+                         {.pipelines = pipeline_service->get(),
+                          .serving = serving_service->get(),
+                          .registry = registry->get(),
+                          .monitoring = monitoring_service->get(),
+                          .alerts = &alerts},
+                         {.cycle_interval = std::chrono::milliseconds(config.rules_cycle_ms),
+                          .max_attempts = static_cast<int>(config.rules_max_attempts),
+                          .retry_base = std::chrono::milliseconds(config.rules_retry_base_ms)});
+  if (!rules_service)
+    return fail(rules_service.error(), "cannot open the rule engine");
+
   // Ship the audit trail with the logs: every committed event becomes an ECS
   // line. Durable cursor, so a restart neither repeats nor skips events.
   std::unique_ptr<store::EventLog::Subscription> event_shipper;
@@ -377,6 +407,10 @@ int RunServer(const ServerRunOptions& options) {
     return fail(s.error(), "bad route");
   if (auto s = serving::RegisterGatewayRoutes(*router, gateway); !s)
     return fail(s.error(), "bad route");
+  if (auto s = monitoring::RegisterRoutes(*router, **monitoring_service, &alerts, **auth); !s)
+    return fail(s.error(), "bad route");
+  if (auto s = rules::RegisterRoutes(*router, **rules_service, **auth); !s)
+    return fail(s.error(), "bad route");
   if (auto s = CheckRoutePermissions(*router); !s)
     return fail(s.error(), "bad route");
 
@@ -405,6 +439,8 @@ int RunServer(const ServerRunOptions& options) {
   (*pipeline_service)->Start();
   gateway.Start();
   (*serving_service)->Start();
+  (*monitoring_service)->Start();
+  (*rules_service)->Start();
   if (!options.ready_file.empty()) {
     std::string tmp = options.ready_file + ".tmp";
     std::ofstream(tmp) << server.port() << "\n";
@@ -421,6 +457,8 @@ int RunServer(const ServerRunOptions& options) {
   server.Wait();
   // Jobs keep running: a restarted server adopts them, and its pipelines
   // carry on with the runs they belong to.
+  (*rules_service)->Stop();
+  (*monitoring_service)->Stop();
   (*serving_service)->Stop();
   gateway.Stop();
   (*pipeline_service)->Stop();

@@ -9,9 +9,9 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev sqlite3 libpq-dev libssl-dev libpugixml-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  postgresql prometheus wrk nginx-light curl jq clang-format procps
+  postgresql prometheus prometheus-alertmanager wrk nginx-light curl jq clang-format procps
   slurm-wlm munge
-  python3-sklearn python3-xgboost libxgboost-dev python3-fastapi python3-uvicorn
+  python3-sklearn python3-scipy python3-xgboost libxgboost-dev python3-fastapi python3-uvicorn
 )
 
 missing=()

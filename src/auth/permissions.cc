@@ -63,6 +63,15 @@ const std::vector<PermissionInfo>& Permissions() {
       {"serving.predict", "send inference requests to endpoints"},
       {"serving.report",
        "report a standalone gateway's traffic statistics and samples to the server"},
+      {"monitor.read", "read monitors, their evaluations (drift, quality, performance) and alerts"},
+      {"monitor.manage", "configure, stop, resume and resolve monitors (with a reason)"},
+      {"monitor.orchestrate",
+       "evaluate monitors' windows (granted to no role: system:monitoring only)"},
+      {"feedback.write", "send ground-truth labels for earlier predictions"},
+      {"rule.read", "read rules, their versions, decided actions and approvals; replay rules"},
+      {"rule.write", "submit rules (new versions), enable and disable them (with a reason)"},
+      {"rule.orchestrate", "carry out rules' actions (granted to no role: system:rules only)"},
+      {"approval.decide", "approve or reject actions a rule asks a person for (with a reason)"},
       {"webhook.read", "list webhook subscriptions and their deliveries"},
       {"webhook.write", "create and delete webhook subscriptions"},
   };
@@ -78,21 +87,23 @@ bool IsKnownPermission(std::string_view permission) {
 const std::vector<RoleInfo>& Roles() {
   static const std::vector<RoleInfo> kRoles = [] {
     std::set<std::string> viewer = {
-        "system.read",     "metrics.read",   "self.read",  "token.self",    "project.read",
-        "lifecycle.read",  "entity.read",    "event.read", "audit.read",    "registry.read",
-        "tracking.read",   "artifact.read",  "job.read",   "pipeline.read", "dataset.read",
-        "deployment.read", "serving.predict"};
-    std::set<std::string> scientist = Union(
-        viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit", "job.cancel",
-                 "pipeline.submit", "pipeline.run", "pipeline.cancel", "dataset.write"});
+        "system.read",     "metrics.read",    "self.read",    "token.self",    "project.read",
+        "lifecycle.read",  "entity.read",     "event.read",   "audit.read",    "registry.read",
+        "tracking.read",   "artifact.read",   "job.read",     "pipeline.read", "dataset.read",
+        "deployment.read", "serving.predict", "monitor.read", "rule.read"};
+    std::set<std::string> scientist =
+        Union(viewer, {"registry.write", "tracking.write", "artifact.write", "job.submit",
+                       "job.cancel", "pipeline.submit", "pipeline.run", "pipeline.cancel",
+                       "dataset.write", "feedback.write"});
     std::set<std::string> engineer =
         Union(scientist, {"registry.configure", "registry.alias", "model_version.approve",
                           "model_version.archive", "audit.verify", "webhook.read", "webhook.write",
-                          "deployment.create", "deployment.manage", "serving.report"});
+                          "deployment.create", "deployment.manage", "serving.report",
+                          "monitor.manage", "rule.write", "approval.decide"});
     std::set<std::string> admin;
     for (const auto& p : Permissions()) {
       if (p.name != "model_version.validate" && p.name != "job.schedule" &&
-          p.name != "pipeline.orchestrate" && p.name != "deployment.orchestrate")
+          !p.name.ends_with(".orchestrate"))
         admin.insert(p.name);
     }
     return std::vector<RoleInfo>{

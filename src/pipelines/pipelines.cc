@@ -1602,11 +1602,14 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
     return finish_builtin(false, nullptr, "this server has no model registry");
   const ResolvedInput* model = nullptr;
   const ResolvedInput* metrics_in = nullptr;
+  const ResolvedInput* reference = nullptr;
   for (const auto& i : inputs) {
     if (i.name == "model")
       model = &i;
     if (i.name == "metrics")
       metrics_in = &i;
+    if (i.name == "reference")
+      reference = &i;
   }
   if (!model)
     return finish_builtin(false, nullptr, "a register step needs an input named \"model\"");
@@ -1643,6 +1646,15 @@ Status Pipelines::LaunchStep(const PipelineRun& run, const PipelineSpec& spec, c
                {"kervan.model_digest", model->digest}},
       .description = fmt::format("pipeline {} v{}, run {}", spec.name, run.version, run.id)};
   rv.signature = ModelSignature(model->path);
+  // The training data the version learned from: monitoring profiles it as
+  // the reference its production traffic is compared with (the tag is
+  // monitoring's kReferenceTag).
+  if (reference) {
+    std::string ref_artifact = producer_artifacts["reference"];
+    rv.tags["kervan.reference_uri"] =
+        ref_artifact.empty() ? "file://" + reference->path : "mlflow-artifacts:/" + ref_artifact;
+    rv.tags["kervan.reference_digest"] = reference->digest;
+  }
   auto version = reg.RegisterVersion(step.model, rv, sys);
   if (!version)
     return finish_builtin(false, nullptr, "registering the version: " + version.error().message);

@@ -982,6 +982,37 @@ Status Serving::Evaluate(Rollout& r, int64_t now_us) {
   return core::Ok();
 }
 
+// kervan_rollout_state (1 for the state of each endpoint's latest rollout)
+// and kervan_rollout_candidate_weight (percent of traffic on the candidate).
+Status Serving::ExportRolloutState() {
+  static core::Family<core::Gauge>& state_gauge = core::GlobalMetrics().AddGauge(
+      "kervan_rollout_state", "1 for the state of the endpoint's latest rollout",
+      {"endpoint", "state"});
+  static core::Family<core::Gauge>& weight_gauge = core::GlobalMetrics().AddGauge(
+      "kervan_rollout_candidate_weight",
+      "Percent of the endpoint's requests answered by the candidate version", {"endpoint"});
+  std::map<std::string, std::string> latest;
+  {
+    ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+    ASSIGN_OR_RETURN(auto rows, conn->Query("SELECT endpoint, state FROM serving_rollouts ORDER "
+                                            "BY created_us"));
+    for (const auto& r : rows)
+      latest[r.Text(0)] = r.Text(1);
+  }
+  RoutingTable table = Table();
+  for (const auto& [endpoint, state] : latest) {
+    for (std::string_view s :
+         {kPreparation, kShadow, kGradualRollout, kPaused, kFullProduction, kRolledBack, kAborted})
+      state_gauge.With({endpoint, std::string(s)}).Set(state == s ? 1 : 0);
+    double weight = 0;
+    auto it = table.endpoints.find(endpoint);
+    if (it != table.endpoints.end() && it->second.rule.phase == Phase::kCanary)
+      weight = it->second.rule.weight;
+    weight_gauge.With({endpoint}).Set(weight);
+  }
+  return core::Ok();
+}
+
 Status Serving::RunCycle(int64_t now_us) {
   if (gateway_ != nullptr)
     Ingest(gateway_->DrainStats());
@@ -1019,6 +1050,7 @@ Status Serving::RunCycle(int64_t now_us) {
     for (const auto& row : paused)
       active.insert(row.Text(0));
   }
+  RETURN_IF_ERROR(ExportRolloutState());
   std::lock_guard lock(state_->windows_mu);
   for (auto it = state_->windows.begin(); it != state_->windows.end();) {
     // Ended rollouts' windows go once no gateway has reported for them for a

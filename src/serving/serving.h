@@ -307,6 +307,7 @@ class Serving {
   Status Finish(const Rollout& rollout, const std::string& transition, const std::string& reason,
                 const Json& data, const store::CommandContext& ctx);
   Status Publish();
+  Status ExportRolloutState();
 
   store::Database& db_;
   store::EventLog& log_;
