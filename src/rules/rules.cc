@@ -169,6 +169,8 @@ struct Rules::State {
   std::thread thread;
   std::unique_ptr<store::EventLog::Subscription> subscription;
   std::map<std::string, int64_t> last_periodic_us;  // by rule
+  std::mutex cache_mu;
+  std::shared_ptr<const std::vector<Rule>> enabled;  // null: reload
 };
 
 Rules::Rules(store::Database& db, store::EventLog& log, store::Lifecycles& lifecycles,
@@ -241,6 +243,7 @@ Result<SubmitResult> Rules::Submit(std::string_view yaml, const CommandContext& 
                    .data = {{"version", version}, {"digest", digest}, {"spec", spec.ToJson()}}}));
   }));
   (void)events;
+  Invalidate();
   ASSIGN_OR_RETURN(Rule rule, Get(spec.name));
   return SubmitResult{.rule = std::move(rule), .created_version = created};
 }
@@ -273,14 +276,28 @@ Result<std::vector<Rule>> Rules::List(const std::optional<std::set<std::string>>
   return out;
 }
 
-Result<std::vector<Rule>> Rules::Enabled() {
+// Parsed once, kept until a rule changes: rule.* events (from any server
+// sharing the log) and this server's own commands clear the cache.
+Result<std::shared_ptr<const std::vector<Rule>>> Rules::Enabled() {
+  {
+    std::lock_guard lock(state_->cache_mu);
+    if (state_->enabled)
+      return state_->enabled;
+  }
   ASSIGN_OR_RETURN(auto all, List(std::nullopt));
-  std::vector<Rule> out;
+  auto out = std::make_shared<std::vector<Rule>>();
   for (auto& r : all) {
     if (r.enabled)
-      out.push_back(std::move(r));
+      out->push_back(std::move(r));
   }
-  return out;
+  std::lock_guard lock(state_->cache_mu);
+  state_->enabled = out;
+  return std::shared_ptr<const std::vector<Rule>>(out);
+}
+
+void Rules::Invalidate() {
+  std::lock_guard lock(state_->cache_mu);
+  state_->enabled.reset();
 }
 
 Result<std::vector<RuleVersion>> Rules::Versions(const std::string& name) {
@@ -325,6 +342,7 @@ Result<Rule> Rules::SetEnabled(const std::string& name, bool enabled, const std:
                                      .data = {{"version", rule.version}}}));
   }));
   (void)events;
+  Invalidate();
   return Get(name);
 }
 
@@ -723,8 +741,12 @@ Status Rules::OnEvent(const store::Event& event) {
     (void)events;
     return ExecutePending(now);
   }
+  if (event.subject_kind == "rule" &&
+      (event.type == "rule.version_created" || event.type == "rule.enabled" ||
+       event.type == "rule.disabled"))
+    Invalidate();
   ASSIGN_OR_RETURN(auto rules, Enabled());
-  for (const auto& rule : rules) {
+  for (const auto& rule : *rules) {
     if (!rule.spec.MatchesEventType(event.type))
       continue;
     // A rule never reacts to its own decisions (no feedback loops).
@@ -745,7 +767,7 @@ Status Rules::RunCycle(int64_t now_us) {
   {
     std::lock_guard lock(state_->eval_mu);
     ASSIGN_OR_RETURN(auto rules, Enabled());
-    for (const auto& rule : rules) {
+    for (const auto& rule : *rules) {
       if (rule.spec.every_ms == 0 || !services_.monitoring)
         continue;
       int64_t& last = state_->last_periodic_us[rule.name];

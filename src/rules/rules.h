@@ -142,7 +142,8 @@ class Rules {
   Result<Json> Execute(const std::string& rule_name, const std::string& project, ActionType type,
                        const Json& params, const std::string& decision_id,
                        const std::string& rule_text, const store::CommandContext& ctx);
-  Result<std::vector<Rule>> Enabled();
+  Result<std::shared_ptr<const std::vector<Rule>>> Enabled();
+  void Invalidate();
 
   store::Database& db_;
   store::EventLog& log_;
