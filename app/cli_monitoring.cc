@@ -101,16 +101,29 @@ void AddMonitoringCommands(CLI::App& app, ClientOptions& o, int& rc) {
       "evaluations", "List a monitor's evaluated windows (drift, quality, performance)");
   AddClientFlags(evals, o);
   evals->add_option("endpoint", a->endpoint, "endpoint name")->required();
-  evals->add_option("--limit", a->limit, "at most this many (oldest first)");
+  evals->add_option("--limit", a->limit, "the latest N windows (oldest of them first)");
   evals->callback([&o, &rc, a] {
-    auto r = Call(o, "GET",
-                  "/api/v1/monitors/" + Seg(a->endpoint) + "/evaluations" +
-                      Query({{"limit", std::to_string(a->limit)}}));
-    if (!r)
-      return void(rc = 1);
-    if (PrintedJson(o, *r))
+    // Pages through every window, keeping the latest N.
+    Json latest = Json::array();
+    std::string after = "0";
+    while (true) {
+      auto r = Call(o, "GET",
+                    "/api/v1/monitors/" + Seg(a->endpoint) + "/evaluations" +
+                        Query({{"after", after}, {"limit", "1000"}}));
+      if (!r)
+        return void(rc = 1);
+      for (const auto& e : (*r)["evaluations"])
+        latest.push_back(e);
+      while (latest.size() > static_cast<size_t>(std::max(a->limit, 1)))
+        latest.erase(latest.begin());
+      if ((*r)["evaluations"].size() < 1000)
+        break;
+      after = Str(*r, "next_after");
+    }
+    Json out = {{"evaluations", latest}};
+    if (PrintedJson(o, out))
       return;
-    for (const auto& e : (*r)["evaluations"]) {
+    for (const auto& e : latest) {
       std::cout << ShortTime(Str(e, "ended_at")) << "  " << EvaluationSummary(e) << "\n";
       for (const auto& reason : e.value("reasons", Json::array()))
         std::cout << "    " << reason.get<std::string>() << "\n";

@@ -98,6 +98,8 @@ say "Starting kervan server (config/dev.yaml: SQLite in $DATA)"
 # CUDA_VISIBLE_DEVICES as they would on real ones).
 "$KERVAN" server --config config/dev.yaml --data-dir "$DATA" --port 0 \
   --set jobs.virtual_gpus=4 --set jobs.cycle_ms=200 --set jobs.termination_grace_ms=2000 \
+  --set serving.sample_percent=100 --set monitoring.window_rows=150 --set monitoring.cycle_ms=500 \
+  --set rules.cycle_ms=500 \
   --ready-file "$DATA/port" 2>"$DATA/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do [[ -s "$DATA/port" ]] && break; sleep 0.1; done
@@ -270,15 +272,9 @@ as admin kervan principal bind user:erin engineer --project default \
 as erin kervan deploy breast-cancer --version 1 --reason "first release of the example model"
 ROWS=$(/usr/bin/python3 -c 'import json; from sklearn.datasets import load_breast_cancer as l; print(json.dumps({"instances": l().data[[0, 19, 100]].tolist()}))')
 as alice kervan predict breast-cancer --json "$ROWS"
-note "(background traffic: 3-row predictions through the gateway while the canary runs)"
-PORT_URL=$KERVAN_URL
-(
-  for ((i = 0; i < 6000; i++)); do
-    curl -s -o /dev/null -H "Authorization: Bearer ${TOKEN[alice]}" -H "Content-Type: application/json" \
-      -d "$ROWS" "$PORT_URL/v1/endpoints/breast-cancer/predict" || true
-    sleep 0.02
-  done
-) &
+note "(background traffic: 3-row predictions of the data set's rows through the gateway while the canary runs)"
+/usr/bin/python3 examples/pipelines/breast-cancer/traffic.py --url "$KERVAN_URL" --token "${TOKEN[alice]}" \
+  --scale 1.0 2>>"$DATA/traffic.log" &
 TRAFFIC=$!
 as erin kervan deploy breast-cancer --version 2 --steps 20,50,100 --step-seconds 3 --step-requests 20 \
   --interval 1 --min-samples 10 --failure-limit 3 --reason "max_depth=3 retrain" --wait
@@ -295,7 +291,108 @@ as admin kervan entity history deployment "$ROLLOUT"
   die "the champion alias of breast-cancer does not point at version 2"
 note "(checked: breast-cancer's champion alias moved to version 2 on promotion)"
 
-say "14. The audit trail of project risk: who did what, when, and why"
+say "14. The closed loop: drift -> retrain -> canary -> production; a broken version is rolled back"
+note "(the endpoint's monitor compares production inputs with the training data's profile)"
+as erin kervan monitors show breast-cancer
+as erin kervan rules apply -f examples/rules/retrain-on-drift.yaml
+as erin kervan rules apply -f examples/rules/deploy-retrained.yaml
+as erin kervan rules list
+LOOP_START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# wait_until DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.5 s.
+wait_until() {
+  local what=$1 limit=$2 start=$SECONDS
+  shift 2
+  printf '%s... waiting: %s%s\n' "$DIM" "$what" "$OFF"
+  until "$@"; do
+    ((SECONDS - start < limit)) || die "gave up after ${limit}s waiting: $what"
+    sleep 0.5
+  done
+  note "(after $((SECONDS - start)) s: $what)"
+}
+api() { curl -sf -H "Authorization: Bearer ${TOKEN[admin]}" "$KERVAN_URL$1"; }
+jq_py() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+monitor_state() { [[ "$(api /api/v1/monitors/breast-cancer | jq_py 'd["state"]')" == "$1" ]]; }
+stable_version() { [[ "$(api /api/v1/endpoints/breast-cancer | jq_py 'd["stable_version"]')" == "$1" ]]; }
+rule_started_run() {
+  api "/api/v1/rules/retrain-on-drift/actions" |
+    jq_py '" ".join(a["result"]["pipeline_run"] for a in d["actions"] if a["state"] == "succeeded" and a["type"] == "start_pipeline")' |
+    grep -q .
+}
+last_rollout_state() { [[ "$(api /api/v1/endpoints/breast-cancer/rollouts?limit=1 | jq_py 'd["rollouts"][0]["state"] + ":" + str(d["rollouts"][0]["candidate_version"])')" == "$1" ]]; }
+note "(traffic: 3-row predictions whose inputs drift from x1.0 to x1.3 over 20 s, like an instrument losing calibration)"
+/usr/bin/python3 examples/pipelines/breast-cancer/traffic.py --url "$KERVAN_URL" --token "${TOKEN[alice]}" \
+  --ramp-seconds 20 --scale 1.3 2>>"$DATA/traffic.log" &
+TRAFFIC=$!
+wait_until "the monitor finds the inputs drifted and asks for a retrain decision" 120 monitor_state RetrainDecision
+as erin kervan monitors evaluations breast-cancer
+wait_until "rule retrain-on-drift (two drifted windows in a row) starts the pipeline on the new data" 60 rule_started_run
+RUN=$(api "/api/v1/rules/retrain-on-drift/actions" |
+  jq_py '[a["result"]["pipeline_run"] for a in d["actions"] if a["type"] == "start_pipeline"][0]')
+as alice kervan pipelines status "$RUN"
+NEXT=$(( $(api /api/v1/models/breast-cancer/versions?limit=1000 | jq_py 'max(v["version"] for v in d["items"])') + 1 ))
+wait_until "the pipeline trains version $NEXT on the new data, the gate passes it, rule deploy-retrained canaries it" 240 last_rollout_state "GradualRollout:$NEXT"
+wait_until "the canary promotes version $NEXT to production" 120 stable_version "$NEXT"
+as erin kervan endpoints show breast-cancer
+wait_until "the monitor follows version $NEXT (its profile: the new training data)" 30 monitor_state Monitoring
+
+say "... a deliberately broken version: its model server is down, yet its metrics pass the gate"
+BROKEN_BODY=$(KERVAN_TOKEN="${TOKEN[admin]}" "$KERVAN" version get breast-cancer "$NEXT" -o json | /usr/bin/python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+print(json.dumps({"artifact_uri": "http://127.0.0.1:9/v2/models/breast-cancer", "signature": v["signature"],
+                  "metrics": {"auc": 0.99, "accuracy": 0.97}, "description": "hand-built server (down)"}))')
+prompt erin kervan version register breast-cancer --artifact-uri http://127.0.0.1:9/v2/models/breast-cancer --metric auc=0.99
+curl -sf -X POST -H "Authorization: Bearer ${TOKEN[erin]}" -H "Content-Type: application/json" \
+  -d "$BROKEN_BODY" "$KERVAN_URL/api/v1/models/breast-cancer/versions" >/dev/null || die "cannot register the broken version"
+BROKEN=$((NEXT + 1))
+wait_until "rule deploy-retrained canaries version $BROKEN; its errors fail the analysis; it is rolled back" 120 last_rollout_state "RolledBack:$BROKEN"
+kill "$TRAFFIC" 2>/dev/null || true
+wait "$TRAFFIC" 2>/dev/null || true
+as erin kervan endpoints show breast-cancer
+stable_version "$NEXT" || die "version $NEXT should still serve after the rollback"
+note "(checked: version $NEXT kept serving; version $BROKEN was rolled back automatically)"
+
+say "... the loop's timeline and its decisions, with their evidence, from the audit log"
+KERVAN_TOKEN="${TOKEN[admin]}" "$KERVAN" audit log --since "$LOOP_START" --limit 1000 -o json | /usr/bin/python3 -c '
+import json, sys
+KEEP = ("monitor.retrain_needed", "monitor.retargeted", "rule.fired", "rule.action_succeeded",
+        "rule.action_failed", "pipeline_run.", "model_version.", "deployment.", "alert.")
+SKIP = ("deployment.analysis_evaluated", "deployment.step_advanced")
+drifted = 0  # consecutive drifted windows shown as one line
+def flush():
+    global drifted
+    if drifted > 1:
+        print("          (and %d more drifted windows while the loop reacts)" % (drifted - 1))
+    drifted = 0
+for e in json.load(sys.stdin)["events"]:
+    t = e["type"]
+    if not t.startswith(KEEP) or t.startswith(SKIP):
+        continue
+    if t == "monitor.retrain_needed":
+        drifted += 1
+        if drifted > 1:
+            continue
+    elif t == "monitor.retargeted":
+        flush()
+    d = e.get("data") or {}
+    why = e.get("reason") or ""
+    if t == "rule.fired":
+        m = d.get("observation", {}).get("metrics", {})
+        why = "rule %s v%s saw %s; decided %s" % (d.get("rule"), d.get("rule_version"),
+              ", ".join("%s=%s" % (k, round(v, 3) if isinstance(v, float) else v) for k, v in m.items()
+                        if k in ("drift_share", "drifted_features", "dataset_drift", "rows")) or d.get("observation", {}).get("attributes", {}).get("type", ""),
+              ", ".join(a["type"] for a in d.get("actions", [])))
+    elif t == "rule.action_succeeded":
+        why = "%s -> %s" % (d.get("type"), json.dumps(d.get("result")))
+    elif t == "monitor.retrain_needed":
+        m = d.get("data", {}).get("metrics", {})
+        why = "window %s: drift share %.2f (%d features); %s" % (d.get("data", {}).get("window"),
+              m.get("drift_share", 0), m.get("drifted_features", 0), why)
+    print("%s  %-32s %-28s %-18s %s" % (e["time"][11:19], t, e["subject"]["id"][:28], e["actor"][:18], why[:150]))
+flush()
+'
+
+say "15. The audit trail of project risk: who did what, when, and why"
 as admin kervan audit log --project risk
 
 say "The champion alias: where it points and every move it made"

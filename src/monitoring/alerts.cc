@@ -63,7 +63,17 @@ Json Alert::ToJson() const {
 
 Alerts::Alerts(store::Database& db, store::EventLog& log, AlertsOptions options)
     : db_(db), log_(log), options_(std::move(options)) {
-  FiringGauge();
+  CountFiring();
+}
+
+// The gauge counts the table, so a restart does not reset it.
+void Alerts::CountFiring() {
+  auto conn = db_.Acquire();
+  if (!conn)
+    return;
+  auto rows = (*conn)->Query("SELECT COUNT(*) FROM alerts WHERE state = 'firing'");
+  if (rows && !rows->empty())
+    FiringGauge().With({}).Set(static_cast<double>((*rows)[0].Int(0)));
 }
 
 Status Alerts::Send(const Alert& alert, int64_t now_us) {
@@ -148,8 +158,7 @@ Result<Alert> Alerts::Fire(const AlertRequest& request, const store::CommandCont
                                      .data = a.ToJson()}));
   }));
   (void)events;
-  if (!was_firing)
-    FiringGauge().With({}).Add(1);
+  CountFiring();
   if (!sent)
     return sent.error();
   return a;
@@ -189,7 +198,7 @@ Status Alerts::Resolve(const std::string& key, const store::CommandContext& ctx)
                                      .data = a.ToJson()}));
   }));
   (void)events;
-  FiringGauge().With({}).Add(-1);
+  CountFiring();
   return sent;
 }
 

@@ -149,7 +149,12 @@ Json MonitorConfig::ToJson() const {
 }
 
 Result<MonitorConfig> MonitorConfig::FromJson(const Json& j, const std::string& prefix) {
-  MonitorConfig c;
+  return FromJson(j, prefix, MonitorConfig{});
+}
+
+Result<MonitorConfig> MonitorConfig::FromJson(const Json& j, const std::string& prefix,
+                                              const MonitorConfig& base) {
+  MonitorConfig c = base;
   if (j.is_null())
     return c;
   ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(j, prefix));
@@ -179,8 +184,11 @@ Result<MonitorConfig> MonitorConfig::FromJson(const Json& j, const std::string& 
   static const std::set<std::string> kPerformance = {"accuracy", "precision", "recall", "f1",
                                                      "auc",      "mae",       "rmse"};
   for (const char* key : {"min_performance", "max_performance"}) {
+    bool given = r.Has(key);
     ASSIGN_OR_RETURN(Json limits, r.OptionalObject(key));
     auto& into = std::string_view(key) == "min_performance" ? c.min_performance : c.max_performance;
+    if (given)
+      into.clear();  // given: replaces the base's limits
     for (const auto& [name, v] : limits.items()) {
       std::string field = fmt::format("{}{}.{}", prefix, key, name);
       if (!kPerformance.count(name)) {
@@ -195,7 +203,9 @@ Result<MonitorConfig> MonitorConfig::FromJson(const Json& j, const std::string& 
       into[name] = v.get<double>();
     }
   }
-  ASSIGN_OR_RETURN(c.features, r.OptionalObject("features"));
+  if (r.Has("features")) {
+    ASSIGN_OR_RETURN(c.features, r.OptionalObject("features"));
+  }
   for (const auto& [name, v] : c.features.items()) {
     std::string field = fmt::format("{}features.{}", prefix, name);
     ASSIGN_OR_RETURN(auto f, core::ObjectReader::Of(v, field + "."));
@@ -408,6 +418,15 @@ Result<Profile> Monitoring::GetProfile(const std::string& model, int64_t version
   return p;
 }
 
+Result<std::string> Monitoring::EndpointProject(const std::string& endpoint) {
+  ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+  ASSIGN_OR_RETURN(auto rows,
+                   conn->Query("SELECT project FROM serving_endpoints WHERE name = ?", {endpoint}));
+  if (rows.empty())
+    return core::NotFound(fmt::format("endpoint \"{}\" not found", endpoint));
+  return rows[0].Text(0);
+}
+
 Result<std::string> Monitoring::VersionProject(const std::string& model, int64_t version) {
   ASSIGN_OR_RETURN(registry::ModelVersion mv, registry_.GetVersion(model, version));
   return mv.project;
@@ -482,6 +501,18 @@ Result<Monitor> Monitoring::Configure(const std::string& endpoint, const Monitor
   if (version == 0) {
     return core::FailedPrecondition(
         fmt::format("endpoint \"{}\" has no production version to monitor yet", endpoint), "");
+  }
+  // Overrides must name the model's inputs (a typo would silently not apply).
+  if (auto mv = registry_.GetVersion(model, version); mv) {
+    std::vector<std::string> inputs = InputNames(mv->signature);
+    for (const auto& [name, v] : config.features.items()) {
+      if (!inputs.empty() && std::find(inputs.begin(), inputs.end(), name) == inputs.end()) {
+        return core::InvalidArgument(
+            fmt::format("field \"config.features.{}\": not an input of {} v{}", name, model,
+                        version),
+            "config.features." + name);
+      }
+    }
   }
   int64_t now = core::NowMicros();
   std::string cfg = config.ToJson().dump();
@@ -861,7 +892,17 @@ Status Monitoring::EvaluateDue(Monitor& m, int64_t now_us) {
     bool timed_out = m.config.window_seconds > 0 && first_us > 0 &&
                      now_us - first_us >= m.config.window_seconds * 1'000'000 &&
                      rows >= m.config.min_rows;
-    if (!timed_out)
+    // A whole batch read without filling the window (mostly other versions'
+    // or sides' samples): close what it holds, or skip past it, so the
+    // cursor never stays stuck on samples that cannot fill a window.
+    bool batch_full = static_cast<int64_t>(samples.size()) == m.config.window_rows + 1000;
+    if (batch_full && rows < m.config.min_rows) {
+      ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+      return core::StatusOf(
+          conn->Exec("UPDATE monitors SET cursor = ?, updated_us = ? WHERE id = ?",
+                     {to_sample == m.cursor ? last_seen : to_sample, now_us, m.id}));
+    }
+    if (!timed_out && !batch_full)
       return core::Ok();
     to_sample = last_seen;
   }
@@ -1081,25 +1122,61 @@ Status Monitoring::UpdateLateLabels(const Monitor& m, int64_t now_us) {
     }
     metrics["labeled"] = static_cast<double>(labeled);
     AddPerformanceMetrics(performance, metrics);
+    // The event carries the performance numbers only: the window's drift
+    // was already announced, and a rule counting drifted windows must not
+    // count this one twice.
+    std::map<std::string, double> performance_metrics = {{"labeled", double(labeled)}};
+    AddPerformanceMetrics(performance, performance_metrics);
     Json data = {{"evaluation_id", id},
                  {"window", r.Int(4)},
                  {"labeled", labeled},
                  {"performance", performance},
-                 {"metrics", MetricsJson(metrics)}};
+                 {"metrics", MetricsJson(performance_metrics)}};
     std::vector<std::string> breaches = PerformanceBreaches(m.config, metrics, labeled);
     data["breaches"] = breaches;
+    ASSIGN_OR_RETURN(auto latest, Evaluations(m.id, id, 1));
+    bool is_latest = latest.empty();
     ASSIGN_OR_RETURN(auto events, log_.Execute([&](store::CommandTx& tx) -> Status {
       RETURN_IF_ERROR(
           tx.conn().Exec("UPDATE monitor_evaluations SET performance = ?, labeled = ?, "
                          "metrics = ?, performance_us = ?, updated_us = ? WHERE id = ?",
                          {performance.dump(), labeled, MetricsJson(metrics).dump(),
                           performance_us + 1, now_us, id}));
-      return core::StatusOf(tx.Append({.type = "monitor.performance_updated",
-                                       .subject_kind = std::string(kMonitorKind),
-                                       .subject_id = m.id,
-                                       .actor = std::string(kMonitoringActor),
-                                       .project = m.project,
-                                       .data = data}));
+      ASSIGN_OR_RETURN(store::Event updated, tx.Append({.type = "monitor.performance_updated",
+                                                        .subject_kind = std::string(kMonitorKind),
+                                                        .subject_id = m.id,
+                                                        .actor = std::string(kMonitoringActor),
+                                                        .project = m.project,
+                                                        .data = data}));
+      if (!is_latest)
+        return core::Ok();
+      // The newest window's numbers are what periodic rules read.
+      Json last = {{"window", r.Int(4)},
+                   {"evaluation_id", id},
+                   {"labeled", labeled},
+                   {"version", m.version},
+                   {"metrics", MetricsJson(metrics)}};
+      RETURN_IF_ERROR(tx.conn().Exec("UPDATE monitors SET last = ?, updated_us = ? WHERE id = ?",
+                                     {last.dump(), now_us, m.id}));
+      ASSIGN_OR_RETURN(store::Entity entity, lifecycles_.Get(std::string(kMonitorKind), m.id));
+      if (breaches.empty() || entity.state != kMonitoringState)
+        return core::Ok();
+      // Late labels show the performance below its floor: a retrain decision.
+      store::CommandContext c = System(updated.id);
+      c.project = m.project;
+      Json opened = {{"window", r.Int(4)}, {"late_labels", true}};
+      RETURN_IF_ERROR(lifecycles_.TransitionIn(tx, std::string(kMonitorKind), m.id,
+                                               {.transition = "evaluate", .request_data = &opened},
+                                               c));
+      Json decision = last;
+      decision["decision"] = "retrain";
+      decision["reasons"] = breaches;
+      std::string reason = "performance from late labels: ";
+      for (size_t i = 0; i < breaches.size(); ++i)
+        reason += (i ? "; " : "") + breaches[i];
+      return core::StatusOf(lifecycles_.TransitionIn(
+          tx, std::string(kMonitorKind), m.id,
+          {.transition = "retrain_needed", .reason = reason, .request_data = &decision}, c));
     }));
     (void)events;
     auto& g = Metrics();

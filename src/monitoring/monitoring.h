@@ -81,6 +81,9 @@ struct MonitorConfig {
   Json features = Json::object();
 
   Json ToJson() const;
+  // Fields left out keep `base`'s values (the built-in defaults without it).
+  static Result<MonitorConfig> FromJson(const Json& j, const std::string& prefix,
+                                        const MonitorConfig& base);
   static Result<MonitorConfig> FromJson(const Json& j, const std::string& prefix = "config.");
 };
 
@@ -149,6 +152,10 @@ class Monitoring {
   // Builds the profile from the version's kReferenceTag, if it has one and
   // no profile yet. Returns whether a profile exists afterwards.
   Result<bool> EnsureProfile(const std::string& model, int64_t version);
+  // The project owning an endpoint (who may configure its monitor).
+  Result<std::string> EndpointProject(const std::string& endpoint);
+  // The configuration new monitors get (monitoring.* keys).
+  const MonitorConfig& default_config() const { return options_.defaults; }
   // The project owning a model version (who may read or set its profile).
   Result<std::string> VersionProject(const std::string& model, int64_t version);
 
@@ -202,7 +209,7 @@ class Monitoring {
 };
 
 class Alerts;
-// /api/v1/monitors, /api/v1/feedback, /api/v1/alerts (when `alerts` is set),
+// /api/v1/monitors, /api/v1/feedback, /api/v1/alerts (empty without `alerts`),
 // /api/v1/models/{name}/versions/{v}/profile.
 Status RegisterRoutes(http::Router& router, Monitoring& monitoring, Alerts* alerts,
                       const auth::Auth& auth);
@@ -248,6 +255,7 @@ class Alerts {
 
  private:
   Status Send(const Alert& alert, int64_t now_us);
+  void CountFiring();
   store::Database& db_;
   store::EventLog& log_;
   AlertsOptions options_;

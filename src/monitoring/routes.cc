@@ -63,16 +63,11 @@ class Api {
     ASSIGN_OR_RETURN(auto r, core::ObjectReader::Of(body));
     ASSIGN_OR_RETURN(Json config_json, r.OptionalObject("config"));
     RETURN_IF_ERROR(r.Finish());
-    ASSIGN_OR_RETURN(MonitorConfig config, MonitorConfig::FromJson(config_json));
+    ASSIGN_OR_RETURN(MonitorConfig config,
+                     MonitorConfig::FromJson(config_json, "config.", m_.default_config()));
     // Who may manage the endpoint's project may configure its monitor.
-    auto existing = m_.Get(req.Param("id"));
-    if (existing) {
-      RETURN_IF_ERROR(auth_.Authorize(req.actor, "monitor.manage", existing->project));
-    } else if (existing.error().code != core::ErrorCode::kNotFound) {
-      return existing.error();
-    } else {
-      RETURN_IF_ERROR(auth_.Authorize(req.actor, "monitor.manage", ""));
-    }
+    ASSIGN_OR_RETURN(std::string project, m_.EndpointProject(req.Param("id")));
+    RETURN_IF_ERROR(auth_.Authorize(req.actor, "monitor.manage", project));
     ASSIGN_OR_RETURN(Monitor m, m_.Configure(req.Param("id"), config, Context(req)));
     return m.ToJson();
   }
@@ -239,6 +234,8 @@ class Api {
       return core::InvalidArgument(
           fmt::format("query parameter \"state\": must be firing, got \"{}\"", state), "state");
     }
+    // Alerts carry no project: reading them needs a global binding.
+    RETURN_IF_ERROR(auth_.AuthorizeIn(req.actor, "monitor.read", ""));
     Json items = Json::array();
     if (alerts_) {
       ASSIGN_OR_RETURN(auto list, alerts_->List(state == "firing"));

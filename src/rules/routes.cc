@@ -52,7 +52,8 @@ class Api {
     RETURN_IF_ERROR(req.CheckQuery({}));
     ASSIGN_OR_RETURN(std::string yaml, YamlBody(req));
     ASSIGN_OR_RETURN(RuleSpec spec, ParseRule(yaml));
-    RETURN_IF_ERROR(auth_.Authorize(req.actor, "rule.write", spec.project));
+    // A global rule acts across projects: it needs a global binding.
+    RETURN_IF_ERROR(auth_.AuthorizeIn(req.actor, "rule.write", spec.project));
     ASSIGN_OR_RETURN(SubmitResult result, r_.Submit(yaml, Context(req)));
     return Json{{"rule", result.rule.ToJson()}, {"created_version", result.created_version}};
   }
@@ -68,7 +69,7 @@ class Api {
 
   Result<Rule> Readable(const Request& req, std::string_view permission) {
     ASSIGN_OR_RETURN(Rule rule, r_.Get(req.Param("name")));
-    RETURN_IF_ERROR(auth_.Authorize(req.actor, permission, rule.project));
+    RETURN_IF_ERROR(auth_.AuthorizeIn(req.actor, permission, rule.project));
     return rule;
   }
 
@@ -138,7 +139,7 @@ class Api {
                         req.Param("name")),
             "yaml");
       }
-      RETURN_IF_ERROR(auth_.Authorize(req.actor, "rule.read", spec.project));
+      RETURN_IF_ERROR(auth_.AuthorizeIn(req.actor, "rule.read", spec.project));
     } else {
       ASSIGN_OR_RETURN(Rule rule, Readable(req, "rule.read"));
       spec = rule.spec;
@@ -183,8 +184,8 @@ class Api {
     ASSIGN_OR_RETURN(auto reason, r.OptionalString("reason"));
     RETURN_IF_ERROR(r.Finish());
     ASSIGN_OR_RETURN(store::Entity approval, r_.GetApproval(req.Param("id")));
-    RETURN_IF_ERROR(auth_.Authorize(req.actor, "approval.decide",
-                                    approval.data.value("project", std::string())));
+    RETURN_IF_ERROR(auth_.AuthorizeIn(req.actor, "approval.decide",
+                                      approval.data.value("project", std::string())));
     ASSIGN_OR_RETURN(store::Entity out, r_.Decide(approval.id, action == "approve",
                                                   reason.value_or(""), Context(req)));
     return out.ToJson();

@@ -110,6 +110,15 @@ Observation FromEvent(const store::Event& e) {
   obs.data = ParseOr(e.data, Json::object());
   if (obs.data.contains("to") && obs.data["to"].is_string())
     obs.attributes["state"] = obs.data["to"].get<std::string>();
+  // Model versions ("<model>:<version>") name their model and version, so
+  // a rule can say `model = 'bc'` and an action `version: "{{version}}"`.
+  if (e.subject_kind == "model_version") {
+    size_t colon = e.subject_id.rfind(':');
+    if (colon != std::string::npos) {
+      obs.attributes["model"] = e.subject_id.substr(0, colon);
+      obs.attributes["version"] = e.subject_id.substr(colon + 1);
+    }
+  }
   obs.metrics = EventMetrics(obs.data);
   return obs;
 }
@@ -450,6 +459,10 @@ Status Rules::Fire(const Rule& rule, const Observation& obs, const ConditionStat
       Json p = act.params;
       if (rendered)
         p = *rendered;
+      for (auto& inner : p["actions"]) {
+        if (inner.is_object() && inner.contains("alert") && inner["alert"].is_object())
+          inner["alert"]["subject"] = obs.subject;
+      }
       planned.push_back(
           {std::string(ActionTypeName(act.type)), p, rendered ? "" : rendered.error().message});
       continue;
@@ -665,8 +678,17 @@ Status Rules::ExecutePending(int64_t now_us) {
                                : Result<Json>(core::InvalidArgument("unknown action type", "type"));
     int64_t now = core::NowMicros();
     bool ok = result.has_value();
-    bool retry = !ok && attempts < options_.max_attempts &&
-                 result.error().code != core::ErrorCode::kInvalidArgument;
+    // Retried: what may pass later (a server down, a timeout, a conflict
+    // with a concurrent change). A refusal (bad parameters, something that
+    // does not exist, a wrong state or project) would fail the same way.
+    bool transient = false;
+    if (!ok) {
+      auto code = result.error().code;
+      transient = code == core::ErrorCode::kUnavailable ||
+                  code == core::ErrorCode::kDeadlineExceeded ||
+                  code == core::ErrorCode::kInternal || code == core::ErrorCode::kAborted;
+    }
+    bool retry = !ok && transient && attempts < options_.max_attempts;
     int64_t next = now + options_.retry_base.count() * 1000 *
                              (int64_t{1} << std::min<int64_t>(attempts - 1, 10));
     std::string state = ok ? "succeeded" : (retry ? "pending" : "failed");

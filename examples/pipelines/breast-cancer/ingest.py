@@ -2,7 +2,8 @@
 """ingest: writes scikit-learn's bundled Wisconsin breast cancer data as CSV.
 
 The data ships inside scikit-learn (sklearn/datasets/data/breast_cancer.csv),
-so nothing is downloaded. Output columns: id (1..n), the 30 features with
+so nothing is downloaded. --scale multiplies every feature (a shifted copy
+of the data, as the demo's "new data"). Output columns: id (1..n), the 30 features with
 spaces replaced by underscores (mean_radius, ..., worst_fractal_dimension),
 and target (0 = malignant, 1 = benign, scikit-learn's encoding). Floats are
 written with repr() (shortest round-trip form), so the bytes are the same on
@@ -36,9 +37,15 @@ def main():
     parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--rows", type=int, default=None,
                         help="keep only the first N rows (default: all 569)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every feature by this factor (default 1: the data as "
+                             "published); the demo's 'new data' after an instrument "
+                             "recalibration")
     args = parser.parse_args()
     if args.rows is not None and args.rows < 1:
         fail(f"--rows must be at least 1, got {args.rows}")
+    if not args.scale > 0:
+        fail(f"--scale must be positive, got {args.scale}")
 
     try:
         from sklearn.datasets import load_breast_cancer
@@ -60,7 +67,8 @@ def main():
     header = ["id"] + features + ["target"]
     rows = []
     for i in range(n):
-        values = [repr(float(v)) for v in data.data[i]]
+        values = [repr(float(v) * args.scale if args.scale != 1.0 else float(v))
+                  for v in data.data[i]]
         rows.append([str(i + 1)] + values + [str(int(data.target[i]))])
     write_atomically(args.out, header, rows)
     print(f"ingest: wrote {n} rows x {len(header)} columns to {args.out}")
