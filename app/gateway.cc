@@ -216,6 +216,22 @@ int RunGateway(const GatewayRunOptions& options) {
     core::LogError("gateway: " + s.error().message);
     return 1;
   }
+  // Its own traffic's metrics (kervan_inference_*), for Prometheus to scrape
+  // (deploy/prometheus/prometheus.yml, job kervan-gateway). Public, as the
+  // server's /metrics is by default.
+  if (auto s = router->Add({.method = "GET",
+                            .pattern = "/metrics",
+                            .handler =
+                                [](const http::Request&) {
+                                  return http::Response::Text(
+                                      200, core::GlobalMetrics().Render(),
+                                      "text/plain; version=0.0.4; charset=utf-8");
+                                },
+                            .public_route = true});
+      !s) {
+    core::LogError("gateway: " + s.error().message);
+    return 1;
+  }
   RemoteAuth remote_auth(options.server_url);
   http::ServerOptions server_options{.address = options.address,
                                      .port = static_cast<uint16_t>(options.port),

@@ -35,8 +35,10 @@
 //                          before each listening rule's evaluation (parse
 //                          its data, collect its metrics), for context.
 //
-// Counters: items_per_second = events per second; evaluations_per_event and
-// fires_per_event (what each event cost in rule work).
+// Counters: items_per_second = events per second (engine: per CPU second;
+// service: per wall-clock second); evaluations_per_event (engine) and
+// fires_per_event (engine: Step's decisions; service: rule_actions rows
+// written, one per dry-run firing).
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>

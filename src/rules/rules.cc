@@ -390,14 +390,34 @@ Result<std::vector<Json>> Rules::Actions(const std::string& rule, int limit) {
 
 // ---------------------------------------------------------------- evaluation
 
+Result<std::map<std::string, ConditionState>> Rules::StatesOf(const std::string& subject) {
+  std::map<std::string, ConditionState> out;
+  ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+  ASSIGN_OR_RETURN(auto rows, conn->Query("SELECT rule, consecutive, since_us, last_fired_us, "
+                                          "alert_active FROM rule_state WHERE subject = ?",
+                                          {subject}));
+  for (const auto& r : rows) {
+    out[r.Text(0)] = {.consecutive = r.Int(1),
+                      .since_us = r.Int(2),
+                      .last_fired_us = r.Int(3),
+                      .alert_active = r.Int(4) != 0};
+  }
+  return out;
+}
+
 Status Rules::Observe(const Rule& rule, const Observation& obs, const std::string& trigger,
-                      const std::string& causation_id) {
+                      const std::string& causation_id,
+                      const std::map<std::string, ConditionState>* known) {
   Applicability a = Evaluate(rule.spec, obs);
   if (a == Applicability::kNotApplicable)
     return core::Ok();
   Metrics().evaluations.With({rule.name}).Inc();
   ConditionState state;
-  {
+  if (known) {
+    auto it = known->find(rule.name);
+    if (it != known->end())
+      state = it->second;
+  } else {
     ASSIGN_OR_RETURN(auto conn, db_.Acquire());
     ASSIGN_OR_RETURN(auto rows, conn->Query("SELECT consecutive, since_us, last_fired_us, "
                                             "alert_active FROM rule_state WHERE rule = ? AND "
@@ -459,6 +479,7 @@ Status Rules::Fire(const Rule& rule, const Observation& obs, const ConditionStat
       Json p = act.params;
       if (rendered)
         p = *rendered;
+      p["rule_version"] = rule.version;  // the version that decided, kept with the request
       for (auto& inner : p["actions"]) {
         if (inner.is_object() && inner.contains("alert") && inner["alert"].is_object())
           inner["alert"]["subject"] = obs.subject;
@@ -639,11 +660,10 @@ Result<Json> Rules::Execute(const std::string& rule_name, const std::string& pro
       return Json{{"alert", alert.key}, {"state", alert.state}};
     }
     case ActionType::kApproval: {
-      Json data = {{"rule", rule_name},
-                   {"decision_id", decision_id},
-                   {"summary", text("summary")},
-                   {"project", project},
-                   {"actions", params.value("actions", Json::array())}};
+      Json data = {
+          {"rule", rule_name},          {"decision_id", decision_id},
+          {"summary", text("summary")}, {"rule_version", params.value("rule_version", int64_t{0})},
+          {"project", project},         {"actions", params.value("actions", Json::array())}};
       CommandContext c = ctx;
       c.project = project;
       ASSIGN_OR_RETURN(auto entity, lifecycles_.Create(std::string(kApprovalKind), "", data, c));
@@ -735,9 +755,7 @@ Status Rules::OnEvent(const store::Event& event) {
     ASSIGN_OR_RETURN(store::Entity approval,
                      lifecycles_.Get(std::string(kApprovalKind), event.subject_id));
     std::string rule = approval.data.value("rule", std::string());
-    int64_t rule_version = 0;
-    if (auto r = Get(rule))
-      rule_version = r->version;
+    int64_t rule_version = approval.data.value("rule_version", int64_t{0});
     const Json actions = approval.data.value("actions", Json::array());
     int64_t now = core::NowMicros();
     ASSIGN_OR_RETURN(auto events, log_.Execute([&](store::CommandTx& tx) -> Status {
@@ -768,6 +786,10 @@ Status Rules::OnEvent(const store::Event& event) {
        event.type == "rule.disabled"))
     Invalidate();
   ASSIGN_OR_RETURN(auto rules, Enabled());
+  // The observation and the subject's condition states are read once per
+  // event, not once per rule.
+  std::optional<Observation> obs;
+  std::map<std::string, ConditionState> states;
   for (const auto& rule : *rules) {
     if (!rule.spec.MatchesEventType(event.type))
       continue;
@@ -776,7 +798,11 @@ Status Rules::OnEvent(const store::Event& event) {
       continue;
     if (!rule.project.empty() && event.project != rule.project)
       continue;
-    Status s = Observe(rule, FromEvent(event), "event", event.id);
+    if (!obs) {
+      obs = FromEvent(event);
+      ASSIGN_OR_RETURN(states, StatesOf(obs->subject));
+    }
+    Status s = Observe(rule, *obs, "event", event.id, &states);
     if (!s) {
       core::LogWarn(
           fmt::format("rules: rule {} on event {}: {}", rule.name, event.seq, s.error().message));

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -134,8 +135,11 @@ class Rules {
   struct State;
   Rules(store::Database& db, store::EventLog& log, store::Lifecycles& lifecycles, Services services,
         RulesOptions options);
+  // `known`: the subject's states read beforehand (by rule); null: read here.
   Status Observe(const Rule& rule, const Observation& obs, const std::string& trigger,
-                 const std::string& causation_id);
+                 const std::string& causation_id,
+                 const std::map<std::string, ConditionState>* known = nullptr);
+  Result<std::map<std::string, ConditionState>> StatesOf(const std::string& subject);
   Status Fire(const Rule& rule, const Observation& obs, const ConditionState& state,
               const std::string& trigger, const std::string& causation_id);
   Status ExecutePending(int64_t now_us);

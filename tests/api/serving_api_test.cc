@@ -510,6 +510,10 @@ TEST_F(ServingApi, AStandaloneGatewayFollowsTheRolloutAndFeedsItsAnalysis) {
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(version, std::to_string(v2));
+  // Its own metrics, for Prometheus (public, like the server's).
+  Reply m = Get(http::Client(base), "/metrics");
+  ASSERT_EQ(m.status, 200) << m.Describe();
+  EXPECT_NE(m.raw.find("kervan_inference_requests_total{endpoint=\"bc\""), std::string::npos);
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);

@@ -111,6 +111,7 @@ CREATE TABLE rule_state (
   last_eval_us    INTEGER  NOT NULL,
   PRIMARY KEY (rule, subject)
 );
+CREATE INDEX rule_state_by_subject ON rule_state (subject);
 
 -- Actions decided by firings (or approvals), executed and retried.
 CREATE TABLE rule_actions (
