@@ -996,4 +996,27 @@ Status Validate(const OrderBy& order_by, const Schema& schema) {
   return Ok();
 }
 
+FieldValue JsonField(const nlohmann::json& document, std::string_view dotted_path) {
+  const nlohmann::json* at = &document;
+  while (!dotted_path.empty()) {
+    size_t dot = dotted_path.find('.');
+    std::string part(dotted_path.substr(0, dot));
+    dotted_path = dot == std::string_view::npos ? "" : dotted_path.substr(dot + 1);
+    if (!at->is_object() || !at->contains(part))
+      return {};
+    at = &(*at)[part];
+  }
+  if (at->is_number_integer())
+    return at->get<int64_t>();
+  if (at->is_number())
+    return at->get<double>();
+  if (at->is_string())
+    return at->get<std::string>();
+  if (at->is_boolean())
+    return std::string(at->get<bool>() ? "true" : "false");
+  if (at->is_null())
+    return {};
+  return at->dump();
+}
+
 }  // namespace kervan::core::filter

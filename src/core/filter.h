@@ -34,6 +34,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/json.h"
 #include "core/result.h"
 
 namespace kervan::core::filter {
@@ -122,6 +123,13 @@ using FieldValue = std::variant<std::monostate, double, std::int64_t, std::strin
 // Datasets: MLflow matches when any of a run's dataset inputs matches; call
 // this once per dataset input and combine.
 bool Matches(const Comparison& clause, const FieldValue& value);
+
+// The value at a dotted path in a JSON document ("metrics.auc" reads
+// {"metrics": {"auc": 0.9}}), as data.<path> clauses see it: integers as
+// int64, other numbers as double, strings as is, booleans as "true" /
+// "false", null or a missing key as absent, arrays and objects as compact
+// JSON text.
+FieldValue JsonField(const nlohmann::json& document, std::string_view dotted_path);
 
 // Looks up the value a clause is about (its entity and key).
 using FieldLookup = std::function<FieldValue(const Comparison& clause)>;

@@ -108,27 +108,7 @@ core::filter::FieldValue EventField(const store::Event& event, const Json& data,
   }
   if (c.entity != Entity::kData)
     return {};
-  const Json* at = &data;
-  std::string_view rest = c.key;
-  while (!rest.empty()) {
-    size_t dot = rest.find('.');
-    std::string part(rest.substr(0, dot));
-    rest = dot == std::string_view::npos ? "" : rest.substr(dot + 1);
-    if (!at->is_object() || !at->contains(part))
-      return {};
-    at = &(*at)[part];
-  }
-  if (at->is_number_integer())
-    return at->get<int64_t>();
-  if (at->is_number())
-    return at->get<double>();
-  if (at->is_string())
-    return at->get<std::string>();
-  if (at->is_boolean())
-    return std::string(at->get<bool>() ? "true" : "false");
-  if (at->is_null())
-    return {};
-  return at->dump();
+  return core::filter::JsonField(data, c.key);
 }
 }  // namespace
 

@@ -215,34 +215,10 @@ Result<std::vector<ActionSpec>> ParseActions(const Json& list, const std::string
   return out;
 }
 
-// The value of `data.<path>` in an observation's data.
-core::filter::FieldValue DataValue(const Json& data, std::string_view key) {
-  const Json* at = &data;
-  while (!key.empty()) {
-    size_t dot = key.find('.');
-    std::string part(key.substr(0, dot));
-    key = dot == std::string_view::npos ? "" : key.substr(dot + 1);
-    if (!at->is_object() || !at->contains(part))
-      return {};
-    at = &(*at)[part];
-  }
-  if (at->is_number_integer())
-    return at->get<int64_t>();
-  if (at->is_number())
-    return at->get<double>();
-  if (at->is_string())
-    return at->get<std::string>();
-  if (at->is_boolean())
-    return std::string(at->get<bool>() ? "true" : "false");
-  if (at->is_null())
-    return {};
-  return at->dump();
-}
-
 core::filter::FieldValue Lookup(const Observation& obs, const core::filter::Comparison& c) {
   switch (c.entity) {
     case Entity::kData:
-      return DataValue(obs.data, c.key);
+      return core::filter::JsonField(obs.data, c.key);
     case Entity::kMetric: {
       auto it = obs.metrics.find(c.key);
       if (it == obs.metrics.end())

@@ -143,6 +143,19 @@ Observation FromMonitor(const std::string& id, const std::string& model, int64_t
   return obs;
 }
 
+// Upserts one (rule, subject) condition state.
+Status SaveState(store::Connection& conn, const std::string& rule, const std::string& subject,
+                 const ConditionState& state, int64_t evaluated_us) {
+  return core::StatusOf(conn.Exec(
+      "INSERT INTO rule_state (rule, subject, consecutive, since_us, last_fired_us, "
+      "alert_active, last_eval_us) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, subject) DO "
+      "UPDATE SET consecutive = excluded.consecutive, since_us = excluded.since_us, "
+      "last_fired_us = excluded.last_fired_us, alert_active = excluded.alert_active, "
+      "last_eval_us = excluded.last_eval_us",
+      {rule, subject, state.consecutive, state.since_us, state.last_fired_us,
+       int64_t{state.alert_active ? 1 : 0}, evaluated_us}));
+}
+
 std::string RuleText(const Rule& rule) {
   return fmt::format("rule {} v{}: {}", rule.name, rule.version, rule.spec.when_text);
 }
@@ -452,14 +465,7 @@ Status Rules::Observe(const Rule& rule, const Observation& obs, const std::strin
   if (state == before)
     return core::Ok();
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  return core::StatusOf(
-      conn->Exec("INSERT INTO rule_state (rule, subject, consecutive, since_us, last_fired_us, "
-                 "alert_active, last_eval_us) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, "
-                 "subject) DO UPDATE SET consecutive = excluded.consecutive, since_us = "
-                 "excluded.since_us, last_fired_us = excluded.last_fired_us, alert_active = "
-                 "excluded.alert_active, last_eval_us = excluded.last_eval_us",
-                 {rule.name, obs.subject, state.consecutive, state.since_us, state.last_fired_us,
-                  int64_t{state.alert_active ? 1 : 0}, obs.time_us}));
+  return SaveState(*conn, rule.name, obs.subject, state, obs.time_us);
 }
 
 Status Rules::Fire(const Rule& rule, const Observation& obs, const ConditionState& state,
@@ -515,14 +521,7 @@ Status Rules::Fire(const Rule& rule, const Observation& obs, const ConditionStat
                {"observation", obs.ToJson()},
                {"actions", actions}};
   ASSIGN_OR_RETURN(auto events, log_.Execute([&](store::CommandTx& tx) -> Status {
-    RETURN_IF_ERROR(tx.conn().Exec(
-        "INSERT INTO rule_state (rule, subject, consecutive, since_us, last_fired_us, "
-        "alert_active, last_eval_us) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, "
-        "subject) DO UPDATE SET consecutive = excluded.consecutive, since_us = "
-        "excluded.since_us, last_fired_us = excluded.last_fired_us, alert_active = "
-        "excluded.alert_active, last_eval_us = excluded.last_eval_us",
-        {rule.name, obs.subject, state.consecutive, state.since_us, state.last_fired_us,
-         int64_t{state.alert_active ? 1 : 0}, obs.time_us}));
+    RETURN_IF_ERROR(SaveState(tx.conn(), rule.name, obs.subject, state, obs.time_us));
     ASSIGN_OR_RETURN(store::Event fired, tx.Append({.type = "rule.fired",
                                                     .subject_kind = "rule",
                                                     .subject_id = rule.name,
@@ -686,6 +685,17 @@ Status Rules::ExecutePending(int64_t now_us) {
   }
   for (const auto& r : due) {
     int64_t id = r.Int(0);
+    {
+      // Claim it: another thread (an event and the cycle) or another server
+      // may have picked the same row; only the one whose update lands runs it.
+      ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+      ASSIGN_OR_RETURN(int64_t claimed,
+                       conn->Exec("UPDATE rule_actions SET state = 'running', updated_us = ? "
+                                  "WHERE id = ? AND state = 'pending'",
+                                  {core::NowMicros(), id}));
+      if (claimed == 0)
+        continue;
+    }
     std::string rule = r.Text(1), decision = r.Text(3), type_name = r.Text(5);
     int64_t rule_version = r.Int(2), position = r.Int(4), attempts = r.Int(7) + 1;
     std::string project = r.Text(8);
@@ -894,7 +904,13 @@ Result<Json> Rules::Replay(const RuleSpec& spec, int64_t from_us, int64_t to_us)
   }
   if (spec.every_ms > 0 && services_.monitoring) {
     ASSIGN_OR_RETURN(auto evaluations, services_.monitoring->EvaluationsBetween(0, to_us));
-    // At each tick, every monitor's latest evaluation so far.
+    // Monitors' projects as they are now (the live engine reads the same).
+    std::map<std::string, std::string> project_of;
+    ASSIGN_OR_RETURN(auto monitors, services_.monitoring->List(std::nullopt));
+    for (const auto& m : monitors)
+      project_of[m.id] = m.project;
+    // At each tick, every monitor's latest evaluation so far, in the shape
+    // the monitor keeps as its last window (what the live engine reads).
     std::map<std::string, const monitoring::Evaluation*> latest;
     size_t next = 0;
     for (int64_t t = from_us; t < to_us; t += spec.every_ms * 1000) {
@@ -903,11 +919,20 @@ Result<Json> Rules::Replay(const RuleSpec& spec, int64_t from_us, int64_t to_us)
         ++next;
       }
       for (const auto& [id, e] : latest) {
+        const std::string& project = project_of[id];
+        if (!spec.project.empty() && project != spec.project)
+          continue;
         Json metrics = Json::object();
         for (const auto& [k, v] : e->metrics)
           metrics[k] = v;
-        Json last = {{"window", e->window}, {"metrics", metrics}, {"decision", e->decision}};
-        items.push_back({FromMonitor(id, e->model, e->version, "", "", last, t), "periodic"});
+        Json last = {{"window", e->window},   {"rows", e->rows},       {"decision", e->decision},
+                     {"reasons", e->reasons}, {"labeled", e->labeled}, {"version", e->version},
+                     {"metrics", metrics},    {"evaluation_id", e->id}};
+        // The monitor's state at t is not stored with evaluations: it is
+        // what the window decided.
+        std::string state = e->decision == "retrain" ? "RetrainDecision" : "Monitoring";
+        items.push_back(
+            {FromMonitor(id, e->model, e->version, state, project, last, t), "periodic"});
       }
     }
   }
@@ -983,6 +1008,8 @@ void Rules::Start() {
   state_->stop = false;
   // Rules follow events from now on: a first start does not replay history.
   if (auto conn = db_.Acquire()) {
+    // Actions a crash interrupted run again (at least once).
+    (void)(*conn)->Exec("UPDATE rule_actions SET state = 'pending' WHERE state = 'running'");
     (void)(*conn)->Exec(
         "INSERT INTO event_subscriptions (name, cursor_seq, updated_us) VALUES (?, ?, ?) "
         "ON CONFLICT (name) DO NOTHING",

@@ -735,5 +735,20 @@ TEST(FilterValidate, RefusesWithTheClauseNamed) {
             std::string::npos);
 }
 
+TEST(JsonField, ReadsDottedPathsAsDataClausesSeeThem) {
+  nlohmann::json d = {{"to", "Rejected"},
+                      {"data", {{"metrics", {{"auc", 0.91}, {"rows", 200}}}, {"ok", true}}},
+                      {"list", {1, 2}},
+                      {"none", nullptr}};
+  EXPECT_EQ(JsonField(d, "to"), FieldValue(std::string("Rejected")));
+  EXPECT_EQ(JsonField(d, "data.metrics.auc"), FieldValue(0.91));
+  EXPECT_EQ(JsonField(d, "data.metrics.rows"), FieldValue(int64_t{200}));
+  EXPECT_EQ(JsonField(d, "data.ok"), FieldValue(std::string("true")));
+  EXPECT_EQ(JsonField(d, "list"), FieldValue(std::string("[1,2]")));
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(JsonField(d, "none")));
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(JsonField(d, "data.metrics.missing")));
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(JsonField(d, "to.deeper")));
+}
+
 }  // namespace
 }  // namespace kervan::core::filter

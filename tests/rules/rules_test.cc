@@ -50,9 +50,14 @@ class RulesTest : public BackendTest {
     alerts_ = std::make_unique<monitoring::Alerts>(
         *db_, *log_,
         monitoring::AlertsOptions{.alertmanager_url = "http://127.0.0.1:1", .timeout = 500ms});
-    auto r = Rules::Open(*db_, *log_, *lifecycles_,
-                         {.registry = registry_.get(), .alerts = alerts_.get()},
-                         {.max_attempts = 3, .retry_base = 1ms});
+    auto m = monitoring::Monitoring::Open(*db_, *log_, *lifecycles_, *registry_, nullptr,
+                                          {.auto_monitor = false});
+    ASSERT_TRUE(m) << m.error().ToString();
+    monitoring_ = std::move(m).value();
+    auto r = Rules::Open(
+        *db_, *log_, *lifecycles_,
+        {.registry = registry_.get(), .monitoring = monitoring_.get(), .alerts = alerts_.get()},
+        {.max_attempts = 3, .retry_base = 1ms});
     ASSERT_TRUE(r) << r.error().ToString();
     rules_ = std::move(r).value();
     ASSERT_TRUE(registry_->CreateModel({.name = "bc", .project = "default"}, Ctx()));
@@ -60,6 +65,7 @@ class RulesTest : public BackendTest {
   }
   void TearDown() override {
     rules_.reset();
+    monitoring_.reset();
     alerts_.reset();
     registry_.reset();
     lifecycles_.reset();
@@ -98,6 +104,7 @@ class RulesTest : public BackendTest {
   std::unique_ptr<store::Lifecycles> lifecycles_;
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<monitoring::Alerts> alerts_;
+  std::unique_ptr<monitoring::Monitoring> monitoring_;
   std::unique_ptr<Rules> rules_;
 };
 
@@ -288,6 +295,60 @@ actions:
   ASSERT_EQ(ok.size(), 2u);  // the approval request, then the alias move
   EXPECT_EQ(ok[1].causation_id, events[0].id);
   EXPECT_EQ(ok[1].actor, kRulesActor);
+}
+
+TEST_P(RulesTest, PeriodicRulesReadEachMonitorsLastWindowAndReplayAgrees) {
+  // An endpoint serving bc v1, its monitor, and one evaluated window whose
+  // numbers say the inputs drifted.
+  auto c = db_->Acquire();
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(
+      (*c)->Exec("INSERT INTO serving_endpoints (name, project, model, stable_version, "
+                 "previous_version, rollout_id, sample_percent, created_by, created_us, "
+                 "updated_us) VALUES ('bc', 'default', 'bc', 1, 0, '', 100, 'alice', 1, "
+                 "1)"));
+  ASSERT_TRUE(monitoring_->Configure("bc", monitoring::MonitorConfig{}, Ctx()));
+  int64_t t0 = core::NowMicros();
+  Json last = {{"window", 7}, {"metrics", {{"drift_share", 0.8}, {"rows", 500}}}};
+  ASSERT_TRUE((*c)->Exec("UPDATE monitors SET last = ? WHERE id = 'bc'", {last.dump()}));
+  ASSERT_TRUE((*c)->Exec(
+      "INSERT INTO monitor_evaluations (monitor, model, version, window_no, from_sample, "
+      "to_sample, started_us, ended_us, rows_seen, labeled, drift, prediction_drift, "
+      "performance, metrics, decision, reasons, performance_us, created_us, updated_us) VALUES "
+      "('bc', 'bc', 1, 7, 0, 10, ?, ?, 500, 0, 'null', 'null', 'null', ?, 'retrain', '[]', 0, ?, "
+      "?)",
+      {t0 - 10, t0 - 5, last["metrics"].dump(), t0, t0}));
+  ASSERT_TRUE(rules_->Submit(R"(name: periodic
+project: default
+on: {every: 1s}
+when: "metrics.drift_share > 0.5 and endpoint = 'bc'"
+for: 2
+cooldown: 1h
+actions:
+  - alert: {summary: "drift share {{metrics.drift_share}} on {{endpoint}}"}
+)",
+                             Ctx()));
+  ASSERT_TRUE(rules_->RunCycle(t0));
+  EXPECT_TRUE(Events("rule.fired").empty());  // one evaluation of two
+  ASSERT_TRUE(rules_->RunCycle(t0 + 500'000));
+  EXPECT_TRUE(Events("rule.fired").empty());  // not due yet: every 1 s
+  ASSERT_TRUE(rules_->RunCycle(t0 + 1'000'000));
+  auto fired = Events("rule.fired");
+  ASSERT_EQ(fired.size(), 1u);
+  Json data = Json::parse(fired[0].data);
+  EXPECT_EQ(data["trigger"], "periodic");
+  EXPECT_EQ(data["observation"]["subject"], "bc");
+  EXPECT_EQ(data["actions"][0]["params"]["summary"], "drift share 0.8 on bc");
+  ASSERT_TRUE(rules_->RunCycle(t0 + 2'000'000));
+  EXPECT_EQ(Events("rule.fired").size(), 1u);  // cooldown
+  // Replayed over the stored evaluations: the same decision at the second tick.
+  auto rule = rules_->Get("periodic");
+  ASSERT_TRUE(rule);
+  auto replay = rules_->Replay(rule->spec, t0, t0 + 3'000'000);
+  ASSERT_TRUE(replay) << replay.error().ToString();
+  ASSERT_EQ((*replay)["would_fire"].size(), 1u) << replay->dump(2);
+  EXPECT_EQ((*replay)["would_fire"][0]["time"], core::FormatRfc3339(t0 + 1'000'000));
+  EXPECT_EQ((*replay)["would_fire"][0]["trigger"], "periodic");
 }
 
 KERVAN_INSTANTIATE_BACKENDS(RulesTest);
