@@ -154,7 +154,8 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
     int64_t version = 0;
     int64_t step_seconds = 30, step_requests = 50, interval = 10, min_samples = 20;
     int64_t shadow_seconds = 30, shadow_requests = 50, failure_limit = 2;
-    double shadow = 0, max_error_rate = 0.01, max_p99_ms = 0, sample_percent = -1;
+    double shadow = 0, max_error_rate = 0.01, max_p99_ms = 0, max_p99_ratio = 2,
+           sample_percent = -1;
     bool wait = false, preview = false;
     int limit = 20;
   };
@@ -186,6 +187,8 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
   deploy->add_option("--failure-limit", a->failure_limit, "failed analyses before rollback");
   deploy->add_option("--max-error-rate", a->max_error_rate, "candidate error rate allowed (0-1)");
   deploy->add_option("--max-p99-ms", a->max_p99_ms, "candidate p99 latency allowed (0: no limit)");
+  deploy->add_option("--max-p99-ratio", a->max_p99_ratio,
+                     "candidate p99 / stable p99 allowed (0: no limit; default 2)");
   deploy->add_option("--sample-percent", a->sample_percent,
                      "share of requests stored as samples (default: the endpoint's)");
   deploy->add_option("--reason", a->reason, "why (kept with the rollout)");
@@ -229,6 +232,8 @@ void AddServingCommands(CLI::App& app, ClientOptions& o, int& rc) {
                   {"max_error_rate", a->max_error_rate}};
     if (a->max_p99_ms > 0)
       analysis["max_latency_p99_ms"] = a->max_p99_ms;
+    analysis["max_latency_p99_ratio"] =
+        a->max_p99_ratio > 0 ? Json(a->max_p99_ratio) : Json(nullptr);
     strategy["analysis"] = analysis;
     Json body{{"model", a->model}, {"version", a->version}, {"strategy", strategy}};
     if (!a->endpoint.empty())

@@ -276,8 +276,11 @@ note "(background traffic: 3-row predictions of the data set's rows through the 
 /usr/bin/python3 examples/pipelines/breast-cancer/traffic.py --url "$KERVAN_URL" --token "${TOKEN[alice]}" \
   --scale 1.0 2>>"$DATA/traffic.log" &
 TRAFFIC=$!
+# No p99 ratio limit: with ten-odd requests per analysis on a 2-core machine
+# running the traffic generator too, one slow request is the p99 (the error
+# rate and prediction shift still gate the candidate).
 as erin kervan deploy breast-cancer --version 2 --steps 20,50,100 --step-seconds 3 --step-requests 20 \
-  --interval 1 --min-samples 10 --failure-limit 3 --reason "max_depth=3 retrain" --wait
+  --interval 1 --min-samples 10 --failure-limit 3 --max-p99-ratio 0 --reason "max_depth=3 retrain" --wait
 kill "$TRAFFIC" 2>/dev/null || true
 wait "$TRAFFIC" 2>/dev/null || true
 as alice kervan predict breast-cancer --json "$ROWS"
