@@ -483,6 +483,7 @@ Result<Monitor> MonitorFromRow(const Row& r) {
   m.last = ParseOr(r.Text(8), Json(nullptr));
   m.created_us = r.Int(9);
   m.updated_us = r.Int(10);
+  m.prediction_baseline = r.Text(11);
   return m;
 }
 
@@ -1007,13 +1008,7 @@ Status Monitoring::EvaluateDue(Monitor& m, int64_t now_us) {
   }
 
   // Prediction drift against the first window this version answered.
-  std::string baseline_text;
-  {
-    ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-    ASSIGN_OR_RETURN(auto b, conn->Query("SELECT baseline FROM monitors WHERE id = ?", {m.id}));
-    if (!b.empty())
-      baseline_text = b[0].Text(0);
-  }
+  const std::string& baseline_text = m.prediction_baseline;
   std::string new_baseline = baseline_text;
   if (!predictions.empty()) {
     std::vector<Column> pred = {{.name = "prediction", .values = predictions}};
@@ -1090,6 +1085,7 @@ Status Monitoring::EvaluateDue(Monitor& m, int64_t now_us) {
   e.id = evaluation_id;
   m.cursor = to_sample;
   m.windows = windows;
+  m.prediction_baseline = new_baseline;
   m.state = std::string(retrain ? kRetrainDecision : kMonitoringState);
   Export(m, e);
   return core::Ok();

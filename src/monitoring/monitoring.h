@@ -95,6 +95,9 @@ struct Monitor {
   int64_t cursor = 0;  // last sample id in a closed window
   int64_t window_opened_us = 0;
   int64_t windows = 0;  // evaluations so far
+  // The profile of the watched version's first window of outputs (JSON
+  // text, "" before it); prediction drift compares with it. Not in ToJson.
+  std::string prediction_baseline;
   Json last = nullptr;  // the last evaluation's summary
   int64_t created_us = 0, updated_us = 0;
   Json ToJson() const;
