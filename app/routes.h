@@ -4,7 +4,7 @@
 #pragma once
 
 #include "auth/auth.h"
-#include "http/http.h"
+#include "http/stream.h"
 #include "store/store.h"
 
 namespace kervan::app {

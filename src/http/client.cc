@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "http/asio.h"
 #include "http/http.h"
 
 namespace kervan::http {

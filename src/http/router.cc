@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "http/http.h"
+#include "http/stream.h"
 
 namespace kervan::http {
 namespace {

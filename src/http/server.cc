@@ -16,7 +16,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "http/http.h"
+#include "http/stream.h"
 #include "http/stream_channel.h"
 #include "http/wire.h"
 

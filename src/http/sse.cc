@@ -1,7 +1,7 @@
 // AsyncSignal and SseStream.
 #include <fmt/format.h>
 
-#include "http/http.h"
+#include "http/stream.h"
 #include "http/stream_channel.h"
 
 namespace kervan::http {

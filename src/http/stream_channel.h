@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "http/http.h"
+#include "http/stream.h"
 
 namespace kervan::http::detail {
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "http/http.h"
+#include "http/stream.h"
 
 namespace kervan::http {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
-#include "http/http.h"
+#include "http/stream.h"
 #include "test_util.h"
 
 namespace kervan::http {

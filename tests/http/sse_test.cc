@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "http/http.h"
+#include "http/stream.h"
 #include "test_util.h"
 
 namespace kervan::http {

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "core/log.h"
+#include "http/asio.h"
 #include "http/http.h"
 
 namespace kervan::http::testing {

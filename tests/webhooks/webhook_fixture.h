@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "../store/backend_fixture.h"
+#include "http/asio.h"
 #include "webhooks/webhooks.h"
 
 namespace kervan::webhooks::testing {
