@@ -55,6 +55,14 @@ Database::Database(Dialect dialect, std::string description, ConnectionFactory f
 
 Database::~Database() = default;
 
+Status Connection::QueryEach(std::string_view sql, const std::vector<Value>& params,
+                             const std::function<Status(const Row&)>& fn) {
+  ASSIGN_OR_RETURN(Rows rows, Query(sql, params));
+  for (const Row& row : rows)
+    RETURN_IF_ERROR(fn(row));
+  return core::Ok();
+}
+
 Result<PooledConnection> Database::Acquire() {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return !idle_.empty() || out_ < pool_size_; });

@@ -57,6 +57,13 @@ class Connection {
   virtual Result<int64_t> Exec(std::string_view sql, const std::vector<Value>& params = {}) = 0;
   // Runs one statement and returns all its rows.
   virtual Result<Rows> Query(std::string_view sql, const std::vector<Value>& params = {}) = 0;
+  // Runs one statement and calls `fn` with each row as it is read, without
+  // materialising them all (large scans such as a metric's history). The Row
+  // passed to `fn` is reused between calls: copy what must outlive the call.
+  // Stops at the first error `fn` returns and returns it. The default
+  // implementation reads all rows with Query() first.
+  virtual Status QueryEach(std::string_view sql, const std::vector<Value>& params,
+                           const std::function<Status(const Row&)>& fn);
   // Runs several ';'-separated statements without parameters (migrations).
   virtual Status ExecScript(std::string_view sql) = 0;
 

@@ -402,6 +402,31 @@ class PostgresConnection final : public Connection {
     return rows;
   }
 
+  Status QueryEach(std::string_view sql, const std::vector<Value>& params,
+                   const std::function<Status(const Row&)>& fn) override {
+    ASSIGN_OR_RETURN(ResultPtr res, Run(sql, params));
+    const int nrows = PQntuples(res.get());
+    const int ncols = PQnfields(res.get());
+    std::vector<Oid> types(static_cast<size_t>(ncols));
+    for (int c = 0; c < ncols; ++c)
+      types[static_cast<size_t>(c)] = PQftype(res.get(), c);
+    Row row;
+    row.cols.reserve(static_cast<size_t>(ncols));
+    for (int r = 0; r < nrows; ++r) {
+      row.cols.clear();
+      for (int c = 0; c < ncols; ++c) {
+        if (PQgetisnull(res.get(), r, c)) {
+          row.cols.emplace_back(std::monostate{});
+        } else {
+          row.cols.push_back(ColumnValue(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c),
+                                         types[static_cast<size_t>(c)]));
+        }
+      }
+      RETURN_IF_ERROR(fn(row));
+    }
+    return core::Ok();
+  }
+
   Status ExecScript(std::string_view sql) override {
     RETURN_IF_ERROR(EnsureConnected());
     // The simple-query protocol runs ';'-separated statements in one

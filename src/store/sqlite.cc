@@ -50,6 +50,11 @@ class SqliteConnection final : public Connection {
     return rows;
   }
 
+  Status QueryEach(std::string_view sql, const std::vector<Value>& params,
+                   const std::function<Status(const Row&)>& fn) override {
+    return Run(sql, params, nullptr, &fn);
+  }
+
   Status ExecScript(std::string_view sql) override {
     char* err = nullptr;
     std::string text(sql);
@@ -86,7 +91,10 @@ class SqliteConnection final : public Connection {
     return stmt;
   }
 
-  Status Run(std::string_view sql, const std::vector<Value>& params, Rows* rows) {
+  // Collects the rows into `rows`, or hands each to `each` (one Row reused),
+  // or neither.
+  Status Run(std::string_view sql, const std::vector<Value>& params, Rows* rows,
+             const std::function<Status(const Row&)>* each = nullptr) {
     ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
     struct Reset {
       sqlite3_stmt* s;
@@ -125,9 +133,11 @@ class SqliteConnection final : public Connection {
         return core::Ok();
       if (rc != SQLITE_ROW)
         return SqliteError(db_, rc, "step");
-      if (rows == nullptr)
+      if (rows == nullptr && each == nullptr)
         continue;
-      Row row;
+      Row row_storage;
+      Row& row = each != nullptr ? reused_ : row_storage;
+      row.cols.clear();
       int n = sqlite3_column_count(stmt);
       row.cols.reserve(n);
       for (int c = 0; c < n; ++c) {
@@ -147,11 +157,15 @@ class SqliteConnection final : public Connection {
           }
         }
       }
-      rows->push_back(std::move(row));
+      if (each != nullptr)
+        RETURN_IF_ERROR((*each)(row));
+      else
+        rows->push_back(std::move(row));
     }
   }
 
   sqlite3* db_;
+  Row reused_;  // QueryEach's row, kept to reuse its column vector
   std::map<std::string, sqlite3_stmt*, std::less<>> cache_;
 };
 
