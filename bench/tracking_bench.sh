@@ -28,10 +28,13 @@
 #   SEED_CONNECTIONS=16             wrk -c while seeding
 #   HISTORY_BATCHES=100             log-batch requests of 1000 points seeding (d)
 #   BATCH_KEYS=100                  distinct keys in each 1000-point batch of (b)
+#   ONLY=abcd                       which measurements to run (e.g. ONLY=ad)
 #   KERVAN_CPU_LOCK=/tmp/kervan-cpu.lock
 #                                   each backend's measurements run holding flock
 #                                   on this file, so builds on the shared machine
-#                                   do not overlap them; empty: no lock. Do not
+#                                   do not overlap them (released while seeding
+#                                   the runs of (c), which is not a measurement,
+#                                   so that no hold lasts minutes); empty: no lock. Do not
 #                                   wrap the whole script in flock on the same
 #                                   file: the inner flock would wait forever.
 #
@@ -84,6 +87,8 @@ CONNECTIONS=${CONNECTIONS:-8}
 WRK_THREADS=${WRK_THREADS:-2}
 SEED_CONNECTIONS=${SEED_CONNECTIONS:-16}
 BATCH_KEYS=${BATCH_KEYS:-100}
+ONLY=${ONLY:-abcd}
+want() { [[ $ONLY == *"$1"* ]]; }
 BATCH_POINTS=1000
 HISTORY_POINTS=$((HISTORY_BATCHES * 1000))
 
@@ -315,9 +320,10 @@ bench_backend() {
   note "$backend: server on $BASE, data in $DATA_DIR${PG_DIR:+, PostgreSQL in $PG_DIR}"
   lock_cpu
 
-  # (a) log-metric: 8 runs, round robin.
   local exp runs=() i
   exp=$(create_experiment "bench-write")
+  if want a; then
+  # (a) log-metric: 8 runs, round robin.
   for ((i = 0; i < 8; i++)); do runs+=("$(create_run "$exp")"); done
   run_wrk warm-a-$backend "$WRK_THREADS" "$CONNECTIONS" 2s "$API/runs/log-metric" \
     -s "$LUA/log_metric.lua" -- "${runs[@]}" >/dev/null
@@ -328,7 +334,9 @@ bench_backend() {
     "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$rps" "$p50" "$p90" "$p99" "$bad" "$CPU"
   record "$backend" "(a) log-metric, $CONNECTIONS conns" "$(printf '%.0f req/s (p50 %s ms, p99 %s ms)' "$rps" "$p50" "$p99")" \
     ">= 10,000 req/s" "$( ((bad == 0)) && verdict "$rps" ">=" 10000 || echo "NOT MET (errors)")"
+  fi
 
+  if want b; then
   # (b) log-batch: 1000 points per request, 8 runs round robin.
   local bruns=()
   for ((i = 0; i < 8; i++)); do bruns+=("$(create_run "$exp")"); done
@@ -344,12 +352,15 @@ bench_backend() {
   record "$backend" "(b) log-batch 1000 points, $CONNECTIONS conns" \
     "$(printf "%'.0f points/s (%.0f req/s, p50 %s ms)" "$pps" "$rps" "$p50")" ">= 1,000,000 points/s" \
     "$( ((bad == 0)) && verdict "$pps" ">=" 1000000 || echo "NOT MET (errors)")"
+  fi
 
+  if want c; then
   # Seed SEED_RUNS runs, each with metric auc, param lr and tag team.
   local sexp per s0 s1 t0 t1 seed_s out
   sexp=$(create_experiment "bench-search")
   per=$((SEED_RUNS / WRK_THREADS))
   out=$WORK/seed-$backend.txt
+  unlock_cpu  # seeding is not measured; keep each hold of the lock short
   s0=$(cpu_snapshot)
   t0=$(date +%s.%N)
   # wrk runs for its whole -d even when every thread has stopped: wait for
@@ -397,6 +408,7 @@ bench_backend() {
     printf 'seed check after topping up %s runs: %s runs\n' "$missing" "$count"
   fi
   ((count == SEED_RUNS)) || die "seeded $count runs, expected $SEED_RUNS"
+  lock_cpu
 
   # (c) search latency, 1 connection.
   local mr body
@@ -414,7 +426,9 @@ bench_backend() {
     record "$backend" "(c) search $SEED_RUNS runs, max_results $mr" "p50 $p50 ms (p90 $p90, p99 $p99)" "p50 <= 20 ms" \
       "$( ((bad == 0)) && verdict "$p50" "<=" 20 || echo "NOT MET (errors)")"
   done
+  fi
 
+  if want d; then
   # (d) metric history: HISTORY_BATCHES x 1000 points, one run, key "loss".
   local hrun f b
   hrun=$(create_run "$exp")
@@ -445,9 +459,10 @@ bench_backend() {
     "$HISTORY_POINTS" "$LAT_DURATION" "$p50" "$p90" "$p99" "$rps" "$bad" "$CPU"
   record "$backend" "(d) get-history $HISTORY_POINTS points" "p50 $p50 ms (p90 $p90, p99 $p99)" "p50 <= 50 ms" \
     "$( ((bad == 0)) && verdict "$p50" "<=" 50 || echo "NOT MET (errors)")"
+  fi
 
   if ((KEEP)); then
-    note "$backend: run ids: history $hrun; experiment ids: write $exp, search $sexp"
+    note "$backend: run ids: history ${hrun:-}; experiment ids: write $exp, search ${sexp:-}"
   fi
   stop_servers
 }

@@ -33,4 +33,22 @@ Status LoadExperimentTags(store::Connection& conn, std::vector<Experiment>& expe
 // "?, ?, ?" for n placeholders.
 std::string Placeholders(size_t n);
 
+// A metric point of one run, for writes that span runs.
+struct RunPoint {
+  int64_t run_pk = 0;
+  const MetricPoint* point = nullptr;
+};
+// Appends `points` to metric_points (multi-row INSERTs).
+Status InsertPoints(store::Connection& conn, const std::vector<RunPoint>& points);
+// Raises latest_metrics to the latest of `points` per (run, key), MLflow's
+// order: the greatest (step, timestamp, value), NaN below every number.
+Status UpdateLatest(store::Connection& conn, const std::vector<RunPoint>& points);
+// JSON text written straight into `out` (run_json.cc): a JSON string, and
+// MLflow's Run message with the same content as Run::ToMlflow().
+void AppendJsonString(std::string& out, std::string_view s);
+void AppendRunJson(std::string& out, const Run& run);
+
+// MLflow's answer to a write to a run that is not active.
+core::Error RunNotActive(std::string_view run_id, std::string_view stage);
+
 }  // namespace kervan::tracking::internal

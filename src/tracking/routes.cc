@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "artifacts/artifacts.h"
+#include "tracking/internal.h"
 #include "tracking/tracking.h"
 
 namespace kervan::tracking {
@@ -127,6 +128,12 @@ class Api {
     ASSIGN_OR_RETURN(RunInfo info, tracking_.GetRunInfo(run_id));
     RETURN_IF_ERROR(auth_.Authorize(req.actor, permission, info.project));
     return info;
+  }
+
+  // The run's project only (cached), for the hot telemetry routes.
+  Status AuthorizeRun(const Request& req, const std::string& run_id, std::string_view permission) {
+    ASSIGN_OR_RETURN(std::string project, tracking_.RunProject(run_id));
+    return auth_.Authorize(req.actor, permission, project);
   }
 
   // --- experiments -------------------------------------------------------
@@ -277,7 +284,7 @@ class Api {
   Result<Json> LogMetric(const Request& req, const Json& args) {
     ASSIGN_OR_RETURN(std::string run_id, RunIdArg(args));
     ASSIGN_OR_RETURN(MetricPoint m, MetricFrom(args, ""));
-    ASSIGN_OR_RETURN(RunInfo info, RunFor(req, run_id, "tracking.write"));
+    RETURN_IF_ERROR(AuthorizeRun(req, run_id, "tracking.write"));
     RETURN_IF_ERROR(tracking_.LogMetric(run_id, m));
     return Json::object();
   }
@@ -329,7 +336,7 @@ class Api {
     }
     ASSIGN_OR_RETURN(b.params, KeyValueList(args, "params"));
     ASSIGN_OR_RETURN(b.tags, KeyValueList(args, "tags"));
-    ASSIGN_OR_RETURN(RunInfo info, RunFor(req, run_id, "tracking.write"));
+    RETURN_IF_ERROR(AuthorizeRun(req, run_id, "tracking.write"));
     RETURN_IF_ERROR(tracking_.LogBatch(run_id, b, Context(req)));
     return Json::object();
   }
@@ -384,7 +391,7 @@ class Api {
     return Json::object();
   }
 
-  Result<Json> SearchRuns(const Request& req, const Json& args) {
+  Result<std::string> SearchRuns(const Request& req, const Json& args) {
     SearchRunsRequest s;
     ASSIGN_OR_RETURN(s.experiment_ids, mlflow::StringList(args, "experiment_ids"));
     s.filter = mlflow::OptionalString(args, "filter");
@@ -399,15 +406,23 @@ class Api {
         return e.error();
     }
     ASSIGN_OR_RETURN(SearchRunsResult r, tracking_.SearchRuns(s));
-    Json out = Json::object();
+    // Written directly, as ToMlflow() would give it: a page may hold 50,000 runs.
+    std::string out = "{";
     if (!r.runs.empty()) {
-      Json list = Json::array();
-      for (const auto& run : r.runs)
-        list.push_back(run.ToMlflow());
-      out["runs"] = std::move(list);
+      out.reserve(r.runs.size() * 512);
+      out += "\"runs\":[";
+      for (size_t i = 0; i < r.runs.size(); ++i) {
+        if (i > 0)
+          out += ',';
+        internal::AppendRunJson(out, r.runs[i]);
+      }
+      out += ']';
     }
-    if (r.next_offset)
-      out["next_page_token"] = mlflow::EncodePageToken(*r.next_offset);
+    if (r.next_offset) {
+      out += r.runs.empty() ? "\"next_page_token\":" : ",\"next_page_token\":";
+      internal::AppendJsonString(out, mlflow::EncodePageToken(*r.next_offset));
+    }
+    out += '}';
     return out;
   }
 
@@ -417,34 +432,38 @@ class Api {
   Result<std::string> GetMetricHistory(const Request& req, const Json& args) {
     ASSIGN_OR_RETURN(std::string run_id, RunIdArg(args));
     ASSIGN_OR_RETURN(std::string key, mlflow::RequiredString(args, "metric_key"));
-    ASSIGN_OR_RETURN(RunInfo info, RunFor(req, run_id, "tracking.read"));
+    RETURN_IF_ERROR(AuthorizeRun(req, run_id, "tracking.read"));
     ASSIGN_OR_RETURN(auto max, mlflow::OptionalInt64(args, "max_results"));
     int64_t max_results = 0;  // all points, as MLflow without paging
     if (max) {
       ASSIGN_OR_RETURN(max_results, MaxResults(args, 0, 1000000));
     }
     ASSIGN_OR_RETURN(int64_t offset, PageOffset(args));
-    ASSIGN_OR_RETURN(HistoryPage page,
-                     tracking_.GetMetricHistory(run_id, key, offset, max_results));
-    std::string out = "{";
-    if (!page.points.empty()) {
-      const std::string key_json = Json(key).dump();
-      out.reserve(page.points.size() * (key_json.size() + 64));
-      out += "\"metrics\":[";
-      auto it = std::back_inserter(out);
-      for (size_t i = 0; i < page.points.size(); ++i) {
-        const MetricPoint& p = page.points[i];
-        fmt::format_to(it, "{}{{\"key\":{},\"value\":", i == 0 ? "" : ",", key_json);
-        if (std::isfinite(p.value))
-          fmt::format_to(it, "{}", p.value);
-        else
-          fmt::format_to(it, "\"{}\"", mlflow::DoubleToJson(p.value).get<std::string>());
-        fmt::format_to(it, ",\"timestamp\":{},\"step\":{}}}", p.timestamp, p.step);
-      }
+    // Each point is formatted straight into the response as it is read.
+    std::string out = "{\"metrics\":[";
+    const std::string key_json = Json(key).dump();
+    auto it = std::back_inserter(out);
+    bool first = true;
+    HistoryPage page;
+    ASSIGN_OR_RETURN(
+        page.next_offset,
+        tracking_.ForEachHistoryPoint(run_id, key, offset, max_results, [&](const MetricPoint& p) {
+          out += first ? "{\"key\":" : ",{\"key\":";
+          first = false;
+          out += key_json;
+          out += ",\"value\":";
+          if (std::isfinite(p.value))
+            fmt::format_to(it, "{}", p.value);
+          else
+            fmt::format_to(it, "\"{}\"", mlflow::DoubleToJson(p.value).get<std::string>());
+          fmt::format_to(it, ",\"timestamp\":{},\"step\":{}}}", p.timestamp, p.step);
+        }));
+    if (first)
+      out = "{";  // MLflow omits an empty list
+    else
       out += "]";
-    }
     if (page.next_offset) {
-      out += page.points.empty() ? "" : ",";
+      out += first ? "" : ",";
       out += "\"next_page_token\":" + Json(mlflow::EncodePageToken(*page.next_offset)).dump();
     }
     out += "}";
@@ -678,8 +697,9 @@ Status RegisterRoutes(http::Router& router, Tracking& tracking, const auth::Auth
                       [](Api& a, const Request& r, const Json& j) { return a.LogInputs(r, j); }));
   RETURN_IF_ERROR(add("POST", "runs/log-model", "tracking.write",
                       [](Api& a, const Request& r, const Json& j) { return a.LogModel(r, j); }));
-  RETURN_IF_ERROR(add("POST", "runs/search", "tracking.read",
-                      [](Api& a, const Request& r, const Json& j) { return a.SearchRuns(r, j); }));
+  RETURN_IF_ERROR(mlflow::AddTextRoute(
+      router, "POST", "runs/search", "tracking.read",
+      [api](const Request& r, const Json& j) { return api->SearchRuns(r, j); }));
   RETURN_IF_ERROR(mlflow::AddTextRoute(
       router, "GET", "metrics/get-history", "tracking.read",
       [api](const Request& r, const Json& j) { return api->GetMetricHistory(r, j); }));

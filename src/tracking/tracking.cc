@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "tracking/internal.h"
+#include "tracking/metric_writer.h"
 
 namespace kervan::tracking {
 namespace {
@@ -181,84 +182,6 @@ Status TouchExperiment(Connection& conn, int64_t id) {
   return core::Ok();
 }
 
-// Inserts metric points with multi-row INSERTs in power-of-two chunks (so at
-// most eight distinct statements are prepared and cached).
-Status InsertPoints(Connection& conn, int64_t run_pk, const std::vector<MetricPoint>& points) {
-  size_t i = 0;
-  std::vector<Value> params;
-  while (i < points.size()) {
-    size_t chunk = 128;
-    while (chunk > points.size() - i)
-      chunk /= 2;
-    std::string sql = "INSERT INTO metric_points (run_pk, key, value, is_nan, ts, step) VALUES ";
-    for (size_t j = 0; j < chunk; ++j)
-      sql += j == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)";
-    params.clear();
-    params.reserve(chunk * 6);
-    for (size_t j = 0; j < chunk; ++j) {
-      const MetricPoint& m = points[i + j];
-      bool nan = std::isnan(m.value);
-      params.insert(params.end(), {Value(run_pk), Value(m.key), Value(nan ? 0.0 : m.value),
-                                   Value(int64_t{nan}), Value(m.timestamp), Value(m.step)});
-    }
-    RETURN_IF_ERROR(conn.Exec(sql, params));
-    i += chunk;
-  }
-  return core::Ok();
-}
-
-// MLflow's order for "latest": the greatest (step, timestamp, value), NaN
-// below every number.
-bool Later(const MetricPoint& a, const MetricPoint& b) {
-  if (a.step != b.step)
-    return a.step > b.step;
-  if (a.timestamp != b.timestamp)
-    return a.timestamp > b.timestamp;
-  if (std::isnan(b.value))
-    return !std::isnan(a.value);
-  return !std::isnan(a.value) && a.value > b.value;
-}
-
-Status UpdateLatest(Connection& conn, int64_t run_pk, const std::vector<MetricPoint>& points) {
-  std::map<std::string_view, const MetricPoint*> latest;
-  for (const MetricPoint& m : points) {
-    auto [it, inserted] = latest.emplace(m.key, &m);
-    if (!inserted && Later(m, *it->second))
-      it->second = &m;
-  }
-  // One multi-row upsert per power-of-two chunk of keys. A stored row is
-  // replaced only by a later point; NaN compares lowest through
-  // (1 - is_nan, value).
-  std::vector<const MetricPoint*> rows;
-  for (const auto& [key, m] : latest)
-    rows.push_back(m);
-  std::vector<Value> params;
-  size_t i = 0;
-  while (i < rows.size()) {
-    size_t chunk = 64;
-    while (chunk > rows.size() - i)
-      chunk /= 2;
-    std::string sql = "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ";
-    for (size_t j = 0; j < chunk; ++j)
-      sql += j == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)";
-    sql +=
-        " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
-        "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
-        "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
-        "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)";
-    params.clear();
-    for (size_t j = 0; j < chunk; ++j) {
-      const MetricPoint& m = *rows[i + j];
-      bool nan = std::isnan(m.value);
-      params.insert(params.end(), {Value(run_pk), Value(m.key), Value(nan ? 0.0 : m.value),
-                                   Value(int64_t{nan}), Value(m.timestamp), Value(m.step)});
-    }
-    RETURN_IF_ERROR(conn.Exec(sql, params));
-    i += chunk;
-  }
-  return core::Ok();
-}
-
 // Inserts params; refuses a key already stored with another value.
 Status InsertParams(Connection& conn, const internal::RunRow& run,
                     const std::vector<KeyValue>& params) {
@@ -311,6 +234,10 @@ Result<core::StateMachine> ActiveDeletedMachine(std::string_view kind) {
 }  // namespace
 
 namespace internal {
+
+core::Error RunNotActive(std::string_view run_id, std::string_view stage) {
+  return NotActive("run", run_id, stage);
+}
 
 std::string Placeholders(size_t n) {
   std::string out;
@@ -525,6 +452,16 @@ Json Run::ToMlflow() const {
 
 // ---------------------------------------------------------------------------
 // Experiments
+
+Tracking::Tracking(store::Database& db, store::EventLog& log, store::Lifecycles& lifecycles,
+                   Options options)
+    : db_(db),
+      log_(log),
+      lifecycles_(lifecycles),
+      options_(std::move(options)),
+      writer_(std::make_unique<internal::MetricWriter>(db)) {}
+
+Tracking::~Tracking() = default;
 
 Result<std::unique_ptr<Tracking>> Tracking::Open(store::Database& db, store::EventLog& log,
                                                  store::Lifecycles& lifecycles, Options options) {
@@ -892,6 +829,27 @@ Result<RunInfo> Tracking::GetRunInfo(const std::string& run_id) {
   return std::move(row.info);
 }
 
+Result<Tracking::RunRef> Tracking::ResolveRun(const std::string& run_id) {
+  {
+    std::lock_guard lk(runs_mu_);
+    if (auto it = runs_.find(run_id); it != runs_.end())
+      return it->second;
+  }
+  ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+  ASSIGN_OR_RETURN(internal::RunRow row, RequireRun(*conn, run_id));
+  RunRef ref{.pk = row.pk, .project = std::move(row.info.project)};
+  std::lock_guard lk(runs_mu_);
+  if (runs_.size() >= 100000)
+    runs_.clear();  // a bound, not an eviction policy: refilled on demand
+  runs_.emplace(run_id, ref);
+  return ref;
+}
+
+Result<std::string> Tracking::RunProject(const std::string& run_id) {
+  ASSIGN_OR_RETURN(RunRef ref, ResolveRun(run_id));
+  return std::move(ref.project);
+}
+
 Result<RunInfo> Tracking::UpdateRun(const std::string& run_id, const UpdateRunRequest& request,
                                     const store::CommandContext& ctx) {
   if (request.status &&
@@ -1015,15 +973,9 @@ Status Tracking::DeleteTag(const std::string& run_id, const std::string& key,
 
 Status Tracking::LogMetric(const std::string& run_id, const MetricPoint& point) {
   RETURN_IF_ERROR(ValidateMetric(point, "key"));
-  auto done = log_.Execute([&](CommandTx& tx) -> Status {
-    ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(tx.conn(), run_id));
-    std::vector<MetricPoint> one{point};
-    RETURN_IF_ERROR(InsertPoints(tx.conn(), run.pk, one));
-    return UpdateLatest(tx.conn(), run.pk, one);
-  });
-  if (!done)
-    return done.error();
-  return core::Ok();
+  ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
+  const std::vector<MetricPoint> one{point};
+  return writer_->Write(run.pk, run_id, one);
 }
 
 Status Tracking::LogParam(const std::string& run_id, const std::string& key,
@@ -1083,14 +1035,24 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
   for (size_t i = 0; i < request.tags.size(); ++i)
     RETURN_IF_ERROR(ValidateTag(request.tags[i], fmt::format("tags[{}]", i)));
 
+  // Metrics alone are telemetry: the group-commit writer stores them (all
+  // or nothing, as one request of its transaction).
+  if (!request.metrics.empty() && request.params.empty() && request.tags.empty()) {
+    ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
+    return writer_->Write(run.pk, run_id, request.metrics);
+  }
   std::vector<KeyValue> params(seen_params.begin(), seen_params.end());
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
     Connection& conn = tx.conn();
     ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(conn, run_id));
     RETURN_IF_ERROR(InsertParams(conn, run, params));
     if (!request.metrics.empty()) {
-      RETURN_IF_ERROR(InsertPoints(conn, run.pk, request.metrics));
-      RETURN_IF_ERROR(UpdateLatest(conn, run.pk, request.metrics));
+      std::vector<internal::RunPoint> points;
+      points.reserve(request.metrics.size());
+      for (const MetricPoint& m : request.metrics)
+        points.push_back({.run_pk = run.pk, .point = &m});
+      RETURN_IF_ERROR(internal::InsertPoints(conn, points));
+      RETURN_IF_ERROR(internal::UpdateLatest(conn, points));
     }
     if (!request.tags.empty()) {
       RETURN_IF_ERROR(UpsertTags(conn, run.pk, request.tags));
@@ -1192,10 +1154,12 @@ Status Tracking::LogModel(const std::string& run_id, const Json& model_json,
   return core::Ok();
 }
 
-Result<HistoryPage> Tracking::GetMetricHistory(const std::string& run_id, const std::string& key,
-                                               int64_t offset, int64_t max_results) {
+Result<std::optional<int64_t>> Tracking::ForEachHistoryPoint(
+    const std::string& run_id, const std::string& key, int64_t offset, int64_t max_results,
+    const std::function<void(const MetricPoint&)>& fn) {
+  ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  ASSIGN_OR_RETURN(internal::RunRow run, RequireRun(*conn, run_id));
+  // Served by the covering index metric_points_run_key alone.
   std::string sql =
       "SELECT value, is_nan, ts, step FROM metric_points WHERE run_pk = ? AND key = ? "
       "ORDER BY step, ts";
@@ -1205,17 +1169,27 @@ Result<HistoryPage> Tracking::GetMetricHistory(const std::string& run_id, const 
     params.emplace_back(max_results);
     params.emplace_back(offset);
   }
-  ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
+  MetricPoint point{.key = key};
+  int64_t n = 0;
+  RETURN_IF_ERROR(conn->QueryEach(sql, params, [&](const store::Row& r) -> Status {
+    point.value = r.Int(1) ? std::numeric_limits<double>::quiet_NaN() : r.Real(0);
+    point.timestamp = r.Int(2);
+    point.step = r.Int(3);
+    ++n;
+    fn(point);
+    return core::Ok();
+  }));
+  if (max_results > 0 && n == max_results)
+    return std::optional<int64_t>(offset + max_results);
+  return std::optional<int64_t>();
+}
+
+Result<HistoryPage> Tracking::GetMetricHistory(const std::string& run_id, const std::string& key,
+                                               int64_t offset, int64_t max_results) {
   HistoryPage page;
-  page.points.reserve(rows.size());
-  for (const auto& r : rows) {
-    page.points.push_back({.key = key,
-                           .value = r.Int(1) ? std::numeric_limits<double>::quiet_NaN() : r.Real(0),
-                           .timestamp = r.Int(2),
-                           .step = r.Int(3)});
-  }
-  if (max_results > 0 && static_cast<int64_t>(rows.size()) == max_results)
-    page.next_offset = offset + max_results;
+  ASSIGN_OR_RETURN(page.next_offset,
+                   ForEachHistoryPoint(run_id, key, offset, max_results,
+                                       [&](const MetricPoint& p) { page.points.push_back(p); }));
   return page;
 }
 

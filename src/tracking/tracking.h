@@ -6,8 +6,10 @@
 // tracking tables): experiment and run lifecycles (active <-> deleted, kinds
 // "experiment" and "run" in the entities projection), run status and name
 // changes, experiment renames, tag changes and dataset inputs. Metric points
-// and params are telemetry: stored durably (group commit through the event
-// log's writer), not events.
+// and params are telemetry, not events: params (and batches carrying params
+// or tags) are stored through the event log's writer; metric points have
+// their own group-commit writer (metric_writer.h) that acknowledges a
+// request once its points are durable.
 //
 // Ownership: every experiment belongs to a project (team); its runs belong
 // to it too. MLflow has no projects: experiments created through the MLflow
@@ -20,9 +22,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -37,6 +41,9 @@ class ArtifactStore;
 }
 
 namespace kervan::tracking {
+namespace internal {
+class MetricWriter;
+}
 
 using core::Json;
 using core::Result;
@@ -192,6 +199,8 @@ class Tracking {
   static Result<std::unique_ptr<Tracking>> Open(store::Database& db, store::EventLog& log,
                                                 store::Lifecycles& lifecycles,
                                                 Options options = {});
+  // Finishes the metric writes in flight.
+  ~Tracking();
 
   // Experiments. Names: 1-500 characters, unique among all experiments
   // (kAlreadyExists otherwise). kNotFound for unknown ids/names.
@@ -216,6 +225,9 @@ class Tracking {
   Result<Run> CreateRun(const CreateRunRequest& request, const store::CommandContext& ctx);
   Result<Run> GetRun(const std::string& run_id);
   Result<RunInfo> GetRunInfo(const std::string& run_id);
+  // The project of a run (what authorisation needs), from a cache: a run
+  // never changes project. kNotFound for an unknown run.
+  Result<std::string> RunProject(const std::string& run_id);
   Result<RunInfo> UpdateRun(const std::string& run_id, const UpdateRunRequest& request,
                             const store::CommandContext& ctx);
   Result<RunInfo> DeleteRun(const std::string& run_id, const store::CommandContext& ctx);
@@ -225,7 +237,9 @@ class Tracking {
   Status DeleteTag(const std::string& run_id, const std::string& key,
                    const store::CommandContext& ctx);
 
-  // Telemetry: validated, then stored durably before returning.
+  // Telemetry: validated, then stored durably before returning (metric
+  // points through the group-commit writer: the run must be active when
+  // they commit).
   Status LogMetric(const std::string& run_id, const MetricPoint& point);
   // Params are immutable: logging the same value again is a no-op; a
   // different value is kInvalidArgument naming the key.
@@ -246,6 +260,12 @@ class Tracking {
   // all of them).
   Result<HistoryPage> GetMetricHistory(const std::string& run_id, const std::string& key,
                                        int64_t offset, int64_t max_results);
+  // The same points, handed to `fn` one at a time as they are read (no page
+  // in memory; the point passed is reused between calls). Returns the next
+  // page's offset when the page is full.
+  Result<std::optional<int64_t>> ForEachHistoryPoint(
+      const std::string& run_id, const std::string& key, int64_t offset, int64_t max_results,
+      const std::function<void(const MetricPoint&)>& fn);
   Result<SearchRunsResult> SearchRuns(const SearchRunsRequest& request);
 
   // The latest value of each metric of a run (for the registry's gates).
@@ -255,13 +275,24 @@ class Tracking {
 
  private:
   Tracking(store::Database& db, store::EventLog& log, store::Lifecycles& lifecycles,
-           Options options)
-      : db_(db), log_(log), lifecycles_(lifecycles), options_(std::move(options)) {}
+           Options options);
+
+  struct RunRef {
+    int64_t pk = 0;
+    std::string project;
+  };
+  // run_id -> (pk, project): both fixed for a run's life (runs are only ever
+  // soft-deleted), so entries never go stale; lifecycle is checked where it
+  // matters, inside the writing transaction.
+  Result<RunRef> ResolveRun(const std::string& run_id);
 
   store::Database& db_;
   store::EventLog& log_;
   store::Lifecycles& lifecycles_;
   Options options_;
+  std::unique_ptr<internal::MetricWriter> writer_;
+  std::mutex runs_mu_;
+  std::unordered_map<std::string, RunRef> runs_;  // GUARDED_BY(runs_mu_)
 };
 
 // MLflow's log-batch limits: kInvalidArgument naming the first one exceeded.

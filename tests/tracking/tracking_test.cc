@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "../store/backend_fixture.h"
+#include "tracking/internal.h"
 
 namespace kervan::tracking {
 namespace {
@@ -240,6 +241,27 @@ TEST_P(TrackingTest, MetricHistoryKeepsEveryPointAndLatestFollowsStepThenTime) {
   EXPECT_EQ(MetricPoint{.value = -inf}.ToMlflow()["value"], "-Infinity");
 }
 
+TEST_P(TrackingTest, MetricPointsNeedAnActiveRun) {
+  tracking::Run run = NewRun();
+  const std::string& id = run.info.run_id;
+  const MetricPoint point{.key = "loss", .value = 1, .timestamp = 1, .step = 0};
+  LogBatchRequest batch{.metrics = {point, point}};
+  auto unknown = tracking_->LogMetric(std::string(32, 'f'), point);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, core::ErrorCode::kNotFound);
+  ASSERT_TRUE(tracking_->RunProject(id));  // cached from here on
+  ASSERT_TRUE(tracking_->DeleteRun(id, Ctx()));
+  auto deleted = tracking_->LogMetric(id, point);
+  ASSERT_FALSE(deleted);
+  EXPECT_EQ(deleted.error().code, core::ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(tracking_->LogBatch(id, batch, Ctx()).error().code,
+            core::ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(tracking_->RestoreRun(id, Ctx()));
+  ASSERT_TRUE(tracking_->LogMetric(id, point));
+  ASSERT_TRUE(tracking_->LogBatch(id, batch, Ctx()));
+  EXPECT_EQ(tracking_->GetMetricHistory(id, "loss", 0, 0)->points.size(), 3u);
+}
+
 TEST_P(TrackingTest, BatchIsAllOrNothing) {
   tracking::Run run = NewRun();
   const std::string& id = run.info.run_id;
@@ -428,6 +450,46 @@ TEST_P(TrackingTest, ExperimentSearchFiltersOrdersAndScopesByProject) {
 }
 
 KERVAN_INSTANTIATE_BACKENDS(TrackingTest);
+
+TEST(RunJson, WritesWhatToMlflowGives) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  tracking::Run run;
+  run.info = {.run_id = "abc",
+              .experiment_id = "3",
+              .run_name = "q\"uo\\te\n\x01",
+              .user_id = "ü",
+              .status = "RUNNING",
+              .start_time = 17,
+              .end_time = 99,
+              .artifact_uri = "mlflow-artifacts:/3/abc/artifacts",
+              .lifecycle_stage = "active"};
+  run.metrics = {{.key = "a", .value = 1.0, .timestamp = 5, .step = 2},
+                 {.key = "b", .value = 0.1, .timestamp = 6, .step = -1},
+                 {.key = "c", .value = nan, .timestamp = 0, .step = 0},
+                 {.key = "d", .value = -std::numeric_limits<double>::infinity()},
+                 {.key = "e", .value = 1e-7},
+                 {.key = "f", .value = -3.0}};
+  run.params = {{"lr", "0.1"}};
+  run.tags = {{"mlflow.runName", "x"}, {"t", ""}};
+  for (int variant = 0; variant < 3; ++variant) {
+    if (variant == 1) {
+      run.metrics.clear();
+      run.info.end_time.reset();
+    }
+    if (variant == 2) {
+      run.params.clear();
+      run.inputs.push_back({.dataset = {{"name", "d"}, {"digest", "1"}}, .tags = {{"k", "v"}}});
+    }
+    std::string text;
+    internal::AppendRunJson(text, run);
+    Json parsed = Json::parse(text, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << text;
+    EXPECT_EQ(parsed, run.ToMlflow()) << text;
+    if (variant > 0) {  // no doubles: byte for byte
+      EXPECT_EQ(text, run.ToMlflow().dump());
+    }
+  }
+}
 
 TEST(MlflowWire, PageTokensRoundTripAndRefuseGarbage) {
   std::string token = mlflow::EncodePageToken(1000);
