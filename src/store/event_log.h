@@ -102,11 +102,15 @@ struct EventLogOptions {
   size_t max_batch = 512;      // commands and appends per group commit
   size_t recent_cache = 8192;  // recent events kept in memory for readers
   // SQLite: overlap each group commit's fdatasync with the next batch's
-  // work. The writer thread COMMITs without waiting for the WAL's fdatasync
-  // and goes on with the next batch; a second thread (kervan-evsync)
-  // fdatasyncs the WAL and only then acknowledges the batch's callers and
-  // publishes its events (head_seq, Read, subscribers). Acknowledged events
-  // are durable exactly as without it. Ignored on PostgreSQL.
+  // work. The writer thread COMMITs without waiting for the WAL's fdatasync;
+  // when the next batch is already waiting, a second thread (kervan-evsync)
+  // fdatasyncs the WAL while the writer runs it, and only then acknowledges
+  // the batch's callers and publishes its events (head_seq, Read,
+  // subscribers); otherwise the writer syncs inline. Acknowledged events are
+  // durable exactly as without it. Other connections may read the
+  // projection rows of a committed batch up to one fdatasync before it is
+  // durable (lost by an OS crash in that window, not by a process crash).
+  // Ignored on PostgreSQL. docs/performance.md, "Event log, 2026-11-28".
   bool pipeline_sync = true;
 };
 
