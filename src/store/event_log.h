@@ -110,8 +110,10 @@ struct EventLogOptions {
   // durable exactly as without it. Other connections may read the
   // projection rows of a committed batch up to one fdatasync before it is
   // durable (lost by an OS crash in that window, not by a process crash).
-  // Ignored on PostgreSQL. docs/performance.md, "Event log, 2026-11-28".
-  bool pipeline_sync = true;
+  // Ignored on PostgreSQL. Off by default: on the 2-vCPU test machine it
+  // measured no gain at 64 appenders and a loss at 8 (docs/performance.md,
+  // "Event log, 2026-11-28").
+  bool pipeline_sync = false;
 };
 
 class EventLog {

@@ -209,7 +209,7 @@ TEST_P(Store, ConcurrentAppendersShareCommitsWithoutGaps) {
 // Read is forced (no recent-events cache), and on SQLite WAL checkpoints
 // that restart the WAL run meanwhile. Reads are always gap-free.
 TEST_P(Store, ReadersNeverSeeEventsBeyondTheDurableHead) {
-  auto log = EventLog::Open(Migrated(), {.recent_cache = 0});
+  auto log = EventLog::Open(Migrated(), {.recent_cache = 0, .pipeline_sync = true});
   ASSERT_TRUE(log);
   constexpr int kThreads = 8, kPer = 50;
   std::atomic<bool> done{false};
