@@ -49,7 +49,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -189,26 +188,6 @@ struct CommitCounters {
   }
 };
 
-// KERVAN_BENCH_SQLITE_PAGE_SIZE=N: create the SQLite database with N-byte
-// pages (SQLite fixes the page size when it writes the first page; the
-// store opens it with its default, 4096, otherwise).
-Status MaybeCreateWithPageSize(const std::string& path) {
-  std::string page_size = Env("KERVAN_BENCH_SQLITE_PAGE_SIZE");
-  if (page_size.empty())
-    return core::Ok();
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open(path.c_str(), &db);
-  std::string sql = "PRAGMA page_size=" + std::to_string(std::atoi(page_size.c_str())) +
-                    "; PRAGMA journal_mode=WAL; CREATE TABLE bench_page_size_probe(x);";
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
-  std::string err = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
-  sqlite3_close(db);
-  if (rc != SQLITE_OK)
-    return core::Internal("cannot create " + path + " with page size " + page_size + ": " + err);
-  return core::Ok();
-}
-
 // A fresh migrated database, optionally with an open event log, and what it
 // takes to remove it again.
 class LogUnderTest {
@@ -238,20 +217,15 @@ class LogUnderTest {
       fs::create_directories(t->dir_, ec);
       if (ec)
         return core::Unavailable("cannot create " + t->dir_.string() + ": " + ec.message());
-      const std::string path = (t->dir_ / "kervan.db").string();
-      RETURN_IF_ERROR(MaybeCreateWithPageSize(path));
-      ASSIGN_OR_RETURN(t->db_, store::OpenSqlite({.path = path, .pool_size = 2}));
+      ASSIGN_OR_RETURN(
+          t->db_, store::OpenSqlite({.path = (t->dir_ / "kervan.db").string(), .pool_size = 2}));
     }
     RETURN_IF_ERROR(store::ApplyMigrations(*t->db_));
     if (open_log) {
       // The log starts a writer thread (named kervan-evlog): find it, to
       // account its CPU time.
       std::vector<int> before = ThreadIds();
-      // KERVAN_BENCH_PIPELINE_SYNC=1: the log with the pipelined commit
-      // (EventLogOptions::pipeline_sync, off by default).
-      ASSIGN_OR_RETURN(t->log_,
-                       store::EventLog::Open(
-                           *t->db_, {.pipeline_sync = Env("KERVAN_BENCH_PIPELINE_SYNC") == "1"}));
+      ASSIGN_OR_RETURN(t->log_, store::EventLog::Open(*t->db_));
       std::vector<int> after = ThreadIds(), added;
       std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
                           std::back_inserter(added));

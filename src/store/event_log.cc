@@ -2,7 +2,6 @@
 
 #include <array>
 #include <climits>
-#include <cstring>
 
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -10,8 +9,6 @@
 
 #include <fmt/format.h>
 #include <linux/futex.h>
-
-#include "store/sqlite_wal_vfs.h"
 
 namespace kervan::store {
 namespace {
@@ -221,11 +218,6 @@ struct EventLog::Batch {
   std::vector<std::variant<Command, EventDraft>> items;
   std::vector<Result<std::vector<Event>>> results;  // filled by the writer
   std::atomic<uint32_t> done{0};
-  // Set by CommitBatch: whether the transaction committed, the chain head
-  // it started from and the seq it ended at, and when it began.
-  bool committed = false;
-  int64_t base_seq = 0, last_seq = 0;
-  std::chrono::steady_clock::time_point started;
 
   // Blocks until Finish(). Thread-safe.
   void Wait() {
@@ -244,21 +236,6 @@ struct EventLog::Batch {
 };
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
               std::atomic<uint32_t>::is_always_lock_free);
-
-// The pipelined commit (EventLogOptions::pipeline_sync): batches the writer
-// has committed without syncing, in commit order, for the syncer thread.
-class EventLog::SyncPipeline {
- public:
-  WalSyncDeferral deferral;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::shared_ptr<Batch>> committed;
-  bool writer_done = false;
-  // Set for good after a failed fdatasync: what was committed since the last
-  // good sync may not be on disk, so nothing more is acknowledged.
-  std::atomic<bool> failed{false};
-  std::thread thread;
-};
 
 namespace {
 
@@ -375,15 +352,7 @@ EventLog::EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOpt
                    int64_t head_seq)
     : db_(db), writer_(std::move(writer)), options_(options) {
   head_seq_.store(head_seq);
-  committed_seq_.store(head_seq);
   Metrics::Get().head.Set(static_cast<double>(head_seq));
-  // The deferred sync needs our WAL VFS (sqlite_wal_vfs.h).
-  if (options_.pipeline_sync && writer_->dialect() == Dialect::kSqlite &&
-      *CoalescingWalVfsName() != '\0') {
-    sync_ = std::make_unique<SyncPipeline>();
-    sync_->thread = std::thread([this] { SyncerLoop(); });
-    pthread_setname_np(sync_->thread.native_handle(), "kervan-evsync");
-  }
   writer_thread_ = std::thread([this] { WriterLoop(); });
   // Named for top/perf (at most 15 characters).
   pthread_setname_np(writer_thread_.native_handle(), "kervan-evlog");
@@ -404,9 +373,6 @@ void EventLog::Stop() {
   commit_cv_.notify_all();
   if (writer_thread_.joinable())
     writer_thread_.join();
-  // The writer has handed over its last batch (WriterLoop tells the syncer).
-  if (sync_ && sync_->thread.joinable())
-    sync_->thread.join();
 }
 
 Result<std::vector<Event>> EventLog::Execute(Command command) {
@@ -416,7 +382,7 @@ Result<std::vector<Event>> EventLog::Execute(Command command) {
 Result<std::vector<Event>> EventLog::Enqueue(std::variant<Command, EventDraft> item) {
   std::shared_ptr<Batch> batch;
   size_t index = 0;
-  bool was_idle = false, notify = false;
+  bool was_idle = false;
   {
     std::lock_guard lock(mu_);
     if (stopping_)
@@ -427,11 +393,9 @@ Result<std::vector<Event>> EventLog::Enqueue(std::variant<Command, EventDraft> i
     batch = queue_.back();
     index = batch->items.size();
     batch->items.push_back(std::move(item));
-    // The writer sleeps on an empty queue, or (pipeline_sync) on a first
-    // batch still too small to take while a sync is in flight.
-    notify = was_idle || (sync_ && batch == queue_.front() && index + 1 == pipeline_min_items_);
   }
-  if (notify)
+  // The writer sleeps only on an empty queue.
+  if (was_idle)
     queue_cv_.notify_one();
   batch->Wait();
   return std::move(batch->results[index]);
@@ -445,152 +409,26 @@ Result<Event> EventLog::Append(EventDraft draft) {
 }
 
 void EventLog::WriterLoop() {
-  // Commits on this thread write the WAL but leave its fdatasync to
-  // SyncerLoop (see WalSyncDeferral).
-  if (sync_)
-    WalSyncDeferral::BindToThisThread(&sync_->deferral);
   for (;;) {
     std::shared_ptr<Batch> batch;
     {
       std::unique_lock lock(mu_);
-      queue_cv_.wait(lock, [&] {
-        if (stopping_ || queue_.empty() || !sync_)
-          return stopping_ || !queue_.empty();
-        // Pipelined: take it at once when nothing is being synced; while one
-        // batch is, take it only if it is big enough (else let it grow until
-        // the sync is done); never run more than one batch ahead.
-        return unacknowledged_ == 0 ||
-               (unacknowledged_ == 1 && queue_.front()->items.size() >= pipeline_min_items_);
-      });
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty())
-        break;  // stopping and drained
+        return;  // stopping and drained
       // Once taken off the queue, no caller adds to it any more.
       batch = std::move(queue_.front());
       queue_.pop_front();
-      if (sync_)
-        ++unacknowledged_;
     }
-    if (!sync_) {
-      if (CommitBatch(*batch))
-        Publish(*batch);
-      batch->Finish();
-      continue;
-    }
-    if (sync_->failed.load()) {
-      batch->results.assign(batch->items.size(),
-                            Result<std::vector<Event>>(core::Unavailable(
-                                "event log: an earlier fdatasync of the WAL failed; restart "
-                                "the server")));
-      {
-        std::lock_guard lock(mu_);
-        --unacknowledged_;
-      }
-      batch->Finish();
-      continue;
-    }
-    // Not durable yet. If a batch big enough to be worth it is already
-    // waiting, hand the fdatasync to the syncer and go on with that batch
-    // (the syncer acknowledges this one after the sync); otherwise sync and
-    // acknowledge here, as without pipelining: handing over costs a thread
-    // wake-up, which bought nothing when this thread had no work meanwhile
-    // (measured on the loaded 2-vCPU machine: throughput halved).
     CommitBatch(*batch);
-    bool hand_over = false;
-    {
-      std::lock_guard lock(mu_);
-      hand_over = unacknowledged_ > 1 ||
-                  (!queue_.empty() && queue_.front()->items.size() >= pipeline_min_items_);
-    }
-    if (!hand_over) {
-      // Nothing else in flight (the syncer has acknowledged every earlier
-      // batch), so acknowledging here keeps commit order.
-      std::deque<std::shared_ptr<Batch>> one;
-      one.push_back(std::move(batch));
-      AcknowledgeDurably(one);
-      continue;
-    }
-    {
-      std::lock_guard lock(sync_->mu);
-      sync_->committed.push_back(std::move(batch));
-    }
-    sync_->cv.notify_one();
-  }
-  if (sync_) {
-    WalSyncDeferral::BindToThisThread(nullptr);
-    {
-      std::lock_guard lock(sync_->mu);
-      sync_->writer_done = true;
-    }
-    sync_->cv.notify_one();
+    batch->Finish();
   }
 }
 
-// The syncer thread of the pipelined commit: takes every batch the writer
-// handed over since its last round and acknowledges them durably.
-void EventLog::SyncerLoop() {
-  for (;;) {
-    std::deque<std::shared_ptr<Batch>> batches;
-    {
-      std::unique_lock lock(sync_->mu);
-      sync_->cv.wait(lock, [&] { return sync_->writer_done || !sync_->committed.empty(); });
-      if (sync_->committed.empty())
-        return;  // the writer has stopped and everything is acknowledged
-      batches.swap(sync_->committed);
-    }
-    AcknowledgeDurably(batches);
-  }
-}
-
-// Pipelined commit: makes the deferred commits durable (one fdatasync of
-// the WAL for all of them), then publishes and acknowledges `batches` in
-// commit order. A batch is acknowledged only after a sync that began after
-// its COMMIT returned.
-void EventLog::AcknowledgeDurably(std::deque<std::shared_ptr<Batch>>& batches) {
+// Fills batch.results; the caller then Finish()es the batch.
+void EventLog::CommitBatch(Batch& batch) {
   Metrics& m = Metrics::Get();
-  bool any_committed = false;
-  for (const auto& b : batches)
-    any_committed = any_committed || b->committed;
-  if (any_committed) {
-    if (int err = sync_->deferral.Sync(); err != 0 && !sync_->failed.exchange(true)) {
-      m.failures.Inc();
-      core::LogError(fmt::format("event log: fdatasync of the SQLite WAL failed: {}; "
-                                 "no further events are acknowledged",
-                                 std::strerror(err)),
-                     {{"event.action", "event_log.sync_failed"}});
-    }
-  }
-  for (auto& b : batches) {
-    if (b->committed) {
-      if (sync_->failed.load()) {
-        b->results.assign(b->items.size(),
-                          Result<std::vector<Event>>(core::Internal(
-                              "event log: fdatasync of the WAL failed; the events may not be "
-                              "durable")));
-      } else {
-        Publish(*b);
-      }
-    }
-    b->Finish();
-  }
-  size_t items = 0;
-  for (const auto& b : batches)
-    items += b->items.size();
-  {
-    std::lock_guard lock(mu_);
-    unacknowledged_ -= batches.size();
-    pipeline_min_items_ = std::clamp<size_t>(items / 2, 1, options_.max_batch);
-  }
-  // The writer may be holding back a batch that is now big enough, or
-  // need not wait any more.
-  queue_cv_.notify_one();
-}
-
-// Fills batch.results; the caller then publishes (if committed) and
-// Finish()es the batch.
-bool EventLog::CommitBatch(Batch& batch) {
-  Metrics& m = Metrics::Get();
-  batch.started = std::chrono::steady_clock::now();
-  batch.committed = false;
+  auto started = std::chrono::steady_clock::now();
   std::vector<Result<std::vector<Event>>>& results = batch.results;
   const auto& items = batch.items;
   auto fail_all = [&](const Error& e) {
@@ -598,7 +436,6 @@ bool EventLog::CommitBatch(Batch& batch) {
     core::LogError("event log commit failed: " + e.message,
                    {{"event.action", "event_log.commit_failed"}, {"batch.size", items.size()}});
     results.assign(items.size(), Result<std::vector<Event>>(e));
-    return false;
   };
 
   Connection& conn = *writer_;
@@ -623,7 +460,13 @@ bool EventLog::CommitBatch(Batch& batch) {
     (void)conn.Rollback();
     return fail_all(s.error());
   }
-  batch.base_seq = seq;
+  if (seq != head_seq()) {
+    // Another server sharing the database appended since our last commit:
+    // the recent-events cache now has a hole, so drop it (reads fall back to
+    // the database until it refills).
+    std::lock_guard lock(mu_);
+    recent_.clear();
+  }
 
   // Fast pass: the commands back to back, no savepoints (they cost a third
   // of the SQL per event), and runs of plain appends inserted a chunk of
@@ -670,7 +513,7 @@ bool EventLog::CommitBatch(Batch& batch) {
     // Alone in its transaction: nothing else to keep.
     (void)conn.Rollback();
     results.assign(1, Result<std::vector<Event>>(*failure));
-    return false;
+    return;
   }
   if (fast_failed) {
     results.clear();
@@ -683,7 +526,6 @@ bool EventLog::CommitBatch(Batch& batch) {
       (void)conn.Rollback();
       return fail_all(s.error());
     }
-    batch.base_seq = seq;
     for (const auto& item : items) {
       if (auto s = conn.Exec("SAVEPOINT kervan_cmd"); !s) {
         (void)conn.Rollback();
@@ -720,34 +562,15 @@ bool EventLog::CommitBatch(Batch& batch) {
     }
   }
 
-  // Before COMMIT makes them visible: Read() hides events above the durable
-  // head up to here.
-  committed_seq_.store(seq);
   if (Status s = conn.Commit(); !s) {
     (void)conn.Rollback();
     return fail_all(s.error());
   }
-  batch.committed = true;
-  batch.last_seq = seq;
-  return true;
-}
 
-// After the batch's commit is durable (on the writer thread, or on the
-// syncer's with pipeline_sync): readers, head_seq, metrics, listeners. The
-// caller then wakes the callers.
-void EventLog::Publish(Batch& batch) {
-  Metrics& m = Metrics::Get();
-  const auto& results = batch.results;
-  const int64_t seq = batch.last_seq;
+  // Durable. Publish; WriterLoop then wakes the callers.
   size_t appended = 0;
   {
     std::lock_guard lock(mu_);
-    if (!recent_.empty() && recent_.back().seq != batch.base_seq) {
-      // Another server sharing the database appended since our last commit:
-      // the recent-events cache would have a hole, so drop it (reads fall
-      // back to the database until it refills).
-      recent_.clear();
-    }
     for (auto& r : results) {
       if (!r)
         continue;
@@ -763,9 +586,9 @@ void EventLog::Publish(Batch& batch) {
   commit_cv_.notify_all();
   m.commits.Inc();
   m.appended.Inc(static_cast<double>(appended));
-  m.batch_size.Observe(static_cast<double>(batch.items.size()));
+  m.batch_size.Observe(static_cast<double>(items.size()));
   m.commit_seconds.Observe(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - batch.started).count());
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   m.head.Set(static_cast<double>(seq));
   std::vector<std::function<void(int64_t)>> listeners;
   {
@@ -835,19 +658,10 @@ Result<std::vector<Event>> EventLog::Read(const EventQuery& query) {
   params.emplace_back(int64_t{limit});
   ASSIGN_OR_RETURN(PooledConnection conn, db_.Acquire());
   ASSIGN_OR_RETURN(Rows rows, conn->Query(sql, params));
-  // With pipeline_sync the database can hold our committed events before
-  // they are durable; read after the query, these bounds cover every such
-  // event it returned. Stop before the first one, so a reader (subscriber)
-  // never skips past events it has not seen.
-  const int64_t durable = head_seq();
-  const int64_t possibly = sync_ ? committed_seq_.load() : durable;
   std::vector<Event> out;
   out.reserve(rows.size());
-  for (const Row& r : rows) {
-    if (int64_t s = r.Int(0); s > durable && s <= possibly)
-      break;
+  for (const Row& r : rows)
     out.push_back(EventFromRow(r));
-  }
   return out;
 }
 

@@ -101,19 +101,6 @@ using Command = std::function<Status(CommandTx& tx)>;
 struct EventLogOptions {
   size_t max_batch = 512;      // commands and appends per group commit
   size_t recent_cache = 8192;  // recent events kept in memory for readers
-  // SQLite: overlap each group commit's fdatasync with the next batch's
-  // work. The writer thread COMMITs without waiting for the WAL's fdatasync;
-  // when the next batch is already waiting, a second thread (kervan-evsync)
-  // fdatasyncs the WAL while the writer runs it, and only then acknowledges
-  // the batch's callers and publishes its events (head_seq, Read,
-  // subscribers); otherwise the writer syncs inline. Acknowledged events are
-  // durable exactly as without it. Other connections may read the
-  // projection rows of a committed batch up to one fdatasync before it is
-  // durable (lost by an OS crash in that window, not by a process crash).
-  // Ignored on PostgreSQL. Off by default: on the 2-vCPU test machine it
-  // measured no gain at 64 appenders and a loss at 8 (docs/performance.md,
-  // "Event log, 2026-11-28").
-  bool pipeline_sync = false;
 };
 
 class EventLog {
@@ -138,8 +125,7 @@ class EventLog {
   // Returns whether new events are available.
   bool WaitForNewer(int64_t after_seq, std::chrono::steady_clock::time_point deadline);
 
-  // Called on the log's writer (or, with pipeline_sync, syncer) thread after
-  // each durable commit with the new head
+  // Called on the writer thread after each durable commit with the new head
   // seq. Must be quick and must not call back into the log (used to wake
   // asynchronous waiters such as SSE streams).
   void AddCommitListener(std::function<void(int64_t head_seq)> listener);
@@ -168,18 +154,11 @@ class EventLog {
 
  private:
   struct Batch;
-  class SyncPipeline;
   EventLog(Database& db, std::unique_ptr<Connection> writer, EventLogOptions options,
            int64_t head_seq);
   Result<std::vector<Event>> Enqueue(std::variant<Command, EventDraft> item);
   void WriterLoop();
-  // Runs and commits the batch, filling its results; returns whether it
-  // committed (durably, unless the commit sync is deferred).
-  bool CommitBatch(Batch& batch);
-  // After a durable commit: makes the batch's events visible to readers.
-  void Publish(Batch& batch);
-  void SyncerLoop();
-  void AcknowledgeDurably(std::deque<std::shared_ptr<Batch>>& batches);
+  void CommitBatch(Batch& batch);
 
   Database& db_;
   std::unique_ptr<Connection> writer_;
@@ -196,20 +175,7 @@ class EventLog {
   bool stopping_ = false;
 
   std::atomic<int64_t> head_seq_{0};
-  // Highest seq the writer has committed or is about to commit (set before
-  // COMMIT); events above head_seq_ up to it may be visible in the database
-  // but are not durable yet, and Read() does not return them.
-  std::atomic<int64_t> committed_seq_{0};
-  // pipeline_sync, under mu_: batches the writer has taken that the syncer
-  // has not yet acknowledged, and how many items a queued batch must hold
-  // for the writer to take it while one is in flight (half of what the last
-  // sync acknowledged: a writer that committed every few events while the
-  // fdatasync ran made many small commits, each rewriting the same pages).
-  size_t unacknowledged_ = 0;
-  size_t pipeline_min_items_ = 1;
   std::thread writer_thread_;
-  // Set when pipeline_sync is on and the backend supports it.
-  std::unique_ptr<SyncPipeline> sync_;
 };
 
 class EventLog::Subscription {

@@ -1,23 +1,16 @@
 #include "store/sqlite_wal_vfs.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <new>
 #include <vector>
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <unistd.h>
 
 namespace kervan::store {
 namespace {
 
 sqlite3_vfs* g_base = nullptr;  // the default VFS we wrap; set once by Register()
-
-thread_local WalSyncDeferral* t_deferral = nullptr;  // see WalSyncDeferral
-std::atomic<uint64_t> g_next_file_id{1};
 
 // Writes are flushed when the buffer would grow past this (a commit of
 // 64 events dirties about 40 pages: ~170 KiB).
@@ -26,10 +19,6 @@ constexpr size_t kMaxBuffered = 4 << 20;
 // with 0x1ffff and reports a short write as a full disk), so flush in
 // pieces below that.
 constexpr size_t kMaxWrite = 120 << 10;
-// The WAL file format: a 32-byte header, then frames of a 24-byte header and
-// one page each.
-constexpr int kWalHeaderSize = 32;
-constexpr int kFrameHeaderSize = 24;
 
 // A WAL file: our sqlite3_file header, the write buffer, and the default
 // VFS's file object right behind it (kRealOffset bytes in).
@@ -38,16 +27,6 @@ struct WalFile {
   std::vector<char> buffer;
   sqlite3_int64 buffer_start = 0;  // file offset of buffer[0]
   int deferred_error = SQLITE_OK;  // a flush failed where it could not be reported
-  // For WalSyncDeferral: the file's name (valid while it is open), a unique
-  // id, and our own read-only descriptor of it (opened on the first deferred
-  // commit while SQLite holds the file open, so it is the same inode).
-  const char* name = nullptr;
-  uint64_t id = 0;
-  int sync_fd = -1;
-  // Whether the last frame header written since the last xSync was a
-  // commit frame's (SQLite writes each 24-byte frame header on its own; its
-  // bytes 4-7 hold the database size after a commit, 0 otherwise).
-  bool commit_frame_since_sync = false;
 
   sqlite3_file* real();
   int Flush() {
@@ -95,8 +74,6 @@ int WalClose(sqlite3_file* f) {
   int rc = w->FlushChecked();
   sqlite3_file* r = w->real();
   int close_rc = r->pMethods->xClose(r);
-  if (w->sync_fd >= 0)
-    ::close(w->sync_fd);
   w->~WalFile();
   return rc != SQLITE_OK ? rc : close_rc;
 }
@@ -119,10 +96,6 @@ int WalWrite(sqlite3_file* f, const void* data, int amount, sqlite3_int64 offset
     w->buffer_start = offset;
   }
   const char* p = static_cast<const char*>(data);
-  if (amount == kFrameHeaderSize && offset >= kWalHeaderSize) {
-    const auto* b = reinterpret_cast<const unsigned char*>(p) + 4;
-    w->commit_frame_since_sync = (b[0] | b[1] | b[2] | b[3]) != 0;
-  }
   w->buffer.insert(w->buffer.end(), p, p + amount);
   return SQLITE_OK;
 }
@@ -134,21 +107,8 @@ int WalTruncate(sqlite3_file* f, sqlite3_int64 size) {
 }
 
 int WalSync(sqlite3_file* f, int flags) {
-  WalFile* w = Wal(f);
-  // A commit sync on a thread with a deferral: a commit frame was the last
-  // frame written since the previous sync, and the WAL header is not among
-  // the writes it covers (see WalSyncDeferral for what stays synchronous).
-  const bool defer = t_deferral != nullptr && w->commit_frame_since_sync && !w->buffer.empty() &&
-                     w->buffer_start != 0;
-  w->commit_frame_since_sync = false;
-  if (int rc = w->FlushChecked(); rc != SQLITE_OK)
+  if (int rc = Wal(f)->FlushChecked(); rc != SQLITE_OK)
     return rc;
-  if (defer && w->name != nullptr) {
-    if (w->sync_fd < 0)
-      w->sync_fd = ::open(w->name, O_RDONLY | O_CLOEXEC);
-    if (w->sync_fd >= 0 && t_deferral->Add(w->id, w->sync_fd))
-      return SQLITE_OK;
-  }
   return Real(f)->pMethods->xSync(Real(f), flags);
 }
 
@@ -249,8 +209,6 @@ int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int
     return rc;
   }
   w->base.pMethods = &kWalMethods;
-  w->name = name;
-  w->id = g_next_file_id.fetch_add(1, std::memory_order_relaxed);
   return SQLITE_OK;
 }
 
@@ -274,44 +232,6 @@ sqlite3_vfs* Register() {
 }
 
 }  // namespace
-
-WalSyncDeferral::~WalSyncDeferral() {
-  for (auto& [id, fd] : pending_)
-    ::close(fd);
-}
-
-void WalSyncDeferral::BindToThisThread(WalSyncDeferral* deferral) {
-  t_deferral = deferral;
-}
-
-bool WalSyncDeferral::Add(uint64_t file_id, int fd) {
-  std::lock_guard lock(mu_);
-  for (const auto& [id, _] : pending_) {
-    if (id == file_id)
-      return true;  // already to be synced (same open file, same inode)
-  }
-  // Our own duplicate: the WAL may be closed before Sync() runs.
-  int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0)
-    return false;
-  pending_.emplace_back(file_id, dup);
-  return true;
-}
-
-int WalSyncDeferral::Sync() {
-  std::vector<std::pair<uint64_t, int>> files;
-  {
-    std::lock_guard lock(mu_);
-    files.swap(pending_);
-  }
-  int err = 0;
-  for (auto& [id, fd] : files) {
-    if (::fdatasync(fd) != 0 && err == 0)
-      err = errno != 0 ? errno : EIO;
-    ::close(fd);
-  }
-  return err;
-}
 
 const char* CoalescingWalVfsName() {
   static sqlite3_vfs* vfs = Register();

@@ -202,68 +202,6 @@ TEST_P(Store, ConcurrentAppendersShareCommitsWithoutGaps) {
   EXPECT_GT(commits.value(), 0);
 }
 
-// Readers see only durable events, also while SQLite's pipelined commit has
-// later batches committed but not yet synced (SQLite: nothing beyond the
-// published head; PostgreSQL makes a commit visible only once durable, so
-// there the head may briefly lag what a read returns). The database path of
-// Read is forced (no recent-events cache), and on SQLite WAL checkpoints
-// that restart the WAL run meanwhile. Reads are always gap-free.
-TEST_P(Store, ReadersNeverSeeEventsBeyondTheDurableHead) {
-  auto log = EventLog::Open(Migrated(), {.recent_cache = 0, .pipeline_sync = true});
-  ASSERT_TRUE(log);
-  constexpr int kThreads = 8, kPer = 50;
-  std::atomic<bool> done{false};
-  std::atomic<int> failures{0}, bad_reads{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPer; ++i) {
-        auto e = (*log)->Append(Draft("t" + std::to_string(t), {{"i", i}}));
-        if (!e || (*log)->head_seq() < e->seq)  // acknowledged => published
-          ++failures;
-      }
-    });
-  }
-  std::thread reader([&] {
-    while (!done.load()) {
-      int64_t from = std::max<int64_t>(0, (*log)->head_seq() - 20);
-      auto events = (*log)->Read({.after_seq = from, .limit = 1000});
-      int64_t head = (*log)->head_seq();
-      if (!events) {
-        ++bad_reads;
-        continue;
-      }
-      int64_t expect = from + 1;
-      for (const Event& e : *events) {
-        if (e.seq != expect++ || (GetParam() == Dialect::kSqlite && e.seq > head))
-          ++bad_reads;
-      }
-    }
-  });
-  std::thread checkpointer([&] {
-    if (GetParam() != Dialect::kSqlite)
-      return;
-    while (!done.load()) {
-      auto c = db_->Acquire();
-      if (c)
-        (void)(*c)->Query("PRAGMA wal_checkpoint(TRUNCATE)");
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  });
-  for (auto& th : threads)
-    th.join();
-  done.store(true);
-  reader.join();
-  checkpointer.join();
-  EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(bad_reads.load(), 0);
-  EXPECT_EQ((*log)->head_seq(), kThreads * kPer);
-  auto report = (*log)->Verify();
-  ASSERT_TRUE(report);
-  EXPECT_TRUE(report->ok) << report->problem;
-  EXPECT_EQ(report->checked, kThreads * kPer);
-}
-
 TEST_P(Store, FailedCommandAppendsNothingAndKeepsItsBatchmates) {
   Database& db = Migrated();
   auto log = EventLog::Open(db);
