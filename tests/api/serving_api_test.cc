@@ -424,9 +424,14 @@ TEST_F(ServingApi, TrafficWeightsHoldAndStickyAndHeaderRoutesAreHonoured) {
 TEST_F(ServingApi, AServerRestartMidRolloutResumesTheRollout) {
   int64_t v1 = Register(Model().model_uri()), v2 = Register(Model().model_uri());
   ASSERT_EQ(Deploy(v1, "{}").status, 201);
+  // v1 and v2 are the same model, and this test is about the restart: the
+  // prediction-shift check is off because with a few dozen predictions per
+  // side the histograms' Jensen-Shannon distance of identical models passes
+  // 0.2 by chance (a CI run rolled back on 0.2148 after 37 requests).
   Reply d = Deploy(v2, R"({"steps": [{"weight": 40, "min_duration_s": 0, "min_requests": 10},
       {"weight": 80, "min_duration_s": 3, "min_requests": 10}],
-      "analysis": {"max_latency_p99_ratio": null, "interval_s": 1, "min_samples": 10}})");
+      "analysis": {"max_latency_p99_ratio": null, "max_prediction_shift": null,
+                   "interval_s": 1, "min_samples": 10}})");
   ASSERT_EQ(d.status, 201) << d.Describe();
   std::string id = d.body["id"];
   StartTraffic();
@@ -496,7 +501,8 @@ TEST_F(ServingApi, AStandaloneGatewayFollowsTheRolloutAndFeedsItsAnalysis) {
 
   // All traffic goes through the standalone gateway; its reports drive the analysis.
   Reply d = Deploy(v2, R"({"steps": [{"weight": 50, "min_duration_s": 0, "min_requests": 10}],
-      "analysis": {"max_latency_p99_ratio": null, "interval_s": 1, "min_samples": 10}})");
+      "analysis": {"max_latency_p99_ratio": null, "max_prediction_shift": null,
+                   "interval_s": 1, "min_samples": 10}})");
   ASSERT_EQ(d.status, 201) << d.Describe();
   StartTraffic(base);
   Json done = WaitForRollout(d.body["id"]);
