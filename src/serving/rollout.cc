@@ -3,9 +3,12 @@
 #include "serving/rollout.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include <fmt/format.h>
+
+#include "monitoring/stats.h"
 
 namespace kervan::serving {
 namespace {
@@ -406,6 +409,15 @@ double JensenShannonDistance(const OutputHistogram& a, const OutputHistogram& b)
   return std::sqrt(std::clamp(js, 0.0, 1.0));
 }
 
+double PredictionShiftPValue(const OutputHistogram& a, const OutputHistogram& b) {
+  std::array<double, OutputHistogram::kBins> ca{}, cb{};
+  for (int i = 0; i < OutputHistogram::kBins; ++i) {
+    ca[i] = static_cast<double>(a.bins()[i]);
+    cb[i] = static_cast<double>(b.bins()[i]);
+  }
+  return monitoring::stats::ChiSquareHomogeneity(ca, cb).p_value;
+}
+
 void SideStats::Merge(const SideStats& other) {
   requests += other.requests;
   errors += other.errors;
@@ -540,15 +552,23 @@ Evaluation Analyze(const AnalysisSpec& spec, const SideStats& stable, const Side
     if (spec.max_prediction_shift && stable.outputs.count() >= spec.min_samples &&
         candidate.outputs.count() >= spec.min_samples) {
       double shift = JensenShannonDistance(candidate.outputs, stable.outputs);
-      bool ok = shift <= *spec.max_prediction_shift;
+      double p = PredictionShiftPValue(candidate.outputs, stable.outputs);
+      // The distance of two samples of one distribution is well above zero
+      // on small samples, so a large distance fails only when the histograms
+      // also differ significantly (see docs/rollouts.md).
+      bool ok = shift <= *spec.max_prediction_shift || p >= kPredictionShiftAlpha;
       ev.checks.push_back(
           {.name = "prediction_shift",
            .passed = ok,
            .value = shift,
            .threshold = *spec.max_prediction_shift,
            .detail = fmt::format("Jensen-Shannon distance of the prediction histograms "
-                                 "({} candidate, {} stable predictions)",
-                                 candidate.outputs.count(), stable.outputs.count())});
+                                 "({} candidate, {} stable predictions); chi-square "
+                                 "homogeneity p = {:.3g}{}",
+                                 candidate.outputs.count(), stable.outputs.count(), p,
+                                 shift > *spec.max_prediction_shift && ok
+                                     ? ", not significant: the distance can be sampling noise"
+                                     : "")});
       failed |= !ok;
     }
     if (shadow && spec.min_agreement && candidate.compared > 0) {

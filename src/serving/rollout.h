@@ -178,6 +178,17 @@ class OutputHistogram {
 // in [0, 1]; 0 when either side is empty.
 double JensenShannonDistance(const OutputHistogram& a, const OutputHistogram& b);
 
+// The p-value of Pearson's chi-square test of homogeneity on the two
+// histograms (monitoring::stats::ChiSquareHomogeneity): how likely a
+// difference this large is between two samples of one distribution. 1 when
+// either side is empty.
+double PredictionShiftPValue(const OutputHistogram& a, const OutputHistogram& b);
+
+// prediction_shift fails only when the distance exceeds its threshold and the
+// histograms differ at this significance level: on a few dozen predictions
+// per side, two identical models' distance exceeds 0.2 by chance.
+inline constexpr double kPredictionShiftAlpha = 0.01;
+
 // What one side (stable or candidate) did over some time.
 struct SideStats {
   int64_t requests = 0;
