@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tracking/tracking.h"
@@ -38,14 +39,34 @@ struct RunPoint {
   int64_t run_pk = 0;
   const MetricPoint* point = nullptr;
 };
-// Appends `points` to metric_points (multi-row INSERTs).
+// Metric points are stored in chunks (metric_chunks.cc, migration 0014):
+// InsertPoints writes one metric_chunks row per (run, key) of `points`, the
+// points packed as text in the order given (multi-row INSERTs).
 Status InsertPoints(store::Connection& conn, const std::vector<RunPoint>& points);
+// One stored point of a known (run, key).
+struct StoredPoint {
+  int64_t step = 0;
+  int64_t timestamp = 0;
+  double value = 0;  // NaN and +-Infinity as logged
+};
+// Appends the points of one chunk's text to `out`; Internal when malformed.
+Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out);
+// Every point of (run_pk, key) in history order: step, timestamp, value
+// (NaN after 0, as the metric_points index ordered it). Reads metric_points
+// (points logged before migration 0014) and metric_chunks.
+Status ReadHistory(store::Connection& conn, int64_t run_pk, const std::string& key,
+                   std::vector<StoredPoint>& out);
 // Raises latest_metrics to the latest of `points` per (run, key), MLflow's
 // order: the greatest (step, timestamp, value), NaN below every number.
 Status UpdateLatest(store::Connection& conn, const std::vector<RunPoint>& points);
 // JSON text written straight into `out` (run_json.cc): a JSON string, and
 // MLflow's Run message with the same content as Run::ToMlflow().
 void AppendJsonString(std::string& out, std::string_view s);
+// A metric value as MLflow writes it: a JSON float ("1.0", not "1"; shortest
+// round trip), NaN and the infinities as the strings "NaN", "Infinity",
+// "-Infinity".
+void AppendDouble(std::string& out, double v);
+void AppendInt(std::string& out, int64_t v);
 void AppendRunJson(std::string& out, const Run& run);
 
 // MLflow's answer to a write to a run that is not active.

@@ -14,10 +14,9 @@ namespace {
 using store::Connection;
 using store::Value;
 
-// Rows per multi-row statement, largest first; every chunk is one of these
-// sizes, so few distinct statements are prepared and cached. 512 rows x 6
+// Rows per multi-row upsert, largest first; every chunk is one of these
+// sizes, so few distinct statements are prepared and cached. 256 rows x 6
 // columns stays far below both backends' parameter limits.
-constexpr size_t kMaxInsertRows = 512;
 constexpr size_t kMaxUpsertRows = 256;
 
 void AppendPoint(std::vector<Value>& params, const RunPoint& p) {
@@ -66,12 +65,6 @@ bool Later(const MetricPoint& a, const MetricPoint& b) {
 }
 
 }  // namespace
-
-Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
-  return ExecChunked(conn, points, kMaxInsertRows,
-                     "INSERT INTO metric_points (run_pk, key, value, is_nan, ts, step) VALUES ",
-                     "");
-}
 
 Status UpdateLatest(Connection& conn, const std::vector<RunPoint>& points) {
   std::map<std::pair<int64_t, std::string_view>, RunPoint> latest;

@@ -3,7 +3,7 @@
 // Metric points are telemetry (DESIGN.md, principle 2), so they do not go
 // through the event log's command path. Requests from concurrent callers
 // queue here; one thread takes everything queued, writes it in ONE
-// transaction on its own connection (a multi-row INSERT into metric_points,
+// transaction on its own connection (multi-row INSERTs into metric_chunks,
 // a multi-row upsert into latest_metrics) and commits, then wakes the
 // callers. A caller returns only after its points are durable.
 #pragma once

@@ -441,8 +441,9 @@ class Api {
     ASSIGN_OR_RETURN(int64_t offset, PageOffset(args));
     // Each point is formatted straight into the response as it is read.
     std::string out = "{\"metrics\":[";
-    const std::string key_json = Json(key).dump();
-    auto it = std::back_inserter(out);
+    std::string key_json;
+    internal::AppendJsonString(key_json, key);
+    out.reserve(1 << 16);
     bool first = true;
     HistoryPage page;
     ASSIGN_OR_RETURN(
@@ -452,11 +453,12 @@ class Api {
           first = false;
           out += key_json;
           out += ",\"value\":";
-          if (std::isfinite(p.value))
-            fmt::format_to(it, "{}", p.value);
-          else
-            fmt::format_to(it, "\"{}\"", mlflow::DoubleToJson(p.value).get<std::string>());
-          fmt::format_to(it, ",\"timestamp\":{},\"step\":{}}}", p.timestamp, p.step);
+          internal::AppendDouble(out, p.value);
+          out += ",\"timestamp\":";
+          internal::AppendInt(out, p.timestamp);
+          out += ",\"step\":";
+          internal::AppendInt(out, p.step);
+          out += '}';
         }));
     if (first)
       out = "{";  // MLflow omits an empty list

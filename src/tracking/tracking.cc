@@ -1158,28 +1158,24 @@ Result<std::optional<int64_t>> Tracking::ForEachHistoryPoint(
     const std::string& run_id, const std::string& key, int64_t offset, int64_t max_results,
     const std::function<void(const MetricPoint&)>& fn) {
   ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
-  ASSIGN_OR_RETURN(auto conn, db_.Acquire());
-  // Served by the covering index metric_points_run_key alone.
-  std::string sql =
-      "SELECT value, is_nan, ts, step FROM metric_points WHERE run_pk = ? AND key = ? "
-      "ORDER BY step, ts";
-  std::vector<Value> params{run.pk, key};
-  if (max_results > 0) {
-    sql += " LIMIT ? OFFSET ?";
-    params.emplace_back(max_results);
-    params.emplace_back(offset);
-  }
+  std::vector<internal::StoredPoint> points;
+  {
+    ASSIGN_OR_RETURN(auto conn, db_.Acquire());
+    RETURN_IF_ERROR(internal::ReadHistory(*conn, run.pk, key, points));
+  }  // the connection goes back before the caller formats the points
+  const size_t begin = std::min(points.size(), static_cast<size_t>(std::max<int64_t>(0, offset)));
+  size_t end = points.size();
+  if (max_results > 0)
+    end = std::min(end, begin + static_cast<size_t>(max_results));
   MetricPoint point{.key = key};
-  int64_t n = 0;
-  RETURN_IF_ERROR(conn->QueryEach(sql, params, [&](const store::Row& r) -> Status {
-    point.value = r.Int(1) ? std::numeric_limits<double>::quiet_NaN() : r.Real(0);
-    point.timestamp = r.Int(2);
-    point.step = r.Int(3);
-    ++n;
+  for (size_t i = begin; i < end; ++i) {
+    point.value = points[i].value;
+    point.timestamp = points[i].timestamp;
+    point.step = points[i].step;
     fn(point);
-    return core::Ok();
-  }));
-  if (max_results > 0 && n == max_results)
+  }
+  // A full page has a next page token, as with LIMIT/OFFSET before.
+  if (max_results > 0 && end - begin == static_cast<size_t>(max_results))
     return std::optional<int64_t>(offset + max_results);
   return std::optional<int64_t>();
 }

@@ -6,6 +6,9 @@
 #include "tracking/metric_writer.h"
 
 #include <atomic>
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -36,12 +39,25 @@ class MetricWriterTest : public BackendTest {
     }
   }
 
-  int64_t Count(const std::string& where = "1 = 1") {
+  // Points stored, decoded from every chunk that matches `where` (on
+  // metric_chunks' columns), and with `step` if given.
+  int64_t Count(const std::string& where = "1 = 1", std::optional<int64_t> step = {}) {
     auto conn = db_->Acquire();
     EXPECT_TRUE(conn);
-    auto rows = (*conn)->Query("SELECT COUNT(*) FROM metric_points WHERE " + where);
+    auto rows = (*conn)->Query("SELECT n, points FROM metric_chunks WHERE " + where);
     EXPECT_TRUE(rows) << rows.error().ToString();
-    return rows ? (*rows)[0].Int(0) : -1;
+    if (!rows)
+      return -1;
+    int64_t count = 0;
+    for (const store::Row& r : *rows) {
+      std::vector<StoredPoint> points;
+      Status decoded = DecodePoints(r.Text(1), points);
+      EXPECT_TRUE(decoded) << decoded.error().ToString();
+      EXPECT_EQ(static_cast<int64_t>(points.size()), r.Int(0));
+      for (const StoredPoint& p : points)
+        count += !step || p.step == *step;
+    }
+    return count;
   }
 };
 
@@ -62,7 +78,7 @@ TEST_P(MetricWriterTest, ConcurrentWritesLandAndAreVisibleWhenAcknowledged) {
           continue;
         }
         // Acknowledged means committed: another connection sees it now.
-        if (Count("step = " + std::to_string(step)) != 2)
+        if (Count("1 = 1", step) != 2)
           ++failures;
       }
     });
@@ -88,10 +104,10 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
     ASSERT_TRUE(conn);
     auto r = GetParam() == store::Dialect::kSqlite
                  ? (*conn)->Exec(
-                       "CREATE TRIGGER poison BEFORE INSERT ON metric_points WHEN NEW.key = "
+                       "CREATE TRIGGER poison BEFORE INSERT ON metric_chunks WHEN NEW.key = "
                        "'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END")
                  : (*conn)->Exec(
-                       "ALTER TABLE metric_points ADD CONSTRAINT poison CHECK (key <> 'poison')");
+                       "ALTER TABLE metric_chunks ADD CONSTRAINT poison CHECK (key <> 'poison')");
     ASSERT_TRUE(r) << r.error().ToString();
   }
   MetricWriter writer(*db_);
@@ -132,6 +148,81 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
   std::vector<MetricPoint> after{{.key = "after", .value = 1, .timestamp = 1, .step = 0}};
   EXPECT_TRUE(writer.Write(1, "run1", after));
   EXPECT_EQ(Count("key = 'after'"), 1);
+}
+
+// Every value a metric may hold survives the chunk text exactly, and
+// history order is restored for points written out of order, across
+// chunks and together with points from before the chunk table.
+TEST_P(MetricWriterTest, ChunksKeepEveryValueAndHistoryOrder) {
+  const double kNan = std::numeric_limits<double>::quiet_NaN();
+  const double kInf = std::numeric_limits<double>::infinity();
+  std::vector<MetricPoint> first{
+      {.key = "m", .value = 0.1, .timestamp = 5, .step = 3},
+      {.key = "m", .value = -kInf, .timestamp = 1, .step = 9},
+      {.key = "other", .value = 7, .timestamp = 1, .step = 0},
+      {.key = "m", .value = 5e-324, .timestamp = -1, .step = -2},  // smallest denormal
+  };
+  std::vector<MetricPoint> second{
+      {.key = "m", .value = kNan, .timestamp = 5, .step = 3},  // NaN after the number
+      {.key = "m",
+       .value = std::numeric_limits<double>::max(),
+       .timestamp = std::numeric_limits<int64_t>::max(),
+       .step = 3},
+      {.key = "m", .value = kInf, .timestamp = 0, .step = std::numeric_limits<int64_t>::min()},
+      {.key = "m", .value = -0.0, .timestamp = 5, .step = 3},  // before 0.1 at (3, 5)
+  };
+  MetricWriter writer(*db_);
+  ASSERT_TRUE(writer.Write(1, "run1", first));
+  ASSERT_TRUE(writer.Write(1, "run1", second));
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  // A point from before migration 0014, in the old table.
+  ASSERT_TRUE(
+      (*conn)->Exec("INSERT INTO metric_points (run_pk, key, value, is_nan, ts, step) "
+                    "VALUES (1, 'm', 2.5, 0, 4, 3)"));
+  EXPECT_EQ(Count("key = 'm'"), 7);
+  EXPECT_EQ(Count("key = 'other'"), 1);
+
+  std::vector<StoredPoint> h;
+  ASSERT_TRUE(ReadHistory(**conn, 1, "m", h));
+  ASSERT_EQ(h.size(), 8u);
+  auto is = [&](size_t i, int64_t step, int64_t ts) {
+    EXPECT_EQ(h[i].step, step) << i;
+    EXPECT_EQ(h[i].timestamp, ts) << i;
+  };
+  is(0, std::numeric_limits<int64_t>::min(), 0);
+  EXPECT_EQ(h[0].value, kInf);
+  is(1, -2, -1);
+  EXPECT_EQ(h[1].value, 5e-324);
+  is(2, 3, 4);  // the old table's point
+  EXPECT_EQ(h[2].value, 2.5);
+  is(3, 3, 5);
+  EXPECT_EQ(h[3].value, 0.0);
+  EXPECT_TRUE(std::signbit(h[3].value));
+  is(4, 3, 5);  // NaN is ordered as 0 and after it
+  EXPECT_TRUE(std::isnan(h[4].value));
+  is(5, 3, 5);
+  EXPECT_EQ(h[5].value, 0.1);
+  is(6, 3, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(h[6].value, std::numeric_limits<double>::max());
+  is(7, 9, 1);
+  EXPECT_EQ(h[7].value, -kInf);
+  std::vector<StoredPoint> none;
+  ASSERT_TRUE(ReadHistory(**conn, 1, "absent", none));
+  EXPECT_TRUE(none.empty());
+}
+
+TEST(MetricChunks, MalformedTextIsAnErrorNotAGuess) {
+  std::vector<StoredPoint> out;
+  EXPECT_TRUE(DecodePoints("", out));
+  EXPECT_TRUE(DecodePoints("1,2,0.5;3,4,nan;", out));
+  EXPECT_EQ(out.size(), 2u);
+  for (std::string_view bad : {"1,2,0.5", "1,2;", "x,2,3;", "1,2,3;junk", "1,,3;", "1,2,3,4;"}) {
+    std::vector<StoredPoint> v;
+    Status s = DecodePoints(bad, v);
+    ASSERT_FALSE(s) << bad;
+    EXPECT_EQ(s.error().code, core::ErrorCode::kInternal) << bad;
+  }
 }
 
 KERVAN_INSTANTIATE_BACKENDS(MetricWriterTest);

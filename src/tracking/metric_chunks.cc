@@ -1,0 +1,162 @@
+// Metric points stored in chunks (table metric_chunks, migration 0014): one
+// row per (run, key) per write, the points packed as text. See internal.h.
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string_view>
+#include <variant>
+
+#include <fmt/format.h>
+
+#include "tracking/internal.h"
+
+namespace kervan::tracking::internal {
+namespace {
+
+using store::Connection;
+using store::Value;
+
+// Rows per multi-row INSERT, largest first (power-of-two sizes, so few
+// distinct statements are prepared and cached).
+constexpr size_t kMaxChunkRows = 256;
+
+void AppendNumber(std::string& out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;  // 20 characters hold any int64
+  out.append(buf, end);
+}
+
+// "step,timestamp,value;" with the value's shortest round-trip form.
+void EncodePoint(std::string& out, const MetricPoint& m) {
+  AppendNumber(out, m.step);
+  out += ',';
+  AppendNumber(out, m.timestamp);
+  out += ',';
+  if (std::isnan(m.value)) {
+    out += "nan";
+  } else if (std::isinf(m.value)) {
+    out += m.value > 0 ? "inf" : "-inf";
+  } else {
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, m.value);
+    (void)ec;  // any double's shortest form fits in 32 characters
+    out.append(buf, end);
+  }
+  out += ';';
+}
+
+core::Error Corrupt(std::string_view text, size_t at) {
+  return core::Internal(
+      fmt::format("metric_chunks: malformed points at offset {} of {} bytes", at, text.size()));
+}
+
+// History order: step, then timestamp, then value with NaN (stored as value
+// 0 with is_nan 1 in metric_points) after the number 0: the order of the
+// index metric_points_run_key, which get-history followed before chunks.
+bool HistoryBefore(const StoredPoint& a, const StoredPoint& b) {
+  if (a.step != b.step)
+    return a.step < b.step;
+  if (a.timestamp != b.timestamp)
+    return a.timestamp < b.timestamp;
+  const bool an = std::isnan(a.value), bn = std::isnan(b.value);
+  const double av = an ? 0.0 : a.value, bv = bn ? 0.0 : b.value;
+  if (av != bv)
+    return av < bv;
+  return !an && bn;
+}
+
+}  // namespace
+
+Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out) {
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p != end) {
+    StoredPoint s;
+    auto r = std::from_chars(p, end, s.step);
+    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ',')
+      return Corrupt(text, static_cast<size_t>(p - text.data()));
+    r = std::from_chars(r.ptr + 1, end, s.timestamp);
+    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ',')
+      return Corrupt(text, static_cast<size_t>(p - text.data()));
+    // from_chars reads "nan", "inf" and "-inf" as well as numbers.
+    r = std::from_chars(r.ptr + 1, end, s.value);
+    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ';')
+      return Corrupt(text, static_cast<size_t>(p - text.data()));
+    out.push_back(s);
+    p = r.ptr + 1;
+  }
+  return core::Ok();
+}
+
+Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
+  // One chunk per (run, key), its points in the order given.
+  std::map<std::pair<int64_t, std::string_view>, size_t> index;
+  struct Chunk {
+    int64_t run_pk;
+    std::string_view key;
+    int64_t n = 0;
+    std::string text;
+  };
+  std::vector<Chunk> chunks;
+  for (const RunPoint& p : points) {
+    auto [it, added] = index.try_emplace({p.run_pk, p.point->key}, chunks.size());
+    if (added)
+      chunks.push_back({.run_pk = p.run_pk, .key = p.point->key});
+    Chunk& c = chunks[it->second];
+    ++c.n;
+    EncodePoint(c.text, *p.point);
+  }
+  std::vector<Value> params;
+  std::string sql;
+  size_t i = 0;
+  while (i < chunks.size()) {
+    size_t rows = kMaxChunkRows;
+    while (rows > chunks.size() - i)
+      rows /= 2;
+    sql = "INSERT INTO metric_chunks (run_pk, key, n, points) VALUES ";
+    params.clear();
+    params.reserve(rows * 4);
+    for (size_t j = 0; j < rows; ++j) {
+      sql += j == 0 ? "(?, ?, ?, ?)" : ", (?, ?, ?, ?)";
+      Chunk& c = chunks[i + j];
+      params.emplace_back(c.run_pk);
+      params.emplace_back(std::string(c.key));
+      params.emplace_back(c.n);
+      params.emplace_back(std::move(c.text));
+    }
+    RETURN_IF_ERROR(conn.Exec(sql, params));
+    i += rows;
+  }
+  return core::Ok();
+}
+
+Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,
+                   std::vector<StoredPoint>& out) {
+  out.clear();
+  // Points from before migration 0014, already in history order.
+  RETURN_IF_ERROR(conn.QueryEach(
+      "SELECT value, is_nan, ts, step FROM metric_points WHERE run_pk = ? AND key = ? "
+      "ORDER BY step, ts",
+      {run_pk, key}, [&](const store::Row& r) -> Status {
+        out.push_back({.step = r.Int(3),
+                       .timestamp = r.Int(2),
+                       .value = r.Int(1) ? std::numeric_limits<double>::quiet_NaN() : r.Real(0)});
+        return core::Ok();
+      }));
+  RETURN_IF_ERROR(
+      conn.QueryEach("SELECT points FROM metric_chunks WHERE run_pk = ? AND key = ? ORDER BY id",
+                     {run_pk, key}, [&](const store::Row& r) -> Status {
+                       if (const auto* text = std::get_if<std::string>(&r.cols.at(0)))
+                         return DecodePoints(*text, out);  // without copying the text
+                       return DecodePoints(r.Text(0), out);
+                     }));
+  // Training loops log in step order, so the check usually saves the sort.
+  if (!std::is_sorted(out.begin(), out.end(), HistoryBefore))
+    std::stable_sort(out.begin(), out.end(), HistoryBefore);
+  return core::Ok();
+}
+
+}  // namespace kervan::tracking::internal
