@@ -22,18 +22,11 @@ using store::Value;
 // distinct statements are prepared and cached).
 constexpr size_t kMaxChunkRows = 256;
 
-void AppendNumber(std::string& out, int64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;  // 20 characters hold any int64
-  out.append(buf, end);
-}
-
 // "step,timestamp,value;" with the value's shortest round-trip form.
 void EncodePoint(std::string& out, const MetricPoint& m) {
-  AppendNumber(out, m.step);
+  AppendInt(out, m.step);
   out += ',';
-  AppendNumber(out, m.timestamp);
+  AppendInt(out, m.timestamp);
   out += ',';
   if (std::isnan(m.value)) {
     out += "nan";

@@ -1156,7 +1156,7 @@ Status Tracking::LogModel(const std::string& run_id, const Json& model_json,
 
 Result<std::optional<int64_t>> Tracking::ForEachHistoryPoint(
     const std::string& run_id, const std::string& key, int64_t offset, int64_t max_results,
-    const std::function<void(const MetricPoint&)>& fn) {
+    const std::function<void(const MetricPoint&, size_t total)>& fn) {
   ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
   std::vector<internal::StoredPoint> points;
   {
@@ -1172,7 +1172,7 @@ Result<std::optional<int64_t>> Tracking::ForEachHistoryPoint(
     point.value = points[i].value;
     point.timestamp = points[i].timestamp;
     point.step = points[i].step;
-    fn(point);
+    fn(point, end - begin);
   }
   // A full page has a next page token, as with LIMIT/OFFSET before.
   if (max_results > 0 && end - begin == static_cast<size_t>(max_results))
@@ -1183,9 +1183,11 @@ Result<std::optional<int64_t>> Tracking::ForEachHistoryPoint(
 Result<HistoryPage> Tracking::GetMetricHistory(const std::string& run_id, const std::string& key,
                                                int64_t offset, int64_t max_results) {
   HistoryPage page;
-  ASSIGN_OR_RETURN(page.next_offset,
-                   ForEachHistoryPoint(run_id, key, offset, max_results,
-                                       [&](const MetricPoint& p) { page.points.push_back(p); }));
+  ASSIGN_OR_RETURN(page.next_offset, ForEachHistoryPoint(run_id, key, offset, max_results,
+                                                         [&](const MetricPoint& p, size_t total) {
+                                                           page.points.reserve(total);
+                                                           page.points.push_back(p);
+                                                         }));
   return page;
 }
 

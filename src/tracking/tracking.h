@@ -260,13 +260,14 @@ class Tracking {
   // all of them).
   Result<HistoryPage> GetMetricHistory(const std::string& run_id, const std::string& key,
                                        int64_t offset, int64_t max_results);
-  // The same points, handed to `fn` one at a time (read into a compact array
-  // of 24 bytes per point first, not into MetricPoints; the point passed is
-  // reused between calls). Returns the next page's offset when the page is
-  // full.
+  // The same points, handed to `fn` one at a time with the number of points
+  // this call hands over in all (to size an output buffer once). They are
+  // read into a compact array of 24 bytes per point first, not into
+  // MetricPoints; the point passed is reused between calls. Returns the next
+  // page's offset when the page is full.
   Result<std::optional<int64_t>> ForEachHistoryPoint(
       const std::string& run_id, const std::string& key, int64_t offset, int64_t max_results,
-      const std::function<void(const MetricPoint&)>& fn);
+      const std::function<void(const MetricPoint&, size_t total)>& fn);
   Result<SearchRunsResult> SearchRuns(const SearchRunsRequest& request);
 
   // The latest value of each metric of a run (for the registry's gates).
