@@ -33,6 +33,8 @@ constexpr KeySpec kKeys[] = {
     {"server.access_log", "true", "one JSON log line per request"},
     {"store.backend", "sqlite", "sqlite (embedded) | postgres"},
     {"store.sqlite.path", "kervan.db", "SQLite file; relative to data_dir"},
+    {"store.sqlite.mmap_bytes", "1073741824",
+     "bytes of the SQLite file read through a memory map (PRAGMA mmap_size); 0: off"},
     {"store.postgres.dsn", "", "libpq connection string (secret: masked in output)"},
     {"store.pool_size", "8", "database connections per server"},
     {"auth.default_expiry_days", "90", "lifetime of an API token created without one (days)"},
@@ -249,6 +251,7 @@ core::Result<Config> LoadConfig(const ConfigSources& sources) {
   if (!c.sqlite_path.empty() && std::filesystem::path(c.sqlite_path).is_relative()) {
     c.sqlite_path = (std::filesystem::path(c.data_dir) / c.sqlite_path).string();
   }
+  ASSIGN_OR_RETURN(c.sqlite_mmap_bytes, IntValue(c, "store.sqlite.mmap_bytes", 0, 1LL << 40));
   c.postgres_dsn = str("store.postgres.dsn");
   if (c.store_backend == "postgres" && c.postgres_dsn.empty()) {
     return core::InvalidArgument(

@@ -30,6 +30,7 @@ struct Config {
 
   std::string store_backend;  // "sqlite" | "postgres"
   std::string sqlite_path;    // relative paths are under data_dir
+  int64_t sqlite_mmap_bytes = int64_t{1} << 30;
   std::string postgres_dsn;
   int store_pool_size = 8;
 

@@ -43,7 +43,8 @@ core::Result<std::unique_ptr<store::Database>> OpenStore(const Config& config) {
     }
     ASSIGN_OR_RETURN(db,
                      store::OpenSqlite({.path = config.sqlite_path,
-                                        .pool_size = static_cast<size_t>(config.store_pool_size)}));
+                                        .pool_size = static_cast<size_t>(config.store_pool_size),
+                                        .mmap_bytes = config.sqlite_mmap_bytes}));
   }
   ASSIGN_OR_RETURN(auto applied, store::ApplyMigrations(*db));
   core::LogInfo(

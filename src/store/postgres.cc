@@ -381,50 +381,19 @@ class PostgresConnection final : public Connection {
 
   Result<Rows> Query(std::string_view sql, const std::vector<Value>& params) override {
     ASSIGN_OR_RETURN(ResultPtr res, Run(sql, params));
-    const int nrows = PQntuples(res.get());
-    const int ncols = PQnfields(res.get());
-    std::vector<Oid> types(static_cast<size_t>(ncols));
-    for (int c = 0; c < ncols; ++c)
-      types[static_cast<size_t>(c)] = PQftype(res.get(), c);
-    Rows rows(static_cast<size_t>(nrows));
-    for (int r = 0; r < nrows; ++r) {
-      auto& cols = rows[static_cast<size_t>(r)].cols;
-      cols.reserve(static_cast<size_t>(ncols));
-      for (int c = 0; c < ncols; ++c) {
-        if (PQgetisnull(res.get(), r, c)) {
-          cols.emplace_back(std::monostate{});
-        } else {
-          cols.push_back(ColumnValue(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c),
-                                     types[static_cast<size_t>(c)]));
-        }
-      }
-    }
+    Rows rows;
+    rows.reserve(static_cast<size_t>(PQntuples(res.get())));
+    RETURN_IF_ERROR(EachRow(res.get(), [&rows](Row& row) -> Status {
+      rows.push_back(std::move(row));
+      return core::Ok();
+    }));
     return rows;
   }
 
   Status QueryEach(std::string_view sql, const std::vector<Value>& params,
                    const std::function<Status(const Row&)>& fn) override {
     ASSIGN_OR_RETURN(ResultPtr res, Run(sql, params));
-    const int nrows = PQntuples(res.get());
-    const int ncols = PQnfields(res.get());
-    std::vector<Oid> types(static_cast<size_t>(ncols));
-    for (int c = 0; c < ncols; ++c)
-      types[static_cast<size_t>(c)] = PQftype(res.get(), c);
-    Row row;
-    row.cols.reserve(static_cast<size_t>(ncols));
-    for (int r = 0; r < nrows; ++r) {
-      row.cols.clear();
-      for (int c = 0; c < ncols; ++c) {
-        if (PQgetisnull(res.get(), r, c)) {
-          row.cols.emplace_back(std::monostate{});
-        } else {
-          row.cols.push_back(ColumnValue(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c),
-                                         types[static_cast<size_t>(c)]));
-        }
-      }
-      RETURN_IF_ERROR(fn(row));
-    }
-    return core::Ok();
+    return EachRow(res.get(), [&fn](Row& row) { return fn(row); });
   }
 
   Status ExecScript(std::string_view sql) override {
@@ -505,6 +474,32 @@ class PostgresConnection final : public Connection {
   Status Simple(const char* sql) {
     RETURN_IF_ERROR(EnsureConnected());
     ASSIGN_OR_RETURN(ResultPtr res, Check(PQexec(conn_, sql)));
+    return core::Ok();
+  }
+
+  // Hands each row of `res` to `fn` in one Row, refilled per row (`fn` may
+  // move the columns out).
+  template <typename Fn>
+  static Status EachRow(PGresult* res, Fn&& fn) {
+    const int nrows = PQntuples(res);
+    const int ncols = PQnfields(res);
+    std::vector<Oid> types(static_cast<size_t>(ncols));
+    for (int c = 0; c < ncols; ++c)
+      types[static_cast<size_t>(c)] = PQftype(res, c);
+    Row row;
+    for (int r = 0; r < nrows; ++r) {
+      row.cols.clear();
+      row.cols.reserve(static_cast<size_t>(ncols));
+      for (int c = 0; c < ncols; ++c) {
+        if (PQgetisnull(res, r, c)) {
+          row.cols.emplace_back(std::monostate{});
+        } else {
+          row.cols.push_back(ColumnValue(PQgetvalue(res, r, c), PQgetlength(res, r, c),
+                                         types[static_cast<size_t>(c)]));
+        }
+      }
+      RETURN_IF_ERROR(fn(row));
+    }
     return core::Ok();
   }
 

@@ -188,7 +188,9 @@ Result<std::unique_ptr<Connection>> Connect(const SqliteOptions& options) {
   // WAL lets readers proceed while the writer commits; synchronous=FULL makes
   // each commit durable (fsync of the WAL) before it returns.
   RETURN_IF_ERROR(conn->ExecScript(
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+      fmt::format("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+                  "PRAGMA mmap_size={};",
+                  options.mmap_bytes)));
   return std::unique_ptr<Connection>(std::move(conn));
 }
 
