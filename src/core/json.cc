@@ -23,6 +23,45 @@ Result<Json> ParseJson(std::string_view text) {
   return value;
 }
 
+void AppendJsonString(std::string& out, std::string_view s) {
+  out += '"';
+  size_t plain = 0;  // start of the run of characters that need no escape
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+    }
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out += '"';
+}
+
 std::string CanonicalJson(const Json& value) {
   // nlohmann::json stores objects in a std::map, so keys come out sorted.
   return value.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);

@@ -22,6 +22,12 @@ Result<Json> ParseJson(std::string_view text);
 // as is. Stable across runs and backends, so it can be hashed.
 std::string CanonicalJson(const Json& value);
 
+// Appends `s` as a JSON string literal: `"` and `\` escaped, control
+// characters as \n \r \t \b \f or \u00xx, every other byte as is (UTF-8
+// passes through, as CanonicalJson writes it). For writers that build large
+// documents as text instead of a Json tree. Does not validate UTF-8.
+void AppendJsonString(std::string& out, std::string_view s);
+
 // Reads a JSON object strictly: typed accessors name the field (with `prefix`)
 // in their errors, and Finish() rejects any field that was not read.
 //

@@ -246,43 +246,13 @@ namespace {
 void AppendCanonicalString(std::string& out, std::string_view s) {
   for (char c : s) {
     if (static_cast<unsigned char>(c) >= 0x80) {
+      // nlohmann's encoding of non-ASCII text (and its handling of invalid
+      // UTF-8) is what stored hashes were computed with: keep it.
       out += core::CanonicalJson(Json(std::string(s)));
       return;
     }
   }
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
+  core::AppendJsonString(out, s);  // the same bytes as nlohmann for ASCII
 }
 
 }  // namespace

@@ -59,14 +59,14 @@ Status ReadHistory(store::Connection& conn, int64_t run_pk, const std::string& k
 // Raises latest_metrics to the latest of `points` per (run, key), MLflow's
 // order: the greatest (step, timestamp, value), NaN below every number.
 Status UpdateLatest(store::Connection& conn, const std::vector<RunPoint>& points);
-// JSON text written straight into `out` (run_json.cc): a JSON string, and
-// MLflow's Run message with the same content as Run::ToMlflow().
-void AppendJsonString(std::string& out, std::string_view s);
+// JSON text written straight into `out` (run_json.cc; strings with
+// core::AppendJsonString).
 // A metric value as MLflow writes it: a JSON float ("1.0", not "1"; shortest
 // round trip), NaN and the infinities as the strings "NaN", "Infinity",
 // "-Infinity".
 void AppendDouble(std::string& out, double v);
 void AppendInt(std::string& out, int64_t v);
+// MLflow's Run message with the same content as Run::ToMlflow().
 void AppendRunJson(std::string& out, const Run& run);
 
 // MLflow's answer to a write to a run that is not active.

@@ -420,7 +420,7 @@ class Api {
     }
     if (r.next_offset) {
       out += r.runs.empty() ? "\"next_page_token\":" : ",\"next_page_token\":";
-      internal::AppendJsonString(out, mlflow::EncodePageToken(*r.next_offset));
+      core::AppendJsonString(out, mlflow::EncodePageToken(*r.next_offset));
     }
     out += '}';
     return out;
@@ -442,7 +442,7 @@ class Api {
     // Each point is formatted straight into the response as it is read.
     std::string out = "{\"metrics\":[";
     std::string key_json;
-    internal::AppendJsonString(key_json, key);
+    core::AppendJsonString(key_json, key);
     bool first = true;
     HistoryPage page;
     ASSIGN_OR_RETURN(page.next_offset,

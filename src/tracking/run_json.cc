@@ -48,54 +48,15 @@ void AppendKeyValues(std::string& out, const std::vector<KeyValue>& pairs) {
   out += '[';
   for (size_t i = 0; i < pairs.size(); ++i) {
     out += i == 0 ? "{\"key\":" : ",{\"key\":";
-    AppendJsonString(out, pairs[i].first);
+    core::AppendJsonString(out, pairs[i].first);
     out += ",\"value\":";
-    AppendJsonString(out, pairs[i].second);
+    core::AppendJsonString(out, pairs[i].second);
     out += '}';
   }
   out += ']';
 }
 
 }  // namespace
-
-void AppendJsonString(std::string& out, std::string_view s) {
-  out += '"';
-  size_t plain = 0;  // start of the run of characters that need no escape
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\')
-      continue;
-    out.append(s.data() + plain, i - plain);
-    plain = i + 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
-    }
-  }
-  out.append(s.data() + plain, s.size() - plain);
-  out += '"';
-}
 
 void AppendRunJson(std::string& out, const Run& run) {
   out += "{\"data\":{";
@@ -105,7 +66,7 @@ void AppendRunJson(std::string& out, const Run& run) {
     for (size_t i = 0; i < run.metrics.size(); ++i) {
       const MetricPoint& m = run.metrics[i];
       out += i == 0 ? "{\"key\":" : ",{\"key\":";
-      AppendJsonString(out, m.key);
+      core::AppendJsonString(out, m.key);
       out += ",\"step\":";
       AppendInt(out, m.step);
       out += ",\"timestamp\":";
@@ -128,27 +89,27 @@ void AppendRunJson(std::string& out, const Run& run) {
   }
   const RunInfo& info = run.info;
   out += "},\"info\":{\"artifact_uri\":";
-  AppendJsonString(out, info.artifact_uri);
+  core::AppendJsonString(out, info.artifact_uri);
   if (info.end_time) {
     out += ",\"end_time\":";
     AppendInt(out, *info.end_time);
   }
   out += ",\"experiment_id\":";
-  AppendJsonString(out, info.experiment_id);
+  core::AppendJsonString(out, info.experiment_id);
   out += ",\"lifecycle_stage\":";
-  AppendJsonString(out, info.lifecycle_stage);
+  core::AppendJsonString(out, info.lifecycle_stage);
   out += ",\"run_id\":";
-  AppendJsonString(out, info.run_id);
+  core::AppendJsonString(out, info.run_id);
   out += ",\"run_name\":";
-  AppendJsonString(out, info.run_name);
+  core::AppendJsonString(out, info.run_name);
   out += ",\"run_uuid\":";
-  AppendJsonString(out, info.run_id);
+  core::AppendJsonString(out, info.run_id);
   out += ",\"start_time\":";
   AppendInt(out, info.start_time);
   out += ",\"status\":";
-  AppendJsonString(out, info.status);
+  core::AppendJsonString(out, info.status);
   out += ",\"user_id\":";
-  AppendJsonString(out, info.user_id);
+  core::AppendJsonString(out, info.user_id);
   out += "},\"inputs\":{";
   if (!run.inputs.empty()) {
     // Rare and free-form (a dataset is any JSON object): through Json.

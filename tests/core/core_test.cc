@@ -30,6 +30,25 @@ TEST(Json, CanonicalSortsKeysWithoutSpaces) {
   EXPECT_EQ(CanonicalJson(a), R"({"a":{"c":"x","d":[1,2]},"b":1})");
 }
 
+// The event log's hash chain relies on this: for ASCII text, AppendJsonString
+// writes exactly what the JSON library writes.
+TEST(Json, AppendJsonStringMatchesTheLibraryForEveryAsciiByte) {
+  std::string all;
+  for (int c = 0; c < 0x80; ++c) {
+    std::string one(1, static_cast<char>(c));
+    std::string out;
+    AppendJsonString(out, one);
+    EXPECT_EQ(out, Json(one).dump()) << "byte " << c;
+    all += one;
+  }
+  std::string out = "prefix:";
+  AppendJsonString(out, all);
+  EXPECT_EQ(out, "prefix:" + Json(all).dump());
+  out.clear();
+  AppendJsonString(out, "caf\xc3\xa9 \"q\"");  // UTF-8 passes through as the library writes it
+  EXPECT_EQ(out, Json("caf\xc3\xa9 \"q\"").dump());
+}
+
 TEST(Json, NumberOutOfRangeIsAnErrorNotAnException) {
   // Found by fuzz/request_body_fuzz.cc: nlohmann throws out_of_range here.
   auto r = ParseJson(R"({"limit": 1.5e999})");
