@@ -439,7 +439,7 @@ class Api {
       ASSIGN_OR_RETURN(max_results, MaxResults(args, 0, 1000000));
     }
     ASSIGN_OR_RETURN(int64_t offset, PageOffset(args));
-    // Each point is formatted straight into the response as it is read.
+    // Each point is formatted straight into the response, no Json per point.
     std::string out = "{\"metrics\":[";
     std::string key_json;
     core::AppendJsonString(key_json, key);
