@@ -43,6 +43,13 @@ struct RunPoint {
 // InsertPoints writes one metric_chunks row per (run, key) of `points`, the
 // points packed as text in the order given (multi-row INSERTs).
 Status InsertPoints(store::Connection& conn, const std::vector<RunPoint>& points);
+// Chunks of fewer points than this are "small": a run logged one
+// log-metric at a time writes one per point.
+inline constexpr int64_t kSmallChunkPoints = 64;
+// Replaces the small chunks of (run_pk, key) by one chunk of their points
+// (in the caller's transaction); returns how many were merged (0 or >= 2).
+// History order does not depend on chunk order, so nothing else changes.
+Result<int64_t> MergeSmallChunks(store::Connection& conn, int64_t run_pk, const std::string& key);
 // One stored point of a known (run, key).
 struct StoredPoint {
   int64_t step = 0;

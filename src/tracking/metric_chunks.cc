@@ -126,6 +126,35 @@ Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
   return core::Ok();
 }
 
+Result<int64_t> MergeSmallChunks(Connection& conn, int64_t run_pk, const std::string& key) {
+  std::vector<Value> ids;
+  int64_t n = 0;
+  std::string text;
+  RETURN_IF_ERROR(conn.QueryEach(
+      "SELECT id, n, points FROM metric_chunks WHERE run_pk = ? AND key = ? AND n < ? ORDER BY id",
+      {run_pk, key, kSmallChunkPoints}, [&](const store::Row& r) -> Status {
+        ids.emplace_back(r.Int(0));
+        n += r.Int(1);
+        text += r.Text(2);  // the text format concatenates
+        return core::Ok();
+      }));
+  if (ids.size() < 2)
+    return int64_t{0};
+  RETURN_IF_ERROR(
+      conn.Exec("INSERT INTO metric_chunks (run_pk, key, n, points) VALUES (?, ?, ?, ?)",
+                {run_pk, key, n, std::move(text)}));
+  constexpr size_t kIdsPerDelete = 256;
+  for (size_t i = 0; i < ids.size(); i += kIdsPerDelete) {
+    std::vector<Value> part(
+        ids.begin() + static_cast<std::ptrdiff_t>(i),
+        ids.begin() + static_cast<std::ptrdiff_t>(std::min(i + kIdsPerDelete, ids.size())));
+    RETURN_IF_ERROR(conn.Exec(
+        fmt::format("DELETE FROM metric_chunks WHERE id IN ({})", Placeholders(part.size())),
+        part));
+  }
+  return static_cast<int64_t>(ids.size());
+}
+
 Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,
                    std::vector<StoredPoint>& out) {
   out.clear();

@@ -216,17 +216,49 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
     for (const MetricPoint& m : *p->points)
       points.push_back({.run_pk = p->run_pk, .point = &m});
   }
+  uint64_t merges = 0;
   if (!points.empty()) {
     if (Status s = InsertPoints(conn, points); !s)
       return fail(s.error());
     if (Status s = UpdateLatest(conn, points); !s)
       return fail(s.error());
+    auto merged = MergeWhereSmallChunksPiledUp(conn, points);
+    if (!merged)
+      return fail(merged.error());
+    merges = *merged;
   }
   if (Status s = conn.Commit(); !s)
     return fail(s.error());
+  if (merges > 0) {
+    std::lock_guard lk(mu_);
+    stats_.chunk_merges += merges;
+  }
   for (size_t i = 0; i < group.size(); ++i)
     group[i]->result = std::move(results[i]);
   return core::Ok();
+}
+
+Result<uint64_t> MetricWriter::MergeWhereSmallChunksPiledUp(Connection& conn,
+                                                            const std::vector<RunPoint>& points) {
+  // This group's chunks: one per (run, key), of this many points.
+  std::map<std::pair<int64_t, std::string_view>, int64_t> chunk_points;
+  for (const RunPoint& p : points)
+    ++chunk_points[{p.run_pk, p.point->key}];
+  if (small_chunks_.size() > kMaxTrackedKeys)
+    small_chunks_.clear();  // forget finished runs' counts; merging just starts later
+  uint64_t merges = 0;
+  for (const auto& [run_key, n] : chunk_points) {
+    if (n >= kSmallChunkPoints)
+      continue;
+    auto it = small_chunks_.try_emplace({run_key.first, std::string(run_key.second)}, 0).first;
+    if (++it->second < kMergeAfterSmallChunks)
+      continue;
+    small_chunks_.erase(it);
+    ASSIGN_OR_RETURN(int64_t merged,
+                     MergeSmallChunks(conn, run_key.first, std::string(run_key.second)));
+    merges += merged > 0;
+  }
+  return merges;
 }
 
 }  // namespace kervan::tracking::internal

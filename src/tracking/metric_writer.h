@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,9 +43,10 @@ class MetricWriter {
   Status Write(int64_t run_pk, const std::string& run_id, const std::vector<MetricPoint>& points);
 
   struct Stats {
-    uint64_t commits = 0;   // transactions committed
-    uint64_t requests = 0;  // requests answered OK
-    uint64_t points = 0;    // points committed
+    uint64_t commits = 0;       // transactions committed
+    uint64_t requests = 0;      // requests answered OK
+    uint64_t points = 0;        // points committed
+    uint64_t chunk_merges = 0;  // (run, key)s whose small chunks were merged
   };
   Stats stats() const;
 
@@ -62,10 +64,23 @@ class MetricWriter {
   // not-active run fails only its own requests). Returns non-OK when the
   // transaction itself failed (nothing written).
   Status WriteGroup(std::vector<Pending*>& group);
+  // Counts the small chunks this group wrote per (run, key); where a
+  // (run, key) has had kMergeAfterSmallChunks since its last merge, merges
+  // them (MergeSmallChunks) in the group's transaction. A training loop
+  // that calls log-metric once per step otherwise leaves one chunk per
+  // point, and its history reads a row per point. Returns the merges made.
+  Result<uint64_t> MergeWhereSmallChunksPiledUp(store::Connection& conn,
+                                                const std::vector<RunPoint>& points);
+
+  static constexpr int kMergeAfterSmallChunks = 256;
+  static constexpr size_t kMaxTrackedKeys = 100000;
 
   store::Database& db_;
   const size_t max_group_points_;
   std::unique_ptr<store::Connection> conn_;  // the writer thread's only
+  // (run_pk, key) -> small chunks written since the last merge. The writer
+  // thread's only; lost on restart, which only delays a merge.
+  std::map<std::pair<int64_t, std::string>, int> small_chunks_;
 
   mutable std::mutex mu_;
   std::condition_variable queued_cv_;  // the writer waits for work

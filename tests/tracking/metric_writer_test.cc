@@ -212,6 +212,34 @@ TEST_P(MetricWriterTest, ChunksKeepEveryValueAndHistoryOrder) {
   EXPECT_TRUE(none.empty());
 }
 
+// A training loop that logs one point per request leaves one small chunk
+// per point; every kMergeAfterSmallChunks of them are merged into one.
+TEST_P(MetricWriterTest, SmallChunksOfOneKeyAreMerged) {
+  MetricWriter writer(*db_);
+  constexpr int kWrites = 300;
+  for (int i = 0; i < kWrites; ++i) {
+    std::vector<MetricPoint> one{{.key = "loop", .value = i * 0.5, .timestamp = 1, .step = i}};
+    ASSERT_TRUE(writer.Write(1, "run1", one));
+  }
+  // Sequential writes: each is its own group, so each writes one chunk.
+  EXPECT_EQ(writer.stats().chunk_merges, 1u);
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  auto rows = (*conn)->Query(
+      "SELECT n FROM metric_chunks WHERE run_pk = 1 AND key = 'loop' ORDER BY n DESC");
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u + (kWrites - 256));  // the merged chunk and the rest
+  EXPECT_EQ((*rows)[0].Int(0), 256);
+  EXPECT_EQ(Count("key = 'loop'"), kWrites);
+  std::vector<StoredPoint> h;
+  ASSERT_TRUE(ReadHistory(**conn, 1, "loop", h));
+  ASSERT_EQ(h.size(), static_cast<size_t>(kWrites));
+  for (int i = 0; i < kWrites; ++i) {
+    EXPECT_EQ(h[i].step, i);
+    EXPECT_EQ(h[i].value, i * 0.5);
+  }
+}
+
 TEST(MetricChunks, MalformedTextIsAnErrorNotAGuess) {
   std::vector<StoredPoint> out;
   EXPECT_TRUE(DecodePoints("", out));
