@@ -1,6 +1,7 @@
 // Private to src/tracking: row loaders shared by tracking.cc and search.cc.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,13 @@ struct RunPoint {
   int64_t run_pk = 0;
   const MetricPoint* point = nullptr;
 };
+// Runs `head` + `rows` tuples of `width` placeholders + `tail`, in slices
+// of at most `max_rows` tuples, each a power of two (so few distinct
+// statements are prepared and cached); append(params, i) adds row i's
+// `width` values. For multi-row INSERTs and upserts.
+Status ExecMultiRow(store::Connection& conn, size_t rows, size_t width, size_t max_rows,
+                    std::string_view head, std::string_view tail,
+                    const std::function<void(std::vector<store::Value>&, size_t)>& append);
 // Metric points are stored in chunks (metric_chunks.cc, migration 0014):
 // InsertPoints writes one metric_chunks row per (run, key) of `points`, the
 // points packed as text in the order given (multi-row INSERTs).

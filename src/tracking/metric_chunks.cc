@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <string_view>
@@ -63,6 +64,36 @@ bool HistoryBefore(const StoredPoint& a, const StoredPoint& b) {
 
 }  // namespace
 
+Status ExecMultiRow(Connection& conn, size_t rows, size_t width, size_t max_rows,
+                    std::string_view head, std::string_view tail,
+                    const std::function<void(std::vector<Value>&, size_t)>& append) {
+  std::string tuple = "(";
+  for (size_t c = 0; c < width; ++c)
+    tuple += c == 0 ? "?" : ", ?";
+  tuple += ')';
+  std::vector<Value> params;
+  std::string sql;
+  size_t i = 0;
+  while (i < rows) {
+    size_t slice = max_rows;
+    while (slice > rows - i)
+      slice /= 2;
+    sql.assign(head);
+    params.clear();
+    params.reserve(slice * width);
+    for (size_t j = 0; j < slice; ++j) {
+      if (j > 0)
+        sql += ", ";
+      sql += tuple;
+      append(params, i + j);
+    }
+    sql += tail;
+    RETURN_IF_ERROR(conn.Exec(sql, params));
+    i += slice;
+  }
+  return core::Ok();
+}
+
 Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out) {
   const char* p = text.data();
   const char* const end = p + text.size();
@@ -102,28 +133,15 @@ Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
     ++c.n;
     EncodePoint(c.text, *p.point);
   }
-  std::vector<Value> params;
-  std::string sql;
-  size_t i = 0;
-  while (i < chunks.size()) {
-    size_t rows = kMaxChunkRows;
-    while (rows > chunks.size() - i)
-      rows /= 2;
-    sql = "INSERT INTO metric_chunks (run_pk, key, n, points) VALUES ";
-    params.clear();
-    params.reserve(rows * 4);
-    for (size_t j = 0; j < rows; ++j) {
-      sql += j == 0 ? "(?, ?, ?, ?)" : ", (?, ?, ?, ?)";
-      Chunk& c = chunks[i + j];
-      params.emplace_back(c.run_pk);
-      params.emplace_back(std::string(c.key));
-      params.emplace_back(c.n);
-      params.emplace_back(std::move(c.text));
-    }
-    RETURN_IF_ERROR(conn.Exec(sql, params));
-    i += rows;
-  }
-  return core::Ok();
+  return ExecMultiRow(conn, chunks.size(), 4, kMaxChunkRows,
+                      "INSERT INTO metric_chunks (run_pk, key, n, points) VALUES ", "",
+                      [&chunks](std::vector<Value>& params, size_t i) {
+                        Chunk& c = chunks[i];
+                        params.emplace_back(c.run_pk);
+                        params.emplace_back(std::string(c.key));
+                        params.emplace_back(c.n);
+                        params.emplace_back(std::move(c.text));
+                      });
 }
 
 Result<int64_t> MergeSmallChunks(Connection& conn, int64_t run_pk, const std::string& key) {

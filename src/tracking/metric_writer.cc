@@ -30,30 +30,6 @@ void AppendPoint(std::vector<Value>& params, const RunPoint& p) {
   params.emplace_back(m.step);
 }
 
-// Runs `head` + n row tuples (+ `tail`) over `rows` in power-of-two chunks.
-Status ExecChunked(Connection& conn, const std::vector<RunPoint>& rows, size_t max_chunk,
-                   std::string_view head, std::string_view tail) {
-  std::vector<Value> params;
-  std::string sql;
-  size_t i = 0;
-  while (i < rows.size()) {
-    size_t chunk = max_chunk;
-    while (chunk > rows.size() - i)
-      chunk /= 2;
-    sql.assign(head);
-    for (size_t j = 0; j < chunk; ++j)
-      sql += j == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)";
-    sql += tail;
-    params.clear();
-    params.reserve(chunk * 6);
-    for (size_t j = 0; j < chunk; ++j)
-      AppendPoint(params, rows[i + j]);
-    RETURN_IF_ERROR(conn.Exec(sql, params));
-    i += chunk;
-  }
-  return core::Ok();
-}
-
 bool Later(const MetricPoint& a, const MetricPoint& b) {
   if (a.step != b.step)
     return a.step > b.step;
@@ -79,13 +55,14 @@ Status UpdateLatest(Connection& conn, const std::vector<RunPoint>& points) {
     rows.push_back(p);
   // A stored row is replaced only by a later point; NaN compares lowest
   // through (1 - is_nan, value).
-  return ExecChunked(
-      conn, rows, kMaxUpsertRows,
+  return ExecMultiRow(
+      conn, rows.size(), 6, kMaxUpsertRows,
       "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ",
       " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
       "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
       "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
-      "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)");
+      "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)",
+      [&rows](std::vector<Value>& params, size_t i) { AppendPoint(params, rows[i]); });
 }
 
 MetricWriter::MetricWriter(store::Database& db, size_t max_group_points)
