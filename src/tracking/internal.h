@@ -55,8 +55,10 @@ Status InsertPoints(store::Connection& conn, const std::vector<RunPoint>& points
 // log-metric at a time writes one per point.
 inline constexpr int64_t kSmallChunkPoints = 64;
 // Replaces the small chunks of (run_pk, key) by one chunk of their points
-// (in the caller's transaction); returns how many were merged (0 or >= 2).
-// History order does not depend on chunk order, so nothing else changes.
+// (in the caller's transaction); returns how many were merged. Safe when
+// several servers' writers merge the same key at once (PostgreSQL): each
+// merges only the chunks its own DELETE removed. History order does not
+// depend on chunk order, so nothing else changes.
 Result<int64_t> MergeSmallChunks(store::Connection& conn, int64_t run_pk, const std::string& key);
 // One stored point of a known (run, key).
 struct StoredPoint {

@@ -146,31 +146,41 @@ Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
 
 Result<int64_t> MergeSmallChunks(Connection& conn, int64_t run_pk, const std::string& key) {
   std::vector<Value> ids;
-  int64_t n = 0;
-  std::string text;
   RETURN_IF_ERROR(conn.QueryEach(
-      "SELECT id, n, points FROM metric_chunks WHERE run_pk = ? AND key = ? AND n < ? ORDER BY id",
+      "SELECT id FROM metric_chunks WHERE run_pk = ? AND key = ? AND n < ? ORDER BY id",
       {run_pk, key, kSmallChunkPoints}, [&](const store::Row& r) -> Status {
         ids.emplace_back(r.Int(0));
-        n += r.Int(1);
-        text += r.Text(2);  // the text format concatenates
         return core::Ok();
       }));
   if (ids.size() < 2)
     return int64_t{0};
-  RETURN_IF_ERROR(
-      conn.Exec("INSERT INTO metric_chunks (run_pk, key, n, points) VALUES (?, ?, ?, ?)",
-                {run_pk, key, n, std::move(text)}));
+  // The merged chunk holds exactly the rows this transaction deleted: on
+  // PostgreSQL another server's writer may merge the same chunks at the
+  // same time, and its DELETE, waiting on our row locks, then returns
+  // nothing, so no point is written twice.
+  int64_t merged = 0, n = 0;
+  std::string text;
   constexpr size_t kIdsPerDelete = 256;
   for (size_t i = 0; i < ids.size(); i += kIdsPerDelete) {
     std::vector<Value> part(
         ids.begin() + static_cast<std::ptrdiff_t>(i),
         ids.begin() + static_cast<std::ptrdiff_t>(std::min(i + kIdsPerDelete, ids.size())));
-    RETURN_IF_ERROR(conn.Exec(
-        fmt::format("DELETE FROM metric_chunks WHERE id IN ({})", Placeholders(part.size())),
-        part));
+    RETURN_IF_ERROR(
+        conn.QueryEach(fmt::format("DELETE FROM metric_chunks WHERE id IN ({}) RETURNING n, points",
+                                   Placeholders(part.size())),
+                       part, [&](const store::Row& r) -> Status {
+                         ++merged;
+                         n += r.Int(0);
+                         text += r.Text(1);  // the text format concatenates
+                         return core::Ok();
+                       }));
   }
-  return static_cast<int64_t>(ids.size());
+  if (merged == 0)
+    return int64_t{0};
+  RETURN_IF_ERROR(
+      conn.Exec("INSERT INTO metric_chunks (run_pk, key, n, points) VALUES (?, ?, ?, ?)",
+                {run_pk, key, n, std::move(text)}));
+  return merged;
 }
 
 Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,

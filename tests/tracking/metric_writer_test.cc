@@ -6,6 +6,7 @@
 #include "tracking/metric_writer.h"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -238,6 +239,49 @@ TEST_P(MetricWriterTest, SmallChunksOfOneKeyAreMerged) {
     EXPECT_EQ(h[i].step, i);
     EXPECT_EQ(h[i].value, i * 0.5);
   }
+}
+
+// Two servers' writers merging the same key at once (PostgreSQL: both see
+// the small chunks): the one that waits merges nothing, and no point is
+// stored twice. On SQLite the second transaction waits for the first.
+TEST_P(MetricWriterTest, ConcurrentMergesOfOneKeyStoreEachPointOnce) {
+  {
+    MetricWriter writer(*db_);
+    for (int i = 0; i < 10; ++i) {
+      std::vector<MetricPoint> one{{.key = "k", .value = 1, .timestamp = 1, .step = i}};
+      ASSERT_TRUE(writer.Write(1, "run1", one));
+    }
+  }
+  auto a = db_->OpenDedicated();
+  auto b = db_->OpenDedicated();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE((*a)->Begin());
+  auto merged_a = MergeSmallChunks(**a, 1, "k");
+  ASSERT_TRUE(merged_a) << merged_a.error().ToString();
+  EXPECT_EQ(*merged_a, 10);
+  Result<int64_t> merged_b = int64_t{-1};
+  std::thread other([&] {
+    // Blocks on a's locks (PostgreSQL: the DELETE; SQLite: BEGIN IMMEDIATE).
+    if (Status s = (*b)->Begin(); !s) {
+      merged_b = s.error();
+      return;
+    }
+    merged_b = MergeSmallChunks(**b, 1, "k");
+    if (merged_b) {
+      EXPECT_TRUE((*b)->Commit());
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE((*a)->Commit());
+  other.join();
+  ASSERT_TRUE(merged_b) << merged_b.error().ToString();
+  EXPECT_EQ(*merged_b, 0);
+  EXPECT_EQ(Count("key = 'k'"), 10);
+  auto conn = db_->Acquire();
+  auto rows = (*conn)->Query("SELECT n FROM metric_chunks WHERE run_pk = 1 AND key = 'k'");
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].Int(0), 10);
 }
 
 TEST(MetricChunks, MalformedTextIsAnErrorNotAGuess) {
