@@ -1,6 +1,7 @@
 // One conformance suite for every store backend (SQLite and PostgreSQL).
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <latch>
 #include <set>
 #include <thread>
@@ -301,6 +302,27 @@ TEST_P(Store, CommandInABatchSeesEveryEarlierEventAndFailuresStayLocal) {
 // fields (docs/event-log.md); ComputeEventHash writes that text directly.
 // Stored chains must keep verifying, so compare with the definition for
 // every ASCII byte, UTF-8 text and invalid UTF-8.
+// store.sqlite.mmap_bytes reaches every pooled connection (0 turns it off).
+TEST(SqliteOptions, MmapSizeIsSetOnEveryConnection) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("kervan-mmap-" +
+              std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::filesystem::create_directories(dir);
+  for (int64_t bytes : {int64_t{0}, int64_t{1} << 24}) {
+    auto db = OpenSqlite({.path = (dir / "m.db").string(), .pool_size = 2, .mmap_bytes = bytes});
+    ASSERT_TRUE(db) << db.error().ToString();
+    auto a = (*db)->Acquire();
+    auto b = (*db)->Acquire();  // a second connection of the pool
+    ASSERT_TRUE(a && b);
+    for (auto* conn : {&a, &b}) {
+      auto rows = (**conn)->Query("PRAGMA mmap_size");
+      ASSERT_TRUE(rows && rows->size() == 1u);
+      EXPECT_EQ((*rows)[0].Int(0), bytes);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(EventHash, MatchesCanonicalJsonOfTheFieldArray) {
   auto reference = [](const Event& e) {
     Json canonical = Json::array({e.seq, e.id, e.time_us, e.type, e.subject_kind, e.subject_id,
