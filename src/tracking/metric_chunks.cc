@@ -5,8 +5,9 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include <map>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <variant>
 
 #include <fmt/format.h>
@@ -20,8 +21,10 @@ using store::Connection;
 using store::Value;
 
 // Rows per multi-row INSERT, largest first (power-of-two sizes, so few
-// distinct statements are prepared and cached).
+// distinct statements are prepared and cached). 256 rows x 6 columns stays
+// far below both backends' parameter limits.
 constexpr size_t kMaxChunkRows = 256;
+constexpr size_t kMaxUpsertRows = 256;
 
 // "step,timestamp,value;" with the value's shortest round-trip form.
 void EncodePoint(std::string& out, const MetricPoint& m) {
@@ -40,6 +43,18 @@ void EncodePoint(std::string& out, const MetricPoint& m) {
     out.append(buf, end);
   }
   out += ';';
+}
+
+// MLflow's order for the latest point: the greatest (step, timestamp,
+// value), NaN below every number.
+bool Later(const StoredPoint& a, const StoredPoint& b) {
+  if (a.step != b.step)
+    return a.step > b.step;
+  if (a.timestamp != b.timestamp)
+    return a.timestamp > b.timestamp;
+  if (std::isnan(b.value))
+    return !std::isnan(a.value);
+  return !std::isnan(a.value) && a.value > b.value;
 }
 
 core::Error Corrupt(std::string_view text, size_t at) {
@@ -115,33 +130,80 @@ Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out) {
   return core::Ok();
 }
 
-Status InsertPoints(Connection& conn, const std::vector<RunPoint>& points) {
-  // One chunk per (run, key), its points in the order given.
-  std::map<std::pair<int64_t, std::string_view>, size_t> index;
-  struct Chunk {
-    int64_t run_pk;
-    std::string_view key;
-    int64_t n = 0;
-    std::string text;
-  };
-  std::vector<Chunk> chunks;
-  for (const RunPoint& p : points) {
-    auto [it, added] = index.try_emplace({p.run_pk, p.point->key}, chunks.size());
-    if (added)
-      chunks.push_back({.run_pk = p.run_pk, .key = p.point->key});
-    Chunk& c = chunks[it->second];
+std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoint>& points) {
+  std::vector<PointChunk> chunks;
+  std::unordered_map<std::string_view, size_t> index;
+  size_t last = 0;  // points of one key often come together: try it first
+  for (const MetricPoint& m : points) {
+    size_t at = last;
+    if (chunks.empty() || chunks[last].key != m.key) {
+      auto [it, added] = index.try_emplace(m.key, chunks.size());
+      if (added) {
+        chunks.push_back({.run_pk = run_pk, .key = m.key});
+        chunks.back().text.reserve(32);
+      }
+      at = it->second;
+    }
+    PointChunk& c = chunks[at];
+    const StoredPoint p{.step = m.step, .timestamp = m.timestamp, .value = m.value};
+    if (c.n == 0 || Later(p, c.latest))
+      c.latest = p;
     ++c.n;
-    EncodePoint(c.text, *p.point);
+    EncodePoint(c.text, m);
+    last = at;
   }
+  return chunks;
+}
+
+Status InsertChunks(Connection& conn, const std::vector<const PointChunk*>& chunks) {
   return ExecMultiRow(conn, chunks.size(), 4, kMaxChunkRows,
                       "INSERT INTO metric_chunks (run_pk, key, n, points) VALUES ", "",
                       [&chunks](std::vector<Value>& params, size_t i) {
-                        Chunk& c = chunks[i];
+                        const PointChunk& c = *chunks[i];
                         params.emplace_back(c.run_pk);
-                        params.emplace_back(std::string(c.key));
+                        params.emplace_back(c.key);
                         params.emplace_back(c.n);
-                        params.emplace_back(std::move(c.text));
+                        params.emplace_back(c.text);
                       });
+}
+
+Status UpdateLatest(Connection& conn, const std::vector<const PointChunk*>& chunks) {
+  // One row per (run, key): a multi-row upsert may not touch a row twice.
+  struct RunKeyHash {
+    size_t operator()(const std::pair<int64_t, std::string_view>& k) const {
+      return std::hash<std::string_view>()(k.second) ^
+             (static_cast<size_t>(k.first) * 0x9e3779b97f4a7c15ULL);
+    }
+  };
+  std::unordered_map<std::pair<int64_t, std::string_view>, size_t, RunKeyHash> index;
+  std::vector<const PointChunk*> rows;
+  rows.reserve(chunks.size());
+  for (const PointChunk* c : chunks) {
+    auto [it, added] = index.try_emplace({c->run_pk, c->key}, rows.size());
+    if (added)
+      rows.push_back(c);
+    else if (Later(c->latest, rows[it->second]->latest))
+      rows[it->second] = c;
+  }
+  // A stored row is replaced only by a later point; NaN compares lowest
+  // through (1 - is_nan, value).
+  return ExecMultiRow(
+      conn, rows.size(), 6, kMaxUpsertRows,
+      "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ",
+      " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
+      "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
+      "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
+      "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)",
+      [&rows](std::vector<Value>& params, size_t i) {
+        const PointChunk& c = *rows[i];
+        const bool nan = std::isnan(c.latest.value);
+        params.emplace_back(c.run_pk);
+        params.emplace_back(c.key);
+        params.emplace_back(nan ? 0.0 : c.latest.value);
+        params.emplace_back(int64_t{nan});
+        params.emplace_back(c.latest.timestamp);
+        params.emplace_back(c.latest.step);
+      });
 }
 
 Result<int64_t> MergeSmallChunks(Connection& conn, int64_t run_pk, const std::string& key) {

@@ -1,7 +1,6 @@
 // The group-commit writer for metric points; see metric_writer.h.
 #include "tracking/metric_writer.h"
 
-#include <cmath>
 #include <map>
 #include <string_view>
 #include <utility>
@@ -14,56 +13,7 @@ namespace {
 using store::Connection;
 using store::Value;
 
-// Rows per multi-row upsert, largest first; every chunk is one of these
-// sizes, so few distinct statements are prepared and cached. 256 rows x 6
-// columns stays far below both backends' parameter limits.
-constexpr size_t kMaxUpsertRows = 256;
-
-void AppendPoint(std::vector<Value>& params, const RunPoint& p) {
-  const MetricPoint& m = *p.point;
-  const bool nan = std::isnan(m.value);
-  params.emplace_back(p.run_pk);
-  params.emplace_back(m.key);
-  params.emplace_back(nan ? 0.0 : m.value);
-  params.emplace_back(int64_t{nan});
-  params.emplace_back(m.timestamp);
-  params.emplace_back(m.step);
-}
-
-bool Later(const MetricPoint& a, const MetricPoint& b) {
-  if (a.step != b.step)
-    return a.step > b.step;
-  if (a.timestamp != b.timestamp)
-    return a.timestamp > b.timestamp;
-  if (std::isnan(b.value))
-    return !std::isnan(a.value);
-  return !std::isnan(a.value) && a.value > b.value;
-}
-
 }  // namespace
-
-Status UpdateLatest(Connection& conn, const std::vector<RunPoint>& points) {
-  std::map<std::pair<int64_t, std::string_view>, RunPoint> latest;
-  for (const RunPoint& p : points) {
-    auto [it, inserted] = latest.try_emplace({p.run_pk, p.point->key}, p);
-    if (!inserted && Later(*p.point, *it->second.point))
-      it->second = p;
-  }
-  std::vector<RunPoint> rows;
-  rows.reserve(latest.size());
-  for (const auto& [_, p] : latest)
-    rows.push_back(p);
-  // A stored row is replaced only by a later point; NaN compares lowest
-  // through (1 - is_nan, value).
-  return ExecMultiRow(
-      conn, rows.size(), 6, kMaxUpsertRows,
-      "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ",
-      " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
-      "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
-      "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
-      "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)",
-      [&rows](std::vector<Value>& params, size_t i) { AppendPoint(params, rows[i]); });
-}
 
 MetricWriter::MetricWriter(store::Database& db, size_t max_group_points)
     : db_(db), max_group_points_(max_group_points), thread_([this] { Loop(); }) {}
@@ -78,8 +28,10 @@ MetricWriter::~MetricWriter() {
 }
 
 Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
-                           const std::vector<MetricPoint>& points) {
-  Pending p{.run_pk = run_pk, .run_id = &run_id, .points = &points};
+                           const std::vector<PointChunk>& chunks) {
+  Pending p{.run_pk = run_pk, .run_id = &run_id, .chunks = &chunks};
+  for (const PointChunk& c : chunks)
+    p.points += static_cast<size_t>(c.n);
   std::unique_lock lk(mu_);
   queue_.push_back(&p);
   queued_cv_.notify_one();
@@ -101,8 +53,8 @@ void MetricWriter::Loop() {
     std::vector<Pending*> group;
     size_t points = 0;
     while (!queue_.empty() &&
-           (group.empty() || points + queue_.front()->points->size() <= max_group_points_)) {
-      points += queue_.front()->points->size();
+           (group.empty() || points + queue_.front()->points <= max_group_points_)) {
+      points += queue_.front()->points;
       group.push_back(queue_.front());
       queue_.pop_front();
     }
@@ -128,7 +80,7 @@ void MetricWriter::Loop() {
     for (Pending* p : group) {
       if (p->result) {
         ++stats_.requests;
-        stats_.points += p->points->size();
+        stats_.points += p->points;
       }
       p->done = true;
     }
@@ -177,7 +129,7 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
       stages[r.Int(0)] = r.Text(1);
   }
 
-  std::vector<RunPoint> points;
+  std::vector<const PointChunk*> chunks;
   std::vector<Status> results(group.size(), core::Ok());
   for (size_t i = 0; i < group.size(); ++i) {
     const Pending* p = group[i];
@@ -190,16 +142,16 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
       results[i] = RunNotActive(*p->run_id, it->second);
       continue;
     }
-    for (const MetricPoint& m : *p->points)
-      points.push_back({.run_pk = p->run_pk, .point = &m});
+    for (const PointChunk& c : *p->chunks)
+      chunks.push_back(&c);
   }
   uint64_t merges = 0;
-  if (!points.empty()) {
-    if (Status s = InsertPoints(conn, points); !s)
+  if (!chunks.empty()) {
+    if (Status s = InsertChunks(conn, chunks); !s)
       return fail(s.error());
-    if (Status s = UpdateLatest(conn, points); !s)
+    if (Status s = UpdateLatest(conn, chunks); !s)
       return fail(s.error());
-    auto merged = MergeWhereSmallChunksPiledUp(conn, points);
+    auto merged = MergeWhereSmallChunksPiledUp(conn, chunks);
     if (!merged)
       return fail(merged.error());
     merges = *merged;
@@ -215,24 +167,19 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   return core::Ok();
 }
 
-Result<uint64_t> MetricWriter::MergeWhereSmallChunksPiledUp(Connection& conn,
-                                                            const std::vector<RunPoint>& points) {
-  // This group's chunks: one per (run, key), of this many points.
-  std::map<std::pair<int64_t, std::string_view>, int64_t> chunk_points;
-  for (const RunPoint& p : points)
-    ++chunk_points[{p.run_pk, p.point->key}];
+Result<uint64_t> MetricWriter::MergeWhereSmallChunksPiledUp(
+    Connection& conn, const std::vector<const PointChunk*>& chunks) {
   if (small_chunks_.size() > kMaxTrackedKeys)
     small_chunks_.clear();  // forget finished runs' counts; merging just starts later
   uint64_t merges = 0;
-  for (const auto& [run_key, n] : chunk_points) {
-    if (n >= kSmallChunkPoints)
+  for (const PointChunk* c : chunks) {
+    if (c->n >= kSmallChunkPoints)
       continue;
-    auto it = small_chunks_.try_emplace({run_key.first, std::string(run_key.second)}, 0).first;
+    auto it = small_chunks_.try_emplace({c->run_pk, c->key}, 0).first;
     if (++it->second < kMergeAfterSmallChunks)
       continue;
     small_chunks_.erase(it);
-    ASSIGN_OR_RETURN(int64_t merged,
-                     MergeSmallChunks(conn, run_key.first, std::string(run_key.second)));
+    ASSIGN_OR_RETURN(int64_t merged, MergeSmallChunks(conn, c->run_pk, c->key));
     merges += merged > 0;
   }
   return merges;

@@ -40,7 +40,8 @@ class MetricWriter {
   // kNotFound if no run has that pk. One request's failure never fails the
   // others of its group: a group whose transaction fails is retried one
   // request per transaction. Thread-safe; blocks the caller.
-  Status Write(int64_t run_pk, const std::string& run_id, const std::vector<MetricPoint>& points);
+  // `chunks` are the request's points, encoded by the caller (EncodeChunks).
+  Status Write(int64_t run_pk, const std::string& run_id, const std::vector<PointChunk>& chunks);
 
   struct Stats {
     uint64_t commits = 0;       // transactions committed
@@ -54,7 +55,8 @@ class MetricWriter {
   struct Pending {
     int64_t run_pk;
     const std::string* run_id;
-    const std::vector<MetricPoint>* points;
+    const std::vector<PointChunk>* chunks;
+    size_t points = 0;  // in chunks
     Status result = core::Ok();
     bool done = false;
   };
@@ -70,7 +72,7 @@ class MetricWriter {
   // that calls log-metric once per step otherwise leaves one chunk per
   // point, and its history reads a row per point. Returns the merges made.
   Result<uint64_t> MergeWhereSmallChunksPiledUp(store::Connection& conn,
-                                                const std::vector<RunPoint>& points);
+                                                const std::vector<const PointChunk*>& chunks);
 
   static constexpr int kMergeAfterSmallChunks = 256;
   static constexpr size_t kMaxTrackedKeys = 100000;

@@ -294,8 +294,9 @@ Result<int64_t> DecodePageToken(std::string_view token) {
 
 Status AddRoute(http::Router& router, const std::string& method, std::string_view path,
                 const std::string& permission, Handler handler,
-                std::initializer_list<std::string_view> repeated) {
+                std::initializer_list<std::string_view> repeated, RawHandler raw) {
   auto shared = std::make_shared<Handler>(std::move(handler));
+  auto shared_raw = raw ? std::make_shared<RawHandler>(std::move(raw)) : nullptr;
   std::vector<std::string> lists(repeated.begin(), repeated.end());
   for (std::string_view prefix : {"/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/"}) {
     http::Route route;
@@ -303,7 +304,11 @@ Status AddRoute(http::Router& router, const std::string& method, std::string_vie
     route.pattern = std::string(prefix) + std::string(path);
     route.permission = permission;
     route.error_response = [](const core::Error& e) { return ToResponse(e); };
-    route.handler = [shared, lists](const http::Request& req) {
+    route.handler = [shared, shared_raw, lists](const http::Request& req) {
+      if (shared_raw && req.method == "POST" && !req.body.empty() && ContentTypeIsJson(req)) {
+        if (std::optional<Result<Json>> answer = (*shared_raw)(req))
+          return ToResponse(*answer);
+      }
       Result<Json> args = ArgsFrom(req, lists);
       if (!args)
         return ToResponse(args.error());

@@ -83,12 +83,19 @@ Result<int64_t> DecodePageToken(std::string_view token);
 
 using Handler = std::function<Result<Json>(const http::Request& req, const Json& args)>;
 
+// A hot route's decoder of the raw request: it answers a POST whose body is
+// JSON before that body is parsed into a DOM, or returns std::nullopt to
+// hand the request to the route's Handler (which must then answer it as if
+// the decoder did not exist).
+using RawHandler = std::function<std::optional<Result<Json>>(const http::Request& req)>;
+
 // Registers `handler` at /api/2.0/mlflow/<path> and /ajax-api/2.0/mlflow/<path>
 // (and nothing else), as a blocking route needing `permission`. GET routes
-// read arguments from the query string (`repeated` as for Args).
+// read arguments from the query string (`repeated` as for Args). `raw`, when
+// set, sees POSTs with a JSON Content-Type and a body first.
 Status AddRoute(http::Router& router, const std::string& method, std::string_view path,
                 const std::string& permission, Handler handler,
-                std::initializer_list<std::string_view> repeated = {});
+                std::initializer_list<std::string_view> repeated = {}, RawHandler raw = nullptr);
 
 // A handler that writes its JSON answer itself (hot paths whose answers are
 // large, e.g. a metric history of 100,000 points): the text must be one JSON

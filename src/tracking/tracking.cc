@@ -974,8 +974,7 @@ Status Tracking::DeleteTag(const std::string& run_id, const std::string& key,
 Status Tracking::LogMetric(const std::string& run_id, const MetricPoint& point) {
   RETURN_IF_ERROR(ValidateMetric(point, "key"));
   ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
-  const std::vector<MetricPoint> one{point};
-  return writer_->Write(run.pk, run_id, one);
+  return writer_->Write(run.pk, run_id, internal::EncodeChunks(run.pk, {point}));
 }
 
 Status Tracking::LogParam(const std::string& run_id, const std::string& key,
@@ -1018,8 +1017,11 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
                           const store::CommandContext& ctx) {
   RETURN_IF_ERROR(
       CheckBatchLimits(request.metrics.size(), request.params.size(), request.tags.size()));
-  for (size_t i = 0; i < request.metrics.size(); ++i)
-    RETURN_IF_ERROR(ValidateMetric(request.metrics[i], fmt::format("metrics[{}].key", i)));
+  for (size_t i = 0; i < request.metrics.size(); ++i) {
+    // Per point: the field's name is formatted only for the error.
+    if (!ValidateMetric(request.metrics[i], {}))
+      return ValidateMetric(request.metrics[i], fmt::format("metrics[{}].key", i));
+  }
   std::map<std::string, std::string> seen_params;
   for (size_t i = 0; i < request.params.size(); ++i) {
     const KeyValue& p = request.params[i];
@@ -1039,7 +1041,7 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
   // or nothing, as one request of its transaction).
   if (!request.metrics.empty() && request.params.empty() && request.tags.empty()) {
     ASSIGN_OR_RETURN(RunRef run, ResolveRun(run_id));
-    return writer_->Write(run.pk, run_id, request.metrics);
+    return writer_->Write(run.pk, run_id, internal::EncodeChunks(run.pk, request.metrics));
   }
   std::vector<KeyValue> params(seen_params.begin(), seen_params.end());
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
@@ -1047,12 +1049,13 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
     ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(conn, run_id));
     RETURN_IF_ERROR(InsertParams(conn, run, params));
     if (!request.metrics.empty()) {
-      std::vector<internal::RunPoint> points;
-      points.reserve(request.metrics.size());
-      for (const MetricPoint& m : request.metrics)
-        points.push_back({.run_pk = run.pk, .point = &m});
-      RETURN_IF_ERROR(internal::InsertPoints(conn, points));
-      RETURN_IF_ERROR(internal::UpdateLatest(conn, points));
+      const std::vector<internal::PointChunk> chunks =
+          internal::EncodeChunks(run.pk, request.metrics);
+      std::vector<const internal::PointChunk*> rows;
+      for (const internal::PointChunk& c : chunks)
+        rows.push_back(&c);
+      RETURN_IF_ERROR(internal::InsertChunks(conn, rows));
+      RETURN_IF_ERROR(internal::UpdateLatest(conn, rows));
     }
     if (!request.tags.empty()) {
       RETURN_IF_ERROR(UpsertTags(conn, run.pk, request.tags));

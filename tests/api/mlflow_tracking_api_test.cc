@@ -986,6 +986,47 @@ TEST_P(MlflowTrackingApi, LogBatchWritesEverythingOrNothing) {
   EXPECT_EQ(ByKey(after["data"]["metrics"])["bulk"], 999.0);
 }
 
+// A metrics-only batch is decoded without a DOM (the ingestion hot path);
+// an unknown field sends the same batch through the DOM route. Both must
+// store and answer the same.
+TEST_P(MlflowTrackingApi, LogBatchDecodesAlikeOnTheFastAndTheDomRoute) {
+  std::string exp = CreateExperiment("decoders");
+  std::string fast = CreateRun(exp, {{"run_name", "fast"}})["info"]["run_id"].get<std::string>();
+  std::string dom = CreateRun(exp, {{"run_name", "dom"}})["info"]["run_id"].get<std::string>();
+  Json metrics = Json::array();
+  const double values[] = {0.1, -0.0, 1e-300, 42, 1.7976931348623157e308, -7.25};
+  for (int step = 0; step < 6; ++step) {
+    for (const char* key : {"loss", "acc"}) {
+      Json m = {{"key", key}, {"value", values[step]}, {"timestamp", 1700000000000 + step}};
+      if (step > 0)
+        m["step"] = step;  // absent at step 0: MLflow's default
+      metrics.push_back(m);
+    }
+  }
+  Ok(MPost("runs/log-batch", {{"run_id", fast}, {"metrics", metrics}, {"params", Json::array()}}),
+     "common shape");
+  Ok(MPost("runs/log-batch", {{"run_id", dom}, {"metrics", metrics}, {"unknown_field", 1}}),
+     "with an unknown field");
+  for (const char* key : {"loss", "acc"}) {
+    Json a = History(fast, key), b = History(dom, key);
+    ASSERT_EQ(a.size(), 6u) << key;
+    EXPECT_EQ(a.dump(), b.dump()) << key;
+  }
+  EXPECT_EQ(GetRun(fast)["data"]["metrics"].dump(), GetRun(dom)["data"]["metrics"].dump());
+
+  // Refusals answer the same on both routes: a deleted run, a missing one.
+  Ok(MPost("runs/delete", {{"run_id", dom}}), "delete");
+  Reply on_fast = MPost("runs/log-batch", {{"run_id", dom}, {"metrics", metrics}});
+  Reply on_dom = MPost("runs/log-batch", {{"run_id", dom}, {"metrics", metrics}, {"x", 0}});
+  EXPECT_TRUE(IsMlflowError(on_fast, 400, "INVALID_PARAMETER_VALUE"));
+  EXPECT_EQ(on_fast.body, on_dom.body);
+  const std::string missing = "0123456789abcdef0123456789abcdef";
+  on_fast = MPost("runs/log-batch", {{"run_id", missing}, {"metrics", metrics}});
+  on_dom = MPost("runs/log-batch", {{"run_id", missing}, {"metrics", metrics}, {"x", 0}});
+  EXPECT_TRUE(IsMlflowError(on_fast, 404, "RESOURCE_DOES_NOT_EXIST"));
+  EXPECT_EQ(on_fast.body, on_dom.body);
+}
+
 // ---------------------------------------------------------------------------
 // log-inputs and log-model
 

@@ -74,7 +74,7 @@ TEST_P(MetricWriterTest, ConcurrentWritesLandAndAreVisibleWhenAcknowledged) {
         const int64_t step = t * 1000 + i;
         std::vector<MetricPoint> points{{.key = "loss", .value = 1.0, .timestamp = 1, .step = step},
                                         {.key = "acc", .value = 0.5, .timestamp = 1, .step = step}};
-        if (!writer.Write(1, run_id, points)) {
+        if (!writer.Write(1, run_id, EncodeChunks(1, points))) {
           ++failures;
           continue;
         }
@@ -130,7 +130,7 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
     threads.emplace_back([&writer, &c] {
       std::vector<MetricPoint> points{{.key = c.key, .value = 1, .timestamp = 1, .step = 0},
                                       {.key = c.key, .value = 2, .timestamp = 2, .step = 1}};
-      c.result = writer.Write(c.pk, c.run_id, points);
+      c.result = writer.Write(c.pk, c.run_id, EncodeChunks(c.pk, points));
     });
   }
   for (auto& t : threads)
@@ -147,7 +147,7 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
   EXPECT_EQ(Count(), 4);  // nothing from the failed requests
   // The writer keeps working after a failed transaction.
   std::vector<MetricPoint> after{{.key = "after", .value = 1, .timestamp = 1, .step = 0}};
-  EXPECT_TRUE(writer.Write(1, "run1", after));
+  EXPECT_TRUE(writer.Write(1, "run1", EncodeChunks(1, after)));
   EXPECT_EQ(Count("key = 'after'"), 1);
 }
 
@@ -173,8 +173,8 @@ TEST_P(MetricWriterTest, ChunksKeepEveryValueAndHistoryOrder) {
       {.key = "m", .value = -0.0, .timestamp = 5, .step = 3},  // before 0.1 at (3, 5)
   };
   MetricWriter writer(*db_);
-  ASSERT_TRUE(writer.Write(1, "run1", first));
-  ASSERT_TRUE(writer.Write(1, "run1", second));
+  ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, first)));
+  ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, second)));
   auto conn = db_->Acquire();
   ASSERT_TRUE(conn);
   // A point from before migration 0014, in the old table.
@@ -220,7 +220,7 @@ TEST_P(MetricWriterTest, SmallChunksOfOneKeyAreMerged) {
   constexpr int kWrites = 300;
   for (int i = 0; i < kWrites; ++i) {
     std::vector<MetricPoint> one{{.key = "loop", .value = i * 0.5, .timestamp = 1, .step = i}};
-    ASSERT_TRUE(writer.Write(1, "run1", one));
+    ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, one)));
   }
   // Sequential writes: each is its own group, so each writes one chunk.
   EXPECT_EQ(writer.stats().chunk_merges, 1u);
@@ -249,7 +249,7 @@ TEST_P(MetricWriterTest, ConcurrentMergesOfOneKeyStoreEachPointOnce) {
     MetricWriter writer(*db_);
     for (int i = 0; i < 10; ++i) {
       std::vector<MetricPoint> one{{.key = "k", .value = 1, .timestamp = 1, .step = i}};
-      ASSERT_TRUE(writer.Write(1, "run1", one));
+      ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, one)));
     }
   }
   auto a = db_->OpenDedicated();

@@ -1,0 +1,184 @@
+// The DOM-free decoder of a log-batch body; see internal.h.
+//
+// Contract: it returns a batch only for bodies the DOM route (ArgsFrom +
+// routes.cc's field readers) would decode to exactly the same run id and
+// batch. Anything else (an unknown or repeated field, a type the readers
+// would convert, a string where a number goes, params or tags, more points
+// than MLflow allows, malformed JSON) declines, and the DOM route answers
+// it, with its messages. So this file has no error text to keep in step.
+#include <cstring>
+#include <string>
+
+#include <simdjson.h>
+
+#include "tracking/internal.h"
+
+namespace kervan::tracking::internal {
+namespace {
+
+namespace od = simdjson::ondemand;
+
+// Bodies above this size take the DOM route, so the per-thread buffers
+// below stay small (a full 1000-point batch is about 70 KiB).
+constexpr size_t kMaxFastBody = size_t{4} << 20;
+// MLflow's limit on metrics per batch: a longer list is the DOM route's to
+// reject.
+constexpr size_t kMaxFastMetrics = 1000;
+
+// A JSON string without control characters: nlohmann rejects unescaped
+// ones and simdjson does not; declining on escaped ones too keeps this
+// simple (the validators reject them in keys anyway).
+bool ReadString(od::value v, std::string& out) {
+  std::string_view s;
+  if (v.get_string().get(s))
+    return false;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20)
+      return false;
+  }
+  out.assign(s);
+  return true;
+}
+
+bool ReadInt64(od::value v, int64_t& out) {
+  return !v.get_int64().get(out);
+}
+
+// A number as nlohmann's get<double>() sees it: integers convert from their
+// integer value (so "-0" is 0, as there), others parse as doubles.
+bool ReadDouble(od::value v, double& out) {
+  od::number_type type;
+  if (v.get_number_type().get(type))
+    return false;
+  switch (type) {
+    case od::number_type::signed_integer: {
+      int64_t i = 0;
+      if (v.get_int64().get(i))
+        return false;
+      out = static_cast<double>(i);
+      return true;
+    }
+    case od::number_type::unsigned_integer: {
+      uint64_t u = 0;
+      if (v.get_uint64().get(u))
+        return false;
+      out = static_cast<double>(u);
+      return true;
+    }
+    case od::number_type::floating_point_number:
+      return !v.get_double().get(out);
+    default:  // big integers: nlohmann's own rules apply
+      return false;
+  }
+}
+
+bool ReadMetric(od::value v, MetricPoint& m) {
+  od::object object;
+  if (v.get_object().get(object))
+    return false;
+  bool key = false, value = false, timestamp = false, step = false;
+  for (auto field : object) {
+    std::string_view name;
+    if (field.unescaped_key().get(name))
+      return false;
+    od::value fv;
+    if (field.value().get(fv))
+      return false;
+    bool* seen = nullptr;
+    bool ok = false;
+    if (name == "key") {
+      seen = &key;
+      ok = ReadString(fv, m.key) && !m.key.empty();
+    } else if (name == "value") {
+      seen = &value;
+      ok = ReadDouble(fv, m.value);
+    } else if (name == "timestamp") {
+      seen = &timestamp;
+      ok = ReadInt64(fv, m.timestamp);
+    } else if (name == "step") {
+      seen = &step;
+      ok = ReadInt64(fv, m.step);
+    }
+    if (!ok || *seen)
+      return false;
+    *seen = true;
+  }
+  if (!step)
+    m.step = 0;
+  return key && value && timestamp;
+}
+
+// An absent, null or empty list is fine; any entry declines.
+bool EmptyList(od::value v) {
+  bool null = false;
+  if (v.is_null().get(null))
+    return false;
+  if (null)
+    return true;
+  od::array array;
+  if (v.get_array().get(array))
+    return false;
+  bool empty = false;
+  return !array.is_empty().get(empty) && empty;
+}
+
+}  // namespace
+
+std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body) {
+  if (body.empty() || body.size() > kMaxFastBody)
+    return std::nullopt;
+  // simdjson reads up to SIMDJSON_PADDING bytes past the end.
+  thread_local std::string padded;
+  thread_local od::parser parser;
+  padded.resize(body.size() + simdjson::SIMDJSON_PADDING);
+  std::memcpy(padded.data(), body.data(), body.size());
+
+  od::document doc;
+  if (parser.iterate(padded.data(), body.size(), padded.size()).get(doc))
+    return std::nullopt;
+  od::object top;
+  if (doc.get_object().get(top))
+    return std::nullopt;
+  DecodedLogBatch out;
+  bool run_id = false, metrics = false, params = false, tags = false;
+  for (auto field : top) {
+    std::string_view name;
+    if (field.unescaped_key().get(name))
+      return std::nullopt;
+    od::value v;
+    if (field.value().get(v))
+      return std::nullopt;
+    if (name == "run_id") {
+      if (run_id || !ReadString(v, out.run_id) || out.run_id.empty())
+        return std::nullopt;
+      run_id = true;
+    } else if (name == "metrics") {
+      od::array array;
+      if (metrics || v.get_array().get(array))
+        return std::nullopt;
+      metrics = true;
+      out.batch.metrics.reserve(kMaxFastMetrics);
+      for (auto item : array) {
+        od::value iv;
+        if (out.batch.metrics.size() == kMaxFastMetrics || item.get(iv))
+          return std::nullopt;
+        MetricPoint& m = out.batch.metrics.emplace_back();
+        if (!ReadMetric(iv, m))
+          return std::nullopt;
+      }
+    } else if (name == "params" || name == "tags") {
+      bool& seen = name == "params" ? params : tags;
+      if (seen || !EmptyList(v))
+        return std::nullopt;
+      seen = true;
+    } else {
+      return std::nullopt;
+    }
+  }
+  // Nothing may follow the object (the DOM parse rejects trailing text).
+  if (!run_id || doc.current_location().error() != simdjson::OUT_OF_BOUNDS)
+    return std::nullopt;
+  return out;
+}
+
+}  // namespace kervan::tracking::internal
