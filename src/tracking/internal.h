@@ -69,11 +69,21 @@ struct StoredPoint {
   int64_t timestamp = 0;
   double value = 0;  // NaN and +-Infinity as logged
 };
-// Metric points are stored in chunks (metric_chunks.cc, migration 0014):
-// one metric_chunks row per (run, key) per write, the points packed as
-// text. A PointChunk is one such row before it is written; callers encode
-// their own request's chunks (EncodeChunks), so the metric writer's thread,
-// which every write waits for, only binds and inserts them.
+// Metric points are stored as text (metric_chunks.cc):
+//  - metric_batches (migration 0015): one row per (run, write) holding every
+//    key's points, "key\tpoints\n" per key. Writes go here: one row at the
+//    end of one run's index range, however many keys the write has.
+//  - metric_chunks (migration 0014): one row per (run, key), "points" only.
+//    The metric writer compacts a run's batches into chunks once they hold
+//    kCompactAfterRows rows or kCompactAfterPoints points, so a history read
+//    scans a bounded amount of batch text; a log-batch that also carries
+//    params or tags writes chunks directly.
+// "points" is "step,timestamp,value;" per point, the value in its shortest
+// round-trip form or nan / inf / -inf.
+//
+// A PointChunk is one key's points of one write, encoded; callers encode
+// their own request (EncodeChunks, JoinChunks), so the metric writer's
+// thread, which every write waits for, only binds and inserts.
 struct PointChunk {
   int64_t run_pk = 0;
   std::string key;
@@ -84,31 +94,39 @@ struct PointChunk {
 // The points of the run `run_pk`, one chunk per key in order of first
 // appearance.
 std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoint>& points);
+// One write's metric_batches text: "key\ttext\n" per chunk.
+std::string JoinChunks(const std::vector<PointChunk>& chunks);
+// Calls fn(key, points) for each section of a metric_batches text; Internal
+// when the text is malformed, or what fn returns.
+Status ForEachSection(std::string_view text,
+                      const std::function<Status(std::string_view, std::string_view)>& fn);
+struct BatchRow {
+  int64_t run_pk = 0;
+  int64_t n = 0;                      // points in *text
+  const std::string* text = nullptr;  // JoinChunks
+};
+// Inserts one metric_batches row each (multi-row INSERTs).
+Status InsertBatches(store::Connection& conn, const std::vector<BatchRow>& rows);
 // Inserts one metric_chunks row per chunk (multi-row INSERTs).
 Status InsertChunks(store::Connection& conn, const std::vector<const PointChunk*>& chunks);
 // Raises latest_metrics to the latest point of `chunks` per (run, key),
 // MLflow's order: the greatest (step, timestamp, value), NaN below every
 // number.
 Status UpdateLatest(store::Connection& conn, const std::vector<const PointChunk*>& chunks);
-// Chunks of fewer points than this are "small": a run logged one
-// log-metric at a time writes one per point. Merging rewrites every point
-// once more, so it is kept for chunks whose per-row cost dominates a read:
-// 100,000 points read as 1-point rows took 76 ms, as 10-point rows 9.3 ms,
-// 64-point 4.5 ms, 1000-point 1.9 ms (sqlite3 from Python, 2026-11-28),
-// while merging 10-point chunks took a third of the writer thread's time
-// at full log-batch load.
-inline constexpr int64_t kSmallChunkPoints = 8;
-// Replaces the small chunks of (run_pk, key) by one chunk of their points
-// (in the caller's transaction); returns how many were merged. Safe when
-// several servers' writers merge the same key at once (PostgreSQL): each
-// merges only the chunks its own DELETE removed. History order does not
-// depend on chunk order, so nothing else changes.
-Result<int64_t> MergeSmallChunks(store::Connection& conn, int64_t run_pk, const std::string& key);
+// When the metric writer compacts a run's batches (either bound).
+inline constexpr int64_t kCompactAfterRows = 256;
+inline constexpr int64_t kCompactAfterPoints = 65536;
+// Moves every metric_batches row of `run_pk` into metric_chunks, one chunk
+// per key (in the caller's transaction); returns the batch rows moved. Safe
+// when several servers' writers compact one run at once (PostgreSQL): each
+// moves only the rows its own DELETE removed.
+Result<int64_t> CompactRun(store::Connection& conn, int64_t run_pk);
 // Appends the points of one chunk's text to `out`; Internal when malformed.
 Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out);
 // Every point of (run_pk, key) in history order: step, timestamp, value
 // (NaN after 0, as the metric_points index ordered it). Reads metric_points
-// (points logged before migration 0014) and metric_chunks.
+// (points logged before migration 0014), then metric_chunks and
+// metric_batches in one statement (one snapshot, whatever compacts).
 Status ReadHistory(store::Connection& conn, int64_t run_pk, const std::string& key,
                    std::vector<StoredPoint>& out);
 // JSON text written straight into `out` (run_json.cc; strings with

@@ -1,5 +1,6 @@
-// Metric points stored in chunks (table metric_chunks, migration 0014): one
-// row per (run, key) per write, the points packed as text. See internal.h.
+// Metric points stored as text: per-key chunks (metric_chunks, migration
+// 0014) and per-write batches (metric_batches, migration 0015), compacted
+// into chunks. See internal.h.
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -206,43 +207,77 @@ Status UpdateLatest(Connection& conn, const std::vector<const PointChunk*>& chun
       });
 }
 
-Result<int64_t> MergeSmallChunks(Connection& conn, int64_t run_pk, const std::string& key) {
-  std::vector<Value> ids;
-  RETURN_IF_ERROR(conn.QueryEach(
-      "SELECT id FROM metric_chunks WHERE run_pk = ? AND key = ? AND n < ? ORDER BY id",
-      {run_pk, key, kSmallChunkPoints}, [&](const store::Row& r) -> Status {
-        ids.emplace_back(r.Int(0));
-        return core::Ok();
-      }));
-  if (ids.size() < 2)
-    return int64_t{0};
-  // The merged chunk holds exactly the rows this transaction deleted: on
-  // PostgreSQL another server's writer may merge the same chunks at the
-  // same time, and its DELETE, waiting on our row locks, then returns
-  // nothing, so no point is written twice.
-  int64_t merged = 0, n = 0;
-  std::string text;
-  constexpr size_t kIdsPerDelete = 256;
-  for (size_t i = 0; i < ids.size(); i += kIdsPerDelete) {
-    std::vector<Value> part(
-        ids.begin() + static_cast<std::ptrdiff_t>(i),
-        ids.begin() + static_cast<std::ptrdiff_t>(std::min(i + kIdsPerDelete, ids.size())));
-    RETURN_IF_ERROR(
-        conn.QueryEach(fmt::format("DELETE FROM metric_chunks WHERE id IN ({}) RETURNING n, points",
-                                   Placeholders(part.size())),
-                       part, [&](const store::Row& r) -> Status {
-                         ++merged;
-                         n += r.Int(0);
-                         text += r.Text(1);  // the text format concatenates
-                         return core::Ok();
-                       }));
+std::string JoinChunks(const std::vector<PointChunk>& chunks) {
+  size_t size = 0;
+  for (const PointChunk& c : chunks)
+    size += c.key.size() + c.text.size() + 2;
+  std::string out;
+  out.reserve(size);
+  for (const PointChunk& c : chunks) {
+    out += c.key;
+    out += '\t';
+    out += c.text;
+    out += '\n';
   }
-  if (merged == 0)
-    return int64_t{0};
-  RETURN_IF_ERROR(
-      conn.Exec("INSERT INTO metric_chunks (run_pk, key, n, points) VALUES (?, ?, ?, ?)",
-                {run_pk, key, n, std::move(text)}));
-  return merged;
+  return out;
+}
+
+Status ForEachSection(std::string_view text,
+                      const std::function<Status(std::string_view, std::string_view)>& fn) {
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t tab = text.find('\t', at);
+    const size_t end = tab == std::string_view::npos ? tab : text.find('\n', tab);
+    if (end == std::string_view::npos || tab == at)
+      return Corrupt(text, at);
+    RETURN_IF_ERROR(fn(text.substr(at, tab - at), text.substr(tab + 1, end - tab - 1)));
+    at = end + 1;
+  }
+  return core::Ok();
+}
+
+Status InsertBatches(Connection& conn, const std::vector<BatchRow>& rows) {
+  return ExecMultiRow(conn, rows.size(), 3, kMaxChunkRows,
+                      "INSERT INTO metric_batches (run_pk, n, points) VALUES ", "",
+                      [&rows](std::vector<Value>& params, size_t i) {
+                        params.emplace_back(rows[i].run_pk);
+                        params.emplace_back(rows[i].n);
+                        params.emplace_back(*rows[i].text);
+                      });
+}
+
+Result<int64_t> CompactRun(Connection& conn, int64_t run_pk) {
+  // The chunks hold exactly the rows this transaction deleted: on
+  // PostgreSQL another server's writer may compact the same run at the
+  // same time, and its DELETE, waiting on our row locks, then returns
+  // nothing of ours, so no point is written twice.
+  std::vector<PointChunk> chunks;
+  std::unordered_map<std::string, size_t> index;
+  int64_t rows = 0;
+  auto add = [&](std::string_view text) {
+    return ForEachSection(text, [&](std::string_view key, std::string_view points) -> Status {
+      auto [it, added] = index.try_emplace(std::string(key), chunks.size());
+      if (added)
+        chunks.push_back({.run_pk = run_pk, .key = std::string(key)});
+      PointChunk& c = chunks[it->second];
+      c.n += std::count(points.begin(), points.end(), ';');
+      c.text += points;  // the text format concatenates
+      return core::Ok();
+    });
+  };
+  RETURN_IF_ERROR(conn.QueryEach("DELETE FROM metric_batches WHERE run_pk = ? RETURNING points",
+                                 {run_pk}, [&](const store::Row& r) -> Status {
+                                   ++rows;
+                                   if (const auto* text = std::get_if<std::string>(&r.cols.at(0)))
+                                     return add(*text);
+                                   return add(r.Text(0));
+                                 }));
+  std::vector<const PointChunk*> pointers;
+  pointers.reserve(chunks.size());
+  for (const PointChunk& c : chunks)
+    pointers.push_back(&c);
+  RETURN_IF_ERROR(InsertChunks(conn, pointers));
+  return rows;
 }
 
 Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,
@@ -258,12 +293,24 @@ Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,
                        .value = r.Int(1) ? std::numeric_limits<double>::quiet_NaN() : r.Real(0)});
         return core::Ok();
       }));
+  // Chunks and batches in ONE statement, so one snapshot: a compaction
+  // committing between two reads would show its points twice or not at all.
+  auto add = [&](bool batch, std::string_view text) -> Status {
+    if (!batch)
+      return DecodePoints(text, out);
+    return ForEachSection(text, [&](std::string_view k, std::string_view points) {
+      return k == key ? DecodePoints(points, out) : core::Ok();
+    });
+  };
   RETURN_IF_ERROR(
-      conn.QueryEach("SELECT points FROM metric_chunks WHERE run_pk = ? AND key = ? ORDER BY id",
-                     {run_pk, key}, [&](const store::Row& r) -> Status {
-                       if (const auto* text = std::get_if<std::string>(&r.cols.at(0)))
-                         return DecodePoints(*text, out);  // without copying the text
-                       return DecodePoints(r.Text(0), out);
+      conn.QueryEach("SELECT 0 AS src, id, points FROM metric_chunks WHERE run_pk = ? AND key = ? "
+                     "UNION ALL SELECT 1 AS src, id, points FROM metric_batches WHERE run_pk = ? "
+                     "ORDER BY src, id",
+                     {run_pk, key, run_pk}, [&](const store::Row& r) -> Status {
+                       const bool batch = r.Int(0) == 1;
+                       if (const auto* text = std::get_if<std::string>(&r.cols.at(2)))
+                         return add(batch, *text);  // without copying the text
+                       return add(batch, r.Text(2));
                      }));
   // Training loops log in step order, so the check usually saves the sort.
   if (!std::is_sorted(out.begin(), out.end(), HistoryBefore))

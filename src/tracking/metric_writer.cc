@@ -32,6 +32,7 @@ Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
   Pending p{.run_pk = run_pk, .run_id = &run_id, .chunks = &chunks};
   for (const PointChunk& c : chunks)
     p.points += static_cast<size_t>(c.n);
+  p.batch = JoinChunks(chunks);  // on the caller's thread, not the writer's
   std::unique_lock lk(mu_);
   queue_.push_back(&p);
   queued_cv_.notify_one();
@@ -94,6 +95,7 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   }
   Connection& conn = *conn_;
   auto fail = [&](core::Error e) -> Status {
+    uncompacted_.clear();  // may count rows rolled back: count again from the table
     if (conn.InTransaction() && !conn.Rollback())
       conn_.reset();
     if (e.code == core::ErrorCode::kUnavailable)
@@ -130,6 +132,7 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   }
 
   std::vector<const PointChunk*> chunks;
+  std::vector<BatchRow> rows;
   std::vector<Status> results(group.size(), core::Ok());
   for (size_t i = 0; i < group.size(); ++i) {
     const Pending* p = group[i];
@@ -142,47 +145,67 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
       results[i] = RunNotActive(*p->run_id, it->second);
       continue;
     }
+    if (p->chunks->empty())
+      continue;
+    rows.push_back({.run_pk = p->run_pk, .n = static_cast<int64_t>(p->points), .text = &p->batch});
     for (const PointChunk& c : *p->chunks)
       chunks.push_back(&c);
   }
-  uint64_t merges = 0;
-  if (!chunks.empty()) {
-    if (Status s = InsertChunks(conn, chunks); !s)
+  uint64_t compactions = 0;
+  if (!rows.empty()) {
+    if (Status s = InsertBatches(conn, rows); !s)
       return fail(s.error());
     if (Status s = UpdateLatest(conn, chunks); !s)
       return fail(s.error());
-    auto merged = MergeWhereSmallChunksPiledUp(conn, chunks);
-    if (!merged)
-      return fail(merged.error());
-    merges = *merged;
+    auto compacted = CompactWhereDue(conn, rows);
+    if (!compacted)
+      return fail(compacted.error());
+    compactions = *compacted;
   }
   if (Status s = conn.Commit(); !s)
     return fail(s.error());
-  if (merges > 0) {
+  if (compactions > 0) {
     std::lock_guard lk(mu_);
-    stats_.chunk_merges += merges;
+    stats_.compactions += compactions;
   }
   for (size_t i = 0; i < group.size(); ++i)
     group[i]->result = std::move(results[i]);
   return core::Ok();
 }
 
-Result<uint64_t> MetricWriter::MergeWhereSmallChunksPiledUp(
-    Connection& conn, const std::vector<const PointChunk*>& chunks) {
-  if (small_chunks_.size() > kMaxTrackedKeys)
-    small_chunks_.clear();  // forget finished runs' counts; merging just starts later
-  uint64_t merges = 0;
-  for (const PointChunk* c : chunks) {
-    if (c->n >= kSmallChunkPoints)
-      continue;
-    auto it = small_chunks_.try_emplace({c->run_pk, c->key}, 0).first;
-    if (++it->second < kMergeAfterSmallChunks)
-      continue;
-    small_chunks_.erase(it);
-    ASSIGN_OR_RETURN(int64_t merged, MergeSmallChunks(conn, c->run_pk, c->key));
-    merges += merged > 0;
+Result<uint64_t> MetricWriter::CompactWhereDue(Connection& conn,
+                                               const std::vector<BatchRow>& rows) {
+  if (uncompacted_.size() > kMaxTrackedRuns)
+    uncompacted_.clear();  // finished runs; the others are counted again
+  std::map<int64_t, Uncompacted> added;
+  for (const BatchRow& r : rows) {
+    ++added[r.run_pk].rows;
+    added[r.run_pk].points += r.n;
   }
-  return merges;
+  uint64_t compactions = 0;
+  for (const auto& [run_pk, more] : added) {
+    auto [it, first] = uncompacted_.try_emplace(run_pk);
+    Uncompacted& u = it->second;
+    if (first) {
+      // Counted from the table, which holds this group's rows already.
+      RETURN_IF_ERROR(
+          conn.QueryEach("SELECT count(*), CAST(coalesce(sum(n), 0) AS BIGINT) FROM metric_batches "
+                         "WHERE run_pk = ?",
+                         {run_pk}, [&u](const store::Row& r) -> Status {
+                           u = {.rows = r.Int(0), .points = r.Int(1)};
+                           return core::Ok();
+                         }));
+    } else {
+      u.rows += more.rows;
+      u.points += more.points;
+    }
+    if (u.rows < kCompactAfterRows && u.points < kCompactAfterPoints)
+      continue;
+    ASSIGN_OR_RETURN(int64_t moved, CompactRun(conn, run_pk));
+    compactions += moved > 0;
+    u = {};
+  }
+  return compactions;
 }
 
 }  // namespace kervan::tracking::internal

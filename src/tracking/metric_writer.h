@@ -3,9 +3,10 @@
 // Metric points are telemetry (DESIGN.md, principle 2), so they do not go
 // through the event log's command path. Requests from concurrent callers
 // queue here; one thread takes everything queued, writes it in ONE
-// transaction on its own connection (multi-row INSERTs into metric_chunks,
-// a multi-row upsert into latest_metrics) and commits, then wakes the
-// callers. A caller returns only after its points are durable.
+// transaction on its own connection (one metric_batches row per request, a
+// multi-row upsert into latest_metrics, and the compaction of runs whose
+// batches are due) and commits, then wakes the callers. A caller returns
+// only after its points are durable.
 #pragma once
 
 #include <condition_variable>
@@ -44,10 +45,10 @@ class MetricWriter {
   Status Write(int64_t run_pk, const std::string& run_id, const std::vector<PointChunk>& chunks);
 
   struct Stats {
-    uint64_t commits = 0;       // transactions committed
-    uint64_t requests = 0;      // requests answered OK
-    uint64_t points = 0;        // points committed
-    uint64_t chunk_merges = 0;  // (run, key)s whose small chunks were merged
+    uint64_t commits = 0;      // transactions committed
+    uint64_t requests = 0;     // requests answered OK
+    uint64_t points = 0;       // points committed
+    uint64_t compactions = 0;  // runs whose batches were compacted into chunks
   };
   Stats stats() const;
 
@@ -57,6 +58,7 @@ class MetricWriter {
     const std::string* run_id;
     const std::vector<PointChunk>* chunks;
     size_t points = 0;  // in chunks
+    std::string batch;  // JoinChunks(*chunks), made by the caller
     Status result = core::Ok();
     bool done = false;
   };
@@ -66,23 +68,24 @@ class MetricWriter {
   // not-active run fails only its own requests). Returns non-OK when the
   // transaction itself failed (nothing written).
   Status WriteGroup(std::vector<Pending*>& group);
-  // Counts the small chunks this group wrote per (run, key); where a
-  // (run, key) has had kMergeAfterSmallChunks since its last merge, merges
-  // them (MergeSmallChunks) in the group's transaction. A training loop
-  // that calls log-metric once per step otherwise leaves one chunk per
-  // point, and its history reads a row per point. Returns the merges made.
-  Result<uint64_t> MergeWhereSmallChunksPiledUp(store::Connection& conn,
-                                                const std::vector<const PointChunk*>& chunks);
+  // Adds the group's batch rows to each run's count and compacts the runs
+  // that reach kCompactAfterRows or kCompactAfterPoints (CompactRun), in the
+  // group's transaction. Returns the compactions made.
+  Result<uint64_t> CompactWhereDue(store::Connection& conn, const std::vector<BatchRow>& rows);
 
-  static constexpr int kMergeAfterSmallChunks = 256;
-  static constexpr size_t kMaxTrackedKeys = 100000;
+  static constexpr size_t kMaxTrackedRuns = 100000;
 
   store::Database& db_;
   const size_t max_group_points_;
   std::unique_ptr<store::Connection> conn_;  // the writer thread's only
-  // (run_pk, key) -> small chunks written since the last merge. The writer
-  // thread's only; lost on restart, which only delays a merge.
-  std::map<std::pair<int64_t, std::string>, int> small_chunks_;
+  // run_pk -> batch rows and points not yet compacted. The writer thread's
+  // only; a run not in it is counted from the table on its first write (so
+  // a restart does not postpone compaction).
+  struct Uncompacted {
+    int64_t rows = 0;
+    int64_t points = 0;
+  };
+  std::map<int64_t, Uncompacted> uncompacted_;
 
   mutable std::mutex mu_;
   std::condition_variable queued_cv_;  // the writer waits for work

@@ -5,6 +5,7 @@
 // nothing, while the rest of its group commits.
 #include "tracking/metric_writer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -40,25 +41,50 @@ class MetricWriterTest : public BackendTest {
     }
   }
 
-  // Points stored, decoded from every chunk that matches `where` (on
-  // metric_chunks' columns), and with `step` if given.
-  int64_t Count(const std::string& where = "1 = 1", std::optional<int64_t> step = {}) {
+  // Points stored in metric_chunks and metric_batches (any run), of `key`
+  // (every key if empty) and with `step` if given, decoded from the rows;
+  // each row's n must match its text.
+  int64_t Count(const std::string& key = "", std::optional<int64_t> step = {}) {
     auto conn = db_->Acquire();
     EXPECT_TRUE(conn);
-    auto rows = (*conn)->Query("SELECT n, points FROM metric_chunks WHERE " + where);
-    EXPECT_TRUE(rows) << rows.error().ToString();
-    if (!rows)
-      return -1;
     int64_t count = 0;
-    for (const store::Row& r : *rows) {
+    auto add = [&](std::string_view k, std::string_view text) -> Status {
       std::vector<StoredPoint> points;
-      Status decoded = DecodePoints(r.Text(1), points);
-      EXPECT_TRUE(decoded) << decoded.error().ToString();
-      EXPECT_EQ(static_cast<int64_t>(points.size()), r.Int(0));
+      RETURN_IF_ERROR(DecodePoints(text, points));
       for (const StoredPoint& p : points)
-        count += !step || p.step == *step;
+        count += (key.empty() || k == key) && (!step || p.step == *step);
+      return core::Ok();
+    };
+    auto chunks = (*conn)->Query("SELECT key, n, points FROM metric_chunks");
+    EXPECT_TRUE(chunks) << chunks.error().ToString();
+    for (const store::Row& r : chunks ? *chunks : std::vector<store::Row>{}) {
+      std::vector<StoredPoint> all;
+      EXPECT_TRUE(DecodePoints(r.Text(2), all));
+      EXPECT_EQ(static_cast<int64_t>(all.size()), r.Int(1));
+      EXPECT_TRUE(add(r.Text(0), r.Text(2)));
+    }
+    auto batches = (*conn)->Query("SELECT n, points FROM metric_batches");
+    EXPECT_TRUE(batches) << batches.error().ToString();
+    for (const store::Row& r : batches ? *batches : std::vector<store::Row>{}) {
+      int64_t n = 0;
+      Status s = ForEachSection(r.Text(1), [&](std::string_view k, std::string_view text) {
+        n += std::count(text.begin(), text.end(), ';');
+        return add(k, text);
+      });
+      EXPECT_TRUE(s) << s.error().ToString();
+      EXPECT_EQ(n, r.Int(0));
     }
     return count;
+  }
+
+  // (batch rows, chunk rows) of run 1.
+  std::pair<int64_t, int64_t> Rows() {
+    auto conn = db_->Acquire();
+    EXPECT_TRUE(conn);
+    auto b = (*conn)->Query("SELECT count(*) FROM metric_batches WHERE run_pk = 1");
+    auto c = (*conn)->Query("SELECT count(*) FROM metric_chunks WHERE run_pk = 1");
+    EXPECT_TRUE(b && c);
+    return {b ? (*b)[0].Int(0) : -1, c ? (*c)[0].Int(0) : -1};
   }
 };
 
@@ -79,7 +105,7 @@ TEST_P(MetricWriterTest, ConcurrentWritesLandAndAreVisibleWhenAcknowledged) {
           continue;
         }
         // Acknowledged means committed: another connection sees it now.
-        if (Count("1 = 1", step) != 2)
+        if (Count("", step) != 2)
           ++failures;
       }
     });
@@ -105,10 +131,11 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
     ASSERT_TRUE(conn);
     auto r = GetParam() == store::Dialect::kSqlite
                  ? (*conn)->Exec(
-                       "CREATE TRIGGER poison BEFORE INSERT ON metric_chunks WHEN NEW.key = "
-                       "'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END")
+                       "CREATE TRIGGER poison BEFORE INSERT ON metric_batches WHEN NEW.points LIKE "
+                       "'%poison%' BEGIN SELECT RAISE(ABORT, 'poison'); END")
                  : (*conn)->Exec(
-                       "ALTER TABLE metric_chunks ADD CONSTRAINT poison CHECK (key <> 'poison')");
+                       "ALTER TABLE metric_batches ADD CONSTRAINT poison CHECK (points NOT LIKE "
+                       "'%poison%')");
     ASSERT_TRUE(r) << r.error().ToString();
   }
   MetricWriter writer(*db_);
@@ -142,13 +169,13 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
   ASSERT_FALSE(cases[3].result);
   EXPECT_EQ(cases[3].result.error().code, core::ErrorCode::kNotFound);
   EXPECT_TRUE(cases[4].result);
-  EXPECT_EQ(Count("key = 'good'"), 2);
-  EXPECT_EQ(Count("key = 'good2'"), 2);
+  EXPECT_EQ(Count("good"), 2);
+  EXPECT_EQ(Count("good2"), 2);
   EXPECT_EQ(Count(), 4);  // nothing from the failed requests
   // The writer keeps working after a failed transaction.
   std::vector<MetricPoint> after{{.key = "after", .value = 1, .timestamp = 1, .step = 0}};
   EXPECT_TRUE(writer.Write(1, "run1", EncodeChunks(1, after)));
-  EXPECT_EQ(Count("key = 'after'"), 1);
+  EXPECT_EQ(Count("after"), 1);
 }
 
 // Every value a metric may hold survives the chunk text exactly, and
@@ -181,8 +208,8 @@ TEST_P(MetricWriterTest, ChunksKeepEveryValueAndHistoryOrder) {
   ASSERT_TRUE(
       (*conn)->Exec("INSERT INTO metric_points (run_pk, key, value, is_nan, ts, step) "
                     "VALUES (1, 'm', 2.5, 0, 4, 3)"));
-  EXPECT_EQ(Count("key = 'm'"), 7);
-  EXPECT_EQ(Count("key = 'other'"), 1);
+  EXPECT_EQ(Count("m"), 7);
+  EXPECT_EQ(Count("other"), 1);
 
   std::vector<StoredPoint> h;
   ASSERT_TRUE(ReadHistory(**conn, 1, "m", h));
@@ -213,38 +240,82 @@ TEST_P(MetricWriterTest, ChunksKeepEveryValueAndHistoryOrder) {
   EXPECT_TRUE(none.empty());
 }
 
-// A training loop that logs one point per request leaves one small chunk
-// per point; every kMergeAfterSmallChunks of them are merged into one.
-TEST_P(MetricWriterTest, SmallChunksOfOneKeyAreMerged) {
+// A training loop that logs one point per request writes one batch row per
+// request; every kCompactAfterRows of them become one chunk per key.
+TEST_P(MetricWriterTest, BatchesAreCompactedIntoOneChunkPerKey) {
   MetricWriter writer(*db_);
   constexpr int kWrites = 300;
   for (int i = 0; i < kWrites; ++i) {
-    std::vector<MetricPoint> one{{.key = "loop", .value = i * 0.5, .timestamp = 1, .step = i}};
+    std::vector<MetricPoint> one{
+        {.key = i % 2 ? "b" : "a", .value = i * 0.5, .timestamp = 1, .step = i}};
     ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, one)));
   }
-  // Sequential writes: each is its own group, so each writes one chunk.
-  EXPECT_EQ(writer.stats().chunk_merges, 1u);
+  // Sequential writes: each is its own group, so each writes one row.
+  EXPECT_EQ(writer.stats().compactions, 1u);
+  EXPECT_EQ(Rows(), std::make_pair(int64_t{kWrites - kCompactAfterRows}, int64_t{2}));
+  EXPECT_EQ(Count("a"), kWrites / 2);
+  EXPECT_EQ(Count("b"), kWrites / 2);
   auto conn = db_->Acquire();
   ASSERT_TRUE(conn);
-  auto rows = (*conn)->Query(
-      "SELECT n FROM metric_chunks WHERE run_pk = 1 AND key = 'loop' ORDER BY n DESC");
-  ASSERT_TRUE(rows);
-  ASSERT_EQ(rows->size(), 1u + (kWrites - 256));  // the merged chunk and the rest
-  EXPECT_EQ((*rows)[0].Int(0), 256);
-  EXPECT_EQ(Count("key = 'loop'"), kWrites);
-  std::vector<StoredPoint> h;
-  ASSERT_TRUE(ReadHistory(**conn, 1, "loop", h));
-  ASSERT_EQ(h.size(), static_cast<size_t>(kWrites));
-  for (int i = 0; i < kWrites; ++i) {
-    EXPECT_EQ(h[i].step, i);
-    EXPECT_EQ(h[i].value, i * 0.5);
+  auto n = (*conn)->Query("SELECT n FROM metric_chunks WHERE run_pk = 1 AND key = 'a'");
+  ASSERT_TRUE(n && n->size() == 1u);
+  EXPECT_EQ((*n)[0].Int(0), kCompactAfterRows / 2);
+  for (const char* key : {"a", "b"}) {
+    std::vector<StoredPoint> h;
+    ASSERT_TRUE(ReadHistory(**conn, 1, key, h));
+    ASSERT_EQ(h.size(), static_cast<size_t>(kWrites / 2)) << key;
+    for (size_t j = 0; j < h.size(); ++j) {
+      const int i = static_cast<int>(2 * j) + (key[0] == 'b');
+      EXPECT_EQ(h[j].step, i) << key;
+      EXPECT_EQ(h[j].value, i * 0.5) << key;
+    }
   }
 }
 
-// Two servers' writers merging the same key at once (PostgreSQL: both see
-// the small chunks): the one that waits merges nothing, and no point is
-// stored twice. On SQLite the second transaction waits for the first.
-TEST_P(MetricWriterTest, ConcurrentMergesOfOneKeyStoreEachPointOnce) {
+// Large writes reach kCompactAfterPoints first.
+TEST_P(MetricWriterTest, BatchesAreCompactedByPointsToo) {
+  MetricWriter writer(*db_);
+  const int writes = static_cast<int>(kCompactAfterPoints / 1000) + 1;
+  for (int w = 0; w < writes; ++w) {
+    std::vector<MetricPoint> points;
+    for (int step = 0; step < 10; ++step) {
+      for (int k = 0; k < 100; ++k)
+        points.push_back(
+            {.key = "m" + std::to_string(k), .value = 1, .timestamp = 1, .step = w * 10 + step});
+    }
+    ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, points)));
+  }
+  EXPECT_EQ(writer.stats().compactions, 1u);
+  EXPECT_EQ(Rows(), std::make_pair(int64_t{0}, int64_t{100}));
+  EXPECT_EQ(Count(), writes * 1000);
+  EXPECT_EQ(Count("m7"), writes * 10);
+}
+
+// A new writer (a restarted server) counts the run's rows from the table,
+// so a restart does not postpone compaction.
+TEST_P(MetricWriterTest, ARestartedWriterCountsTheRowsAlreadyThere) {
+  auto write = [](MetricWriter& writer, int step) {
+    std::vector<MetricPoint> one{{.key = "k", .value = 1, .timestamp = 1, .step = step}};
+    return writer.Write(1, "run1", EncodeChunks(1, one));
+  };
+  {
+    MetricWriter before(*db_);
+    for (int i = 0; i < 200; ++i)
+      ASSERT_TRUE(write(before, i));
+    EXPECT_EQ(before.stats().compactions, 0u);
+  }
+  MetricWriter after(*db_);
+  for (int i = 200; i < kCompactAfterRows; ++i)
+    ASSERT_TRUE(write(after, i));
+  EXPECT_EQ(after.stats().compactions, 1u);
+  EXPECT_EQ(Rows(), std::make_pair(int64_t{0}, int64_t{1}));
+  EXPECT_EQ(Count("k"), kCompactAfterRows);
+}
+
+// Two servers' writers compacting one run at once (PostgreSQL: both see the
+// rows): the one that waits moves nothing, and no point is stored twice. On
+// SQLite the second transaction waits for the first.
+TEST_P(MetricWriterTest, ConcurrentCompactionsOfOneRunStoreEachPointOnce) {
   {
     MetricWriter writer(*db_);
     for (int i = 0; i < 10; ++i) {
@@ -256,35 +327,79 @@ TEST_P(MetricWriterTest, ConcurrentMergesOfOneKeyStoreEachPointOnce) {
   auto b = db_->OpenDedicated();
   ASSERT_TRUE(a && b);
   ASSERT_TRUE((*a)->Begin());
-  auto merged_a = MergeSmallChunks(**a, 1, "k");
-  ASSERT_TRUE(merged_a) << merged_a.error().ToString();
-  EXPECT_EQ(*merged_a, 10);
-  Result<int64_t> merged_b = int64_t{-1};
+  auto moved_a = CompactRun(**a, 1);
+  ASSERT_TRUE(moved_a) << moved_a.error().ToString();
+  EXPECT_EQ(*moved_a, 10);
+  Result<int64_t> moved_b = int64_t{-1};
   std::thread other([&] {
     // Blocks on a's locks (PostgreSQL: the DELETE; SQLite: BEGIN IMMEDIATE).
     if (Status s = (*b)->Begin(); !s) {
-      merged_b = s.error();
+      moved_b = s.error();
       return;
     }
-    merged_b = MergeSmallChunks(**b, 1, "k");
-    if (merged_b) {
+    moved_b = CompactRun(**b, 1);
+    if (moved_b) {
       EXPECT_TRUE((*b)->Commit());
     }
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ASSERT_TRUE((*a)->Commit());
   other.join();
-  ASSERT_TRUE(merged_b) << merged_b.error().ToString();
-  EXPECT_EQ(*merged_b, 0);
-  EXPECT_EQ(Count("key = 'k'"), 10);
-  auto conn = db_->Acquire();
-  auto rows = (*conn)->Query("SELECT n FROM metric_chunks WHERE run_pk = 1 AND key = 'k'");
-  ASSERT_TRUE(rows);
-  ASSERT_EQ(rows->size(), 1u);
-  EXPECT_EQ((*rows)[0].Int(0), 10);
+  ASSERT_TRUE(moved_b) << moved_b.error().ToString();
+  EXPECT_EQ(*moved_b, 0);
+  EXPECT_EQ(Count("k"), 10);
+  EXPECT_EQ(Rows(), std::make_pair(int64_t{0}, int64_t{1}));
+}
+
+// A history read while the writer compacts sees every point exactly once
+// (chunks and batches are read in one statement).
+TEST_P(MetricWriterTest, HistoryReadsDuringCompactionSeeEachPointOnce) {
+  MetricWriter writer(*db_);
+  constexpr int kWrites = 2 * kCompactAfterRows + 50;
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0}, bad{0};
+  std::thread reader([&] {
+    auto conn = db_->OpenDedicated();
+    ASSERT_TRUE(conn);
+    size_t seen = 0;
+    while (!done.load()) {
+      std::vector<StoredPoint> h;
+      if (!ReadHistory(**conn, 1, "h", h)) {
+        ++bad;
+        continue;
+      }
+      ++reads;
+      bool ok = h.size() >= seen;
+      for (size_t i = 0; i < h.size(); ++i)
+        ok = ok && h[i].step == static_cast<int64_t>(i);
+      seen = h.size();
+      bad += !ok;
+    }
+  });
+  for (int i = 0; i < kWrites; ++i) {
+    std::vector<MetricPoint> one{{.key = "h", .value = 1, .timestamp = 1, .step = i}};
+    ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, one)));
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(writer.stats().compactions, 2u);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(Count("h"), kWrites);
 }
 
 TEST(MetricChunks, MalformedTextIsAnErrorNotAGuess) {
+  for (std::string_view bad : {"k", "k\t1,2,3;", "\t1,2,3;\n", "k1,2,3;\n"}) {
+    Status s = ForEachSection(bad, [](std::string_view, std::string_view) { return core::Ok(); });
+    ASSERT_FALSE(s) << bad;
+    EXPECT_EQ(s.error().code, core::ErrorCode::kInternal) << bad;
+  }
+  std::vector<std::string> keys;
+  ASSERT_TRUE(ForEachSection("a\t1,2,3;\nb c\t\n", [&](std::string_view k, std::string_view) {
+    keys.emplace_back(k);
+    return core::Ok();
+  }));
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "b c"}));
   std::vector<StoredPoint> out;
   EXPECT_TRUE(DecodePoints("", out));
   EXPECT_TRUE(DecodePoints("1,2,0.5;3,4,nan;", out));
