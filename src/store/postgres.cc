@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -449,6 +450,7 @@ class PostgresConnection final : public Connection {
   }
 
   Status Reconnect() {
+    prepared_.clear();  // a new session has none of them
     PQreset(conn_);
     if (PQstatus(conn_) != CONNECTION_OK) {
       return core::Unavailable("postgres: cannot reconnect to " + Target(conn_) + ": " +
@@ -526,8 +528,32 @@ class PostgresConnection final : public Connection {
     // it does for a quoted literal, so an int64 can fill a boolean or text
     // column just as in SQLite. Where nothing gives a type (SELECT ?), the
     // value comes back as text; write CAST(? AS BIGINT) there.
-    return Check(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), nullptr,
-                              values.data(), nullptr, nullptr, 0));
+    if (params.empty()) {
+      return Check(PQexecParams(conn_, text.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
+    }
+    ASSIGN_OR_RETURN(const std::string* name, Prepared(text, params.size()));
+    return Check(PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()),
+                                values.data(), nullptr, nullptr, 0));
+  }
+
+  // The name of `text` prepared in this session (prepared now if new).
+  // Statements with parameters are parsed and analyzed once per connection
+  // instead of on every call, and PostgreSQL may settle on a generic plan
+  // after five executions (plan_cache_mode): the metric writer's statements
+  // spent more of the server's CPU in parse, analysis and planning than in
+  // execution. At kMaxPrepared statements the session's are dropped
+  // (DEALLOCATE ALL) and preparing starts over.
+  Result<const std::string*> Prepared(const std::string& text, size_t params) {
+    if (auto it = prepared_.find(text); it != prepared_.end())
+      return &it->second;
+    if (prepared_.size() >= kMaxPrepared) {
+      ASSIGN_OR_RETURN(ResultPtr res, Check(PQexec(conn_, "DEALLOCATE ALL")));
+      prepared_.clear();
+    }
+    std::string name = "kervan_" + std::to_string(next_prepared_++);
+    ASSIGN_OR_RETURN(ResultPtr res, Check(PQprepare(conn_, name.c_str(), text.c_str(),
+                                                    static_cast<int>(params), nullptr)));
+    return &prepared_.emplace(text, std::move(name)).first->second;
   }
 
   // Takes ownership of `raw` and turns a failed result into an Error.
@@ -601,6 +627,9 @@ class PostgresConnection final : public Connection {
   }
 
   PGconn* conn_;
+  static constexpr size_t kMaxPrepared = 256;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+  uint64_t next_prepared_ = 0;
   // Whether the session was inside a transaction block after the last
   // statement whose outcome is known.
   bool in_transaction_ = false;

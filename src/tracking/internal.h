@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -113,6 +114,16 @@ Status InsertChunks(store::Connection& conn, const std::vector<const PointChunk*
 // MLflow's order: the greatest (step, timestamp, value), NaN below every
 // number.
 Status UpdateLatest(store::Connection& conn, const std::vector<const PointChunk*>& chunks);
+// PostgreSQL only: inserts `rows` and raises latest_metrics from `chunks`
+// for the runs among them that are active, in ONE statement (its own
+// transaction: call it outside one), and returns the lifecycle stage of
+// every run `rows` name (a run absent from the map does not exist; rows of
+// no points name a run without storing anything). One
+// round trip where BEGIN, the lifecycle read, the two INSERTs and COMMIT
+// were five, each waited for by every request of the group.
+Result<std::map<int64_t, std::string>> StoreForActiveRuns(
+    store::Connection& conn, const std::vector<BatchRow>& rows,
+    const std::vector<const PointChunk*>& chunks);
 // When the metric writer compacts a run's batches (either bound).
 inline constexpr int64_t kCompactAfterRows = 256;
 inline constexpr int64_t kCompactAfterPoints = 65536;

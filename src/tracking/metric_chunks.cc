@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -76,6 +77,87 @@ bool HistoryBefore(const StoredPoint& a, const StoredPoint& b) {
   if (av != bv)
     return av < bv;
   return !an && bn;
+}
+
+// A stored row is replaced only by a later point; NaN compares lowest
+// through (1 - is_nan, value).
+constexpr std::string_view kLatestOnConflict =
+    " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
+    "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
+    "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
+    "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)";
+
+// The latest point of `chunks` per (run, key): a multi-row upsert may not
+// touch a row twice.
+std::vector<const PointChunk*> LatestPerRunKey(const std::vector<const PointChunk*>& chunks) {
+  struct RunKeyHash {
+    size_t operator()(const std::pair<int64_t, std::string_view>& k) const {
+      return std::hash<std::string_view>()(k.second) ^
+             (static_cast<size_t>(k.first) * 0x9e3779b97f4a7c15ULL);
+    }
+  };
+  std::unordered_map<std::pair<int64_t, std::string_view>, size_t, RunKeyHash> index;
+  std::vector<const PointChunk*> rows;
+  rows.reserve(chunks.size());
+  for (const PointChunk* c : chunks) {
+    auto [it, added] = index.try_emplace({c->run_pk, c->key}, rows.size());
+    if (added)
+      rows.push_back(c);
+    else if (Later(c->latest, rows[it->second]->latest))
+      rows[it->second] = c;
+  }
+  return rows;
+}
+
+// A PostgreSQL array literal's element, quoted.
+void AppendArrayText(std::string& out, std::string_view s) {
+  out += '"';
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\')
+      out += '\\';
+    out += ch;
+  }
+  out += '"';
+}
+
+// PostgreSQL: latest_metrics rows as six array parameters, for
+// "SELECT * FROM unnest(...)" (kLatestFromArrays): one statement for any
+// number of rows, where VALUES lists of up to 1536 parameters were parsed
+// and planned on every call.
+constexpr std::string_view kLatestFromArrays =
+    "SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS DOUBLE "
+    "PRECISION[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))";
+std::vector<Value> LatestArrays(const std::vector<const PointChunk*>& rows) {
+  std::string pks = "{", keys = "{", values = "{", nans = "{", tss = "{", steps = "{";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const PointChunk& c = *rows[i];
+    if (i > 0) {
+      for (std::string* a : {&pks, &keys, &values, &nans, &tss, &steps})
+        *a += ',';
+    }
+    AppendInt(pks, c.run_pk);
+    AppendArrayText(keys, c.key);
+    const double v = c.latest.value;
+    if (std::isnan(v)) {
+      values += '0';  // stored as 0 with is_nan 1
+    } else if (std::isinf(v)) {
+      values += v > 0 ? "Infinity" : "-Infinity";
+    } else {
+      char buf[32];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+      (void)ec;  // any double's shortest form fits in 32 characters
+      values.append(buf, end);
+    }
+    nans += std::isnan(v) ? '1' : '0';
+    AppendInt(tss, c.latest.timestamp);
+    AppendInt(steps, c.latest.step);
+  }
+  std::vector<Value> out;
+  for (std::string* a : {&pks, &keys, &values, &nans, &tss, &steps}) {
+    *a += '}';
+    out.emplace_back(std::move(*a));
+  }
+  return out;
 }
 
 }  // namespace
@@ -169,42 +251,69 @@ Status InsertChunks(Connection& conn, const std::vector<const PointChunk*>& chun
 }
 
 Status UpdateLatest(Connection& conn, const std::vector<const PointChunk*>& chunks) {
-  // One row per (run, key): a multi-row upsert may not touch a row twice.
-  struct RunKeyHash {
-    size_t operator()(const std::pair<int64_t, std::string_view>& k) const {
-      return std::hash<std::string_view>()(k.second) ^
-             (static_cast<size_t>(k.first) * 0x9e3779b97f4a7c15ULL);
-    }
-  };
-  std::unordered_map<std::pair<int64_t, std::string_view>, size_t, RunKeyHash> index;
-  std::vector<const PointChunk*> rows;
-  rows.reserve(chunks.size());
-  for (const PointChunk* c : chunks) {
-    auto [it, added] = index.try_emplace({c->run_pk, c->key}, rows.size());
-    if (added)
-      rows.push_back(c);
-    else if (Later(c->latest, rows[it->second]->latest))
-      rows[it->second] = c;
+  const std::vector<const PointChunk*> rows = LatestPerRunKey(chunks);
+  if (conn.dialect() == store::Dialect::kPostgres) {
+    RETURN_IF_ERROR(conn.Exec(fmt::format("INSERT INTO latest_metrics (run_pk, key, value, "
+                                          "is_nan, ts, step) {}{}",
+                                          kLatestFromArrays, kLatestOnConflict),
+                              LatestArrays(rows)));
+    return core::Ok();
   }
-  // A stored row is replaced only by a later point; NaN compares lowest
-  // through (1 - is_nan, value).
-  return ExecMultiRow(
-      conn, rows.size(), 6, kMaxUpsertRows,
-      "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ",
-      " ON CONFLICT (run_pk, key) DO UPDATE SET value = excluded.value, is_nan = "
-      "excluded.is_nan, ts = excluded.ts, step = excluded.step WHERE (excluded.step, "
-      "excluded.ts, 1 - excluded.is_nan, excluded.value) > (latest_metrics.step, "
-      "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)",
-      [&rows](std::vector<Value>& params, size_t i) {
-        const PointChunk& c = *rows[i];
-        const bool nan = std::isnan(c.latest.value);
-        params.emplace_back(c.run_pk);
-        params.emplace_back(c.key);
-        params.emplace_back(nan ? 0.0 : c.latest.value);
-        params.emplace_back(int64_t{nan});
-        params.emplace_back(c.latest.timestamp);
-        params.emplace_back(c.latest.step);
-      });
+  return ExecMultiRow(conn, rows.size(), 6, kMaxUpsertRows,
+                      "INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES ",
+                      kLatestOnConflict, [&rows](std::vector<Value>& params, size_t i) {
+                        const PointChunk& c = *rows[i];
+                        const bool nan = std::isnan(c.latest.value);
+                        params.emplace_back(c.run_pk);
+                        params.emplace_back(c.key);
+                        params.emplace_back(nan ? 0.0 : c.latest.value);
+                        params.emplace_back(int64_t{nan});
+                        params.emplace_back(c.latest.timestamp);
+                        params.emplace_back(c.latest.step);
+                      });
+}
+
+Result<std::map<int64_t, std::string>> StoreForActiveRuns(
+    Connection& conn, const std::vector<BatchRow>& rows,
+    const std::vector<const PointChunk*>& chunks) {
+  std::string pks = "{", ns = "{", texts = "{";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i > 0) {
+      pks += ',';
+      ns += ',';
+      texts += ',';
+    }
+    AppendInt(pks, rows[i].run_pk);
+    AppendInt(ns, rows[i].n);
+    AppendArrayText(texts, *rows[i].text);
+  }
+  pks += '}';
+  ns += '}';
+  texts += '}';
+  std::vector<Value> params{std::move(pks), std::move(ns), std::move(texts)};
+  for (Value& v : LatestArrays(LatestPerRunKey(chunks)))
+    params.push_back(std::move(v));
+  // Data-modifying CTEs: all run in one snapshot, and the statement is its
+  // own transaction. "live" is read once, so the batches and the latest
+  // values go to the same runs.
+  const std::string sql = fmt::format(
+      "WITH given AS (SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS "
+      "TEXT[])) AS g(run_pk, n, points)), "
+      "live AS (SELECT run_pk FROM runs WHERE run_pk IN (SELECT run_pk FROM given) AND "
+      "lifecycle_stage = 'active'), "
+      "batches AS (INSERT INTO metric_batches (run_pk, n, points) SELECT run_pk, n, points FROM "
+      "given WHERE n > 0 AND run_pk IN (SELECT run_pk FROM live)), "
+      "latest AS (INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) SELECT * "
+      "FROM ({}) AS l(run_pk, key, value, is_nan, ts, step) WHERE run_pk IN (SELECT run_pk FROM "
+      "live){}) "
+      "SELECT run_pk, lifecycle_stage FROM runs WHERE run_pk IN (SELECT run_pk FROM given)",
+      kLatestFromArrays, kLatestOnConflict);
+  std::map<int64_t, std::string> stages;
+  RETURN_IF_ERROR(conn.QueryEach(sql, params, [&](const store::Row& r) -> Status {
+    stages[r.Int(0)] = r.Text(1);
+    return core::Ok();
+  }));
+  return stages;
 }
 
 std::string JoinChunks(const std::vector<PointChunk>& chunks) {

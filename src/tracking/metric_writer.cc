@@ -89,27 +89,69 @@ void MetricWriter::Loop() {
   }
 }
 
+Status MetricWriter::Fail(core::Error error) {
+  uncompacted_.clear();  // may count rows rolled back: count again from the table
+  if (conn_ && conn_->InTransaction() && !conn_->Rollback())
+    conn_.reset();
+  if (error.code == core::ErrorCode::kUnavailable)
+    conn_.reset();  // reconnect for the next group
+  return error;
+}
+
+void MetricWriter::Sort(std::vector<Pending*>& group, const std::map<int64_t, std::string>* stages,
+                        Sorted& out) {
+  out.rows.clear();
+  out.chunks.clear();
+  out.results.assign(group.size(), core::Ok());
+  for (size_t i = 0; i < group.size(); ++i) {
+    const Pending* p = group[i];
+    if (stages != nullptr) {
+      auto it = stages->find(p->run_pk);
+      if (it == stages->end()) {
+        out.results[i] = core::NotFound(fmt::format("Run with id={} not found", *p->run_id));
+        continue;
+      }
+      if (it->second != "active") {
+        out.results[i] = RunNotActive(*p->run_id, it->second);
+        continue;
+      }
+      if (p->chunks->empty())
+        continue;
+    }
+    out.rows.push_back(
+        {.run_pk = p->run_pk, .n = static_cast<int64_t>(p->points), .text = &p->batch});
+    for (const PointChunk& c : *p->chunks)
+      out.chunks.push_back(&c);
+  }
+}
+
 Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   if (!conn_) {
     ASSIGN_OR_RETURN(conn_, db_.OpenDedicated());
   }
-  Connection& conn = *conn_;
-  auto fail = [&](core::Error e) -> Status {
-    uncompacted_.clear();  // may count rows rolled back: count again from the table
-    if (conn.InTransaction() && !conn.Rollback())
-      conn_.reset();
-    if (e.code == core::ErrorCode::kUnavailable)
-      conn_.reset();  // reconnect for the next group
-    return e;
-  };
-  if (Status s = conn.Begin(); !s)
-    return fail(s.error());
+  Sorted sorted;
+  uint64_t compactions = 0;
+  Status written = conn_->dialect() == store::Dialect::kPostgres
+                       ? WriteInOneStatement(group, sorted, compactions)
+                       : WriteInTransaction(group, sorted, compactions);
+  if (!written)
+    return written;
+  if (compactions > 0) {
+    std::lock_guard lk(mu_);
+    stats_.compactions += compactions;
+  }
+  for (size_t i = 0; i < group.size(); ++i)
+    group[i]->result = std::move(sorted.results[i]);
+  return core::Ok();
+}
 
-  // The runs' lifecycle, read inside the transaction. On SQLite the
-  // transaction holds the write lock, so no delete can commit before this
-  // one; on PostgreSQL (read committed) a delete committing between this
-  // read and our commit leaves these points on the just-deleted run, as
-  // MLflow's own server does.
+Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Sorted& sorted,
+                                        uint64_t& compactions) {
+  Connection& conn = *conn_;
+  if (Status s = conn.Begin(); !s)
+    return Fail(s.error());
+  // The runs' lifecycle, read inside the transaction, which holds SQLite's
+  // write lock: no delete can commit between this read and our commit.
   std::vector<Value> pks;
   std::map<int64_t, std::string> stages;
   for (const Pending* p : group) {
@@ -118,63 +160,80 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   }
   stages.clear();
   for (size_t i = 0; i < pks.size(); i += 256) {
-    std::vector<Value> chunk(
+    std::vector<Value> part(
         pks.begin() + static_cast<std::ptrdiff_t>(i),
         pks.begin() + static_cast<std::ptrdiff_t>(std::min(i + 256, pks.size())));
-    auto rows =
+    auto found =
         conn.Query(fmt::format("SELECT run_pk, lifecycle_stage FROM runs WHERE run_pk IN ({})",
-                               Placeholders(chunk.size())),
-                   chunk);
-    if (!rows)
-      return fail(rows.error());
-    for (const store::Row& r : *rows)
+                               Placeholders(part.size())),
+                   part);
+    if (!found)
+      return Fail(found.error());
+    for (const store::Row& r : *found)
       stages[r.Int(0)] = r.Text(1);
   }
-
-  std::vector<const PointChunk*> chunks;
-  std::vector<BatchRow> rows;
-  std::vector<Status> results(group.size(), core::Ok());
-  for (size_t i = 0; i < group.size(); ++i) {
-    const Pending* p = group[i];
-    auto it = stages.find(p->run_pk);
-    if (it == stages.end()) {
-      results[i] = core::NotFound(fmt::format("Run with id={} not found", *p->run_id));
-      continue;
+  Sort(group, &stages, sorted);
+  if (!sorted.rows.empty()) {
+    if (Status s = InsertBatches(conn, sorted.rows); !s)
+      return Fail(s.error());
+    if (Status s = UpdateLatest(conn, sorted.chunks); !s)
+      return Fail(s.error());
+    auto due = DueForCompaction(conn, sorted.rows);
+    if (!due)
+      return Fail(due.error());
+    for (int64_t run_pk : *due) {
+      auto moved = CompactRun(conn, run_pk);
+      if (!moved)
+        return Fail(moved.error());
+      compactions += *moved > 0;
     }
-    if (it->second != "active") {
-      results[i] = RunNotActive(*p->run_id, it->second);
-      continue;
-    }
-    if (p->chunks->empty())
-      continue;
-    rows.push_back({.run_pk = p->run_pk, .n = static_cast<int64_t>(p->points), .text = &p->batch});
-    for (const PointChunk& c : *p->chunks)
-      chunks.push_back(&c);
-  }
-  uint64_t compactions = 0;
-  if (!rows.empty()) {
-    if (Status s = InsertBatches(conn, rows); !s)
-      return fail(s.error());
-    if (Status s = UpdateLatest(conn, chunks); !s)
-      return fail(s.error());
-    auto compacted = CompactWhereDue(conn, rows);
-    if (!compacted)
-      return fail(compacted.error());
-    compactions = *compacted;
   }
   if (Status s = conn.Commit(); !s)
-    return fail(s.error());
-  if (compactions > 0) {
-    std::lock_guard lk(mu_);
-    stats_.compactions += compactions;
-  }
-  for (size_t i = 0; i < group.size(); ++i)
-    group[i]->result = std::move(results[i]);
+    return Fail(s.error());
   return core::Ok();
 }
 
-Result<uint64_t> MetricWriter::CompactWhereDue(Connection& conn,
-                                               const std::vector<BatchRow>& rows) {
+Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Sorted& sorted,
+                                         uint64_t& compactions) {
+  Connection& conn = *conn_;
+  // One statement (its own transaction) stores the points of the runs that
+  // are active when it runs. Read committed: a delete committing meanwhile
+  // may leave these points on the just-deleted run, as MLflow's own server
+  // does.
+  Sort(group, nullptr, sorted);
+  auto stages = StoreForActiveRuns(conn, sorted.rows, sorted.chunks);
+  if (!stages)
+    return Fail(stages.error());
+  Sort(group, &*stages, sorted);
+  // The points are durable now. Compaction only moves them, in a
+  // transaction of its own, so its failure fails no request (the runs are
+  // counted again and compacted later).
+  auto due = DueForCompaction(conn, sorted.rows);
+  if (!due) {
+    (void)Fail(due.error());
+    return core::Ok();
+  }
+  if (due->empty())
+    return core::Ok();
+  Status compacted = conn.Begin();
+  uint64_t moved_runs = 0;
+  for (size_t i = 0; compacted && i < due->size(); ++i) {
+    auto moved = CompactRun(conn, (*due)[i]);
+    compacted = moved ? core::Ok() : Status(moved.error());
+    moved_runs += moved && *moved > 0;
+  }
+  if (compacted)
+    compacted = conn.Commit();
+  if (!compacted) {
+    (void)Fail(compacted.error());
+    return core::Ok();
+  }
+  compactions = moved_runs;
+  return core::Ok();
+}
+
+Result<std::vector<int64_t>> MetricWriter::DueForCompaction(Connection& conn,
+                                                            const std::vector<BatchRow>& rows) {
   if (uncompacted_.size() > kMaxTrackedRuns)
     uncompacted_.clear();  // finished runs; the others are counted again
   std::map<int64_t, Uncompacted> added;
@@ -182,30 +241,29 @@ Result<uint64_t> MetricWriter::CompactWhereDue(Connection& conn,
     ++added[r.run_pk].rows;
     added[r.run_pk].points += r.n;
   }
-  uint64_t compactions = 0;
+  std::vector<int64_t> due;
   for (const auto& [run_pk, more] : added) {
     auto [it, first] = uncompacted_.try_emplace(run_pk);
     Uncompacted& u = it->second;
     if (first) {
-      // Counted from the table, which holds this group's rows already.
-      RETURN_IF_ERROR(
-          conn.QueryEach("SELECT count(*), CAST(coalesce(sum(n), 0) AS BIGINT) FROM metric_batches "
-                         "WHERE run_pk = ?",
-                         {run_pk}, [&u](const store::Row& r) -> Status {
-                           u = {.rows = r.Int(0), .points = r.Int(1)};
-                           return core::Ok();
-                         }));
+      // Counted from the table, which holds these rows already.
+      RETURN_IF_ERROR(conn.QueryEach(
+          "SELECT count(*), CAST(coalesce(sum(n), 0) AS BIGINT) FROM metric_batches WHERE "
+          "run_pk = ?",
+          {run_pk}, [&u](const store::Row& r) -> Status {
+            u = {.rows = r.Int(0), .points = r.Int(1)};
+            return core::Ok();
+          }));
     } else {
       u.rows += more.rows;
       u.points += more.points;
     }
-    if (u.rows < kCompactAfterRows && u.points < kCompactAfterPoints)
-      continue;
-    ASSIGN_OR_RETURN(int64_t moved, CompactRun(conn, run_pk));
-    compactions += moved > 0;
-    u = {};
+    if (u.rows >= kCompactAfterRows || u.points >= kCompactAfterPoints) {
+      due.push_back(run_pk);
+      u = {};
+    }
   }
-  return compactions;
+  return due;
 }
 
 }  // namespace kervan::tracking::internal

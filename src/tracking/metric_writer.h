@@ -6,7 +6,8 @@
 // transaction on its own connection (one metric_batches row per request, a
 // multi-row upsert into latest_metrics, and the compaction of runs whose
 // batches are due) and commits, then wakes the callers. A caller returns
-// only after its points are durable.
+// only after its points are durable. On PostgreSQL the transaction is one
+// statement (StoreForActiveRuns) and compaction a transaction of its own.
 #pragma once
 
 #include <condition_variable>
@@ -63,15 +64,36 @@ class MetricWriter {
     bool done = false;
   };
 
+  // A group's batch rows and chunks, and each request's result.
+  struct Sorted {
+    std::vector<BatchRow> rows;
+    std::vector<const PointChunk*> chunks;
+    std::vector<Status> results;
+  };
+
   void Loop();
   // Writes `group` in one transaction; sets each request's result (a
   // not-active run fails only its own requests). Returns non-OK when the
   // transaction itself failed (nothing written).
   Status WriteGroup(std::vector<Pending*>& group);
-  // Adds the group's batch rows to each run's count and compacts the runs
-  // that reach kCompactAfterRows or kCompactAfterPoints (CompactRun), in the
-  // group's transaction. Returns the compactions made.
-  Result<uint64_t> CompactWhereDue(store::Connection& conn, const std::vector<BatchRow>& rows);
+  // SQLite: BEGIN, the runs' stages, the rows, due compactions, COMMIT.
+  Status WriteInTransaction(std::vector<Pending*>& group, Sorted& sorted, uint64_t& compactions);
+  // PostgreSQL: StoreForActiveRuns, then due compactions in a transaction
+  // of their own.
+  Status WriteInOneStatement(std::vector<Pending*>& group, Sorted& sorted, uint64_t& compactions);
+  // The rows and chunks of the requests whose runs `stages` names active,
+  // and the others' results; every request's row (even one of no points)
+  // and no results when `stages` is null.
+  static void Sort(std::vector<Pending*>& group, const std::map<int64_t, std::string>* stages,
+                   Sorted& out);
+  // Rolls back, forgets the compaction counts (they may count rolled-back
+  // rows) and drops a lost connection; returns `error`.
+  Status Fail(core::Error error);
+  // Adds the group's batch rows (committed, or in the caller's
+  // transaction) to each run's count and returns the runs that reach
+  // kCompactAfterRows or kCompactAfterPoints, counting them as compacted.
+  Result<std::vector<int64_t>> DueForCompaction(store::Connection& conn,
+                                                const std::vector<BatchRow>& rows);
 
   static constexpr size_t kMaxTrackedRuns = 100000;
 

@@ -535,6 +535,45 @@ TEST_F(PostgresServer, ConnectionLostInsideATransactionIsNotSilentlyReplaced) {
   EXPECT_EQ(Count("lost"), 0);
 }
 
+// Statements with parameters are prepared once per session: the session
+// holds them (pg_prepared_statements), a repeat runs the same one with new
+// values, past the cap they are dropped and prepared again, and a
+// reconnected session prepares afresh.
+TEST_F(PostgresServer, StatementsWithParametersArePreparedOncePerSession) {
+  MustExec("CREATE TABLE " + T("prep") + " (id BIGINT, name TEXT)");
+  auto prepared = [&] {
+    Rows rows = MustQuery("SELECT count(*) FROM pg_prepared_statements");
+    return rows.empty() ? -1 : rows[0].Int(0);
+  };
+  const int64_t before = prepared();
+  for (int i = 0; i < 10; ++i)
+    MustExec("INSERT INTO " + T("prep") + " (id, name) VALUES (?, ?)",
+             {int64_t{i}, "n" + std::to_string(i)});
+  EXPECT_EQ(prepared(), before + 1);
+  Rows rows = MustQuery("SELECT name FROM " + T("prep") + " WHERE id = ?", {int64_t{7}});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].Text(0), "n7");
+  EXPECT_EQ(prepared(), before + 2);
+  // Many distinct statements: the session's set stays bounded and every
+  // statement still answers.
+  for (int i = 0; i < 300; ++i) {
+    Rows one = MustQuery("SELECT CAST(? AS BIGINT) + " + std::to_string(i), {int64_t{1}});
+    ASSERT_EQ(one.size(), 1u);
+    EXPECT_EQ(one[0].Int(0), i + 1);
+  }
+  EXPECT_LE(prepared(), 256);
+  rows = MustQuery("SELECT name FROM " + T("prep") + " WHERE id = ?", {int64_t{3}});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].Text(0), "n3");
+  // A new session (the server ended ours) has none: they are prepared again.
+  auto killed = conn().Query("SELECT pg_terminate_backend(pg_backend_pid())");
+  ASSERT_FALSE(killed);
+  rows = MustQuery("SELECT name FROM " + T("prep") + " WHERE id = ?", {int64_t{5}});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].Text(0), "n5");
+  EXPECT_EQ(prepared(), 1);
+}
+
 TEST_F(PostgresServer, PoolHandsOutIndependentSessions) {
   MustExec("CREATE TABLE " + T("iso") + " (id BIGINT)");
   auto other = db_->Acquire();
