@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <string>
+#include <variant>
 
 #include <fmt/format.h>
 
@@ -321,27 +323,42 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
   return runs;
 }
 
-Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
+Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
                         std::map<int64_t, Run*>& by_pk) {
-  std::string in = Placeholders(pks.size());
+  // SQLite: "IN (?, ?, ...)". PostgreSQL: one array parameter, so the four
+  // statements below are the same text (prepared once) whatever the
+  // number of runs, and PostgreSQL binds one value instead of 1000.
+  std::string in = fmt::format("IN ({})", Placeholders(given.size()));
+  std::vector<Value> array;
+  if (conn.dialect() == store::Dialect::kPostgres) {
+    std::string pks = "{";
+    for (size_t i = 0; i < given.size(); ++i) {
+      if (i > 0)
+        pks += ',';
+      pks += std::to_string(std::get<int64_t>(given[i]));
+    }
+    pks += '}';
+    in = "= ANY(CAST(? AS BIGINT[]))";
+    array.emplace_back(std::move(pks));
+  }
+  const std::vector<Value>& pks = array.empty() ? given : array;
   ASSIGN_OR_RETURN(Rows params, conn.Query(fmt::format("SELECT run_pk, key, value FROM run_params "
-                                                       "WHERE run_pk IN ({}) ORDER BY run_pk, key",
+                                                       "WHERE run_pk {} ORDER BY run_pk, key",
                                                        in),
                                            pks));
   for (const auto& r : params)
     by_pk[r.Int(0)]->params.emplace_back(r.Text(1), r.Text(2));
   ASSIGN_OR_RETURN(Rows tags, conn.Query(fmt::format("SELECT run_pk, key, value FROM run_tags "
-                                                     "WHERE run_pk IN ({}) ORDER BY run_pk, key",
+                                                     "WHERE run_pk {} ORDER BY run_pk, key",
                                                      in),
                                          pks));
   for (const auto& r : tags)
     by_pk[r.Int(0)]->tags.emplace_back(r.Text(1), r.Text(2));
-  ASSIGN_OR_RETURN(
-      Rows metrics,
-      conn.Query(fmt::format("SELECT run_pk, key, value, is_nan, ts, step FROM "
-                             "latest_metrics WHERE run_pk IN ({}) ORDER BY run_pk, key",
-                             in),
-                 pks));
+  ASSIGN_OR_RETURN(Rows metrics,
+                   conn.Query(fmt::format("SELECT run_pk, key, value, is_nan, ts, step FROM "
+                                          "latest_metrics WHERE run_pk {} ORDER BY run_pk, key",
+                                          in),
+                              pks));
   for (const auto& r : metrics) {
     by_pk[r.Int(0)]->metrics.push_back(
         {.key = r.Text(1),
@@ -350,7 +367,7 @@ Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
          .step = r.Int(5)});
   }
   ASSIGN_OR_RETURN(Rows inputs, conn.Query(fmt::format("SELECT run_pk, dataset, tags FROM "
-                                                       "run_inputs WHERE run_pk IN ({}) ORDER BY "
+                                                       "run_inputs WHERE run_pk {} ORDER BY "
                                                        "run_pk, position",
                                                        in),
                                            pks));
