@@ -8,6 +8,7 @@
 // it, with its messages. So this file has no error text to keep in step.
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include <simdjson.h>
 
@@ -44,6 +45,16 @@ bool ReadInt64(od::value v, int64_t& out) {
   return !v.get_int64().get(out);
 }
 
+// An integer read as its own type, then converted to double.
+template <typename Int>
+bool IntegerAsDouble(simdjson::simdjson_result<Int> read, double& out) {
+  Int i = 0;
+  if (std::move(read).get(i))
+    return false;
+  out = static_cast<double>(i);
+  return true;
+}
+
 // A number as nlohmann's get<double>() sees it: integers convert from their
 // integer value (so "-0" is 0, as there), others parse as doubles.
 bool ReadDouble(od::value v, double& out) {
@@ -51,20 +62,10 @@ bool ReadDouble(od::value v, double& out) {
   if (v.get_number_type().get(type))
     return false;
   switch (type) {
-    case od::number_type::signed_integer: {
-      int64_t i = 0;
-      if (v.get_int64().get(i))
-        return false;
-      out = static_cast<double>(i);
-      return true;
-    }
-    case od::number_type::unsigned_integer: {
-      uint64_t u = 0;
-      if (v.get_uint64().get(u))
-        return false;
-      out = static_cast<double>(u);
-      return true;
-    }
+    case od::number_type::signed_integer:
+      return IntegerAsDouble(v.get_int64(), out);
+    case od::number_type::unsigned_integer:
+      return IntegerAsDouble(v.get_uint64(), out);
     case od::number_type::floating_point_number:
       return !v.get_double().get(out);
     default:  // big integers: nlohmann's own rules apply

@@ -253,10 +253,10 @@ Status InsertChunks(Connection& conn, const std::vector<const PointChunk*>& chun
 Status UpdateLatest(Connection& conn, const std::vector<const PointChunk*>& chunks) {
   const std::vector<const PointChunk*> rows = LatestPerRunKey(chunks);
   if (conn.dialect() == store::Dialect::kPostgres) {
-    RETURN_IF_ERROR(conn.Exec(fmt::format("INSERT INTO latest_metrics (run_pk, key, value, "
-                                          "is_nan, ts, step) {}{}",
-                                          kLatestFromArrays, kLatestOnConflict),
-                              LatestArrays(rows)));
+    static const std::string sql =
+        fmt::format("INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) {}{}",
+                    kLatestFromArrays, kLatestOnConflict);
+    RETURN_IF_ERROR(conn.Exec(sql, LatestArrays(rows)));
     return core::Ok();
   }
   return ExecMultiRow(conn, rows.size(), 6, kMaxUpsertRows,
@@ -296,7 +296,7 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
   // Data-modifying CTEs: all run in one snapshot, and the statement is its
   // own transaction. "live" is read once, so the batches and the latest
   // values go to the same runs.
-  const std::string sql = fmt::format(
+  static const std::string sql = fmt::format(
       "WITH given AS (SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS "
       "TEXT[])) AS g(run_pk, n, points)), "
       "live AS (SELECT run_pk FROM runs WHERE run_pk IN (SELECT run_pk FROM given) AND "

@@ -98,8 +98,8 @@ Status MetricWriter::Fail(core::Error error) {
   return error;
 }
 
-void MetricWriter::Sort(std::vector<Pending*>& group, const std::map<int64_t, std::string>* stages,
-                        Sorted& out) {
+void MetricWriter::Classify(std::vector<Pending*>& group,
+                            const std::map<int64_t, std::string>* stages, Classified& out) {
   out.rows.clear();
   out.chunks.clear();
   out.results.assign(group.size(), core::Ok());
@@ -129,11 +129,11 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   if (!conn_) {
     ASSIGN_OR_RETURN(conn_, db_.OpenDedicated());
   }
-  Sorted sorted;
+  Classified classified;
   uint64_t compactions = 0;
   Status written = conn_->dialect() == store::Dialect::kPostgres
-                       ? WriteInOneStatement(group, sorted, compactions)
-                       : WriteInTransaction(group, sorted, compactions);
+                       ? WriteInOneStatement(group, classified, compactions)
+                       : WriteInTransaction(group, classified, compactions);
   if (!written)
     return written;
   if (compactions > 0) {
@@ -141,11 +141,11 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
     stats_.compactions += compactions;
   }
   for (size_t i = 0; i < group.size(); ++i)
-    group[i]->result = std::move(sorted.results[i]);
+    group[i]->result = std::move(classified.results[i]);
   return core::Ok();
 }
 
-Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Sorted& sorted,
+Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Classified& classified,
                                         uint64_t& compactions) {
   Connection& conn = *conn_;
   if (Status s = conn.Begin(); !s)
@@ -172,13 +172,13 @@ Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Sorted& so
     for (const store::Row& r : *found)
       stages[r.Int(0)] = r.Text(1);
   }
-  Sort(group, &stages, sorted);
-  if (!sorted.rows.empty()) {
-    if (Status s = InsertBatches(conn, sorted.rows); !s)
+  Classify(group, &stages, classified);
+  if (!classified.rows.empty()) {
+    if (Status s = InsertBatches(conn, classified.rows); !s)
       return Fail(s.error());
-    if (Status s = UpdateLatest(conn, sorted.chunks); !s)
+    if (Status s = UpdateLatest(conn, classified.chunks); !s)
       return Fail(s.error());
-    auto due = DueForCompaction(conn, sorted.rows);
+    auto due = DueForCompaction(conn, classified.rows);
     if (!due)
       return Fail(due.error());
     for (int64_t run_pk : *due) {
@@ -193,22 +193,22 @@ Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Sorted& so
   return core::Ok();
 }
 
-Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Sorted& sorted,
+Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Classified& classified,
                                          uint64_t& compactions) {
   Connection& conn = *conn_;
   // One statement (its own transaction) stores the points of the runs that
   // are active when it runs. Read committed: a delete committing meanwhile
   // may leave these points on the just-deleted run, as MLflow's own server
   // does.
-  Sort(group, nullptr, sorted);
-  auto stages = StoreForActiveRuns(conn, sorted.rows, sorted.chunks);
+  Classify(group, nullptr, classified);
+  auto stages = StoreForActiveRuns(conn, classified.rows, classified.chunks);
   if (!stages)
     return Fail(stages.error());
-  Sort(group, &*stages, sorted);
+  Classify(group, &*stages, classified);
   // The points are durable now. Compaction only moves them, in a
   // transaction of its own, so its failure fails no request (the runs are
   // counted again and compacted later).
-  auto due = DueForCompaction(conn, sorted.rows);
+  auto due = DueForCompaction(conn, classified.rows);
   if (!due) {
     (void)Fail(due.error());
     return core::Ok();

@@ -65,7 +65,7 @@ class MetricWriter {
   };
 
   // A group's batch rows and chunks, and each request's result.
-  struct Sorted {
+  struct Classified {
     std::vector<BatchRow> rows;
     std::vector<const PointChunk*> chunks;
     std::vector<Status> results;
@@ -77,15 +77,17 @@ class MetricWriter {
   // transaction itself failed (nothing written).
   Status WriteGroup(std::vector<Pending*>& group);
   // SQLite: BEGIN, the runs' stages, the rows, due compactions, COMMIT.
-  Status WriteInTransaction(std::vector<Pending*>& group, Sorted& sorted, uint64_t& compactions);
+  Status WriteInTransaction(std::vector<Pending*>& group, Classified& classified,
+                            uint64_t& compactions);
   // PostgreSQL: StoreForActiveRuns, then due compactions in a transaction
   // of their own.
-  Status WriteInOneStatement(std::vector<Pending*>& group, Sorted& sorted, uint64_t& compactions);
+  Status WriteInOneStatement(std::vector<Pending*>& group, Classified& classified,
+                             uint64_t& compactions);
   // The rows and chunks of the requests whose runs `stages` names active,
   // and the others' results; every request's row (even one of no points)
   // and no results when `stages` is null.
-  static void Sort(std::vector<Pending*>& group, const std::map<int64_t, std::string>* stages,
-                   Sorted& out);
+  static void Classify(std::vector<Pending*>& group, const std::map<int64_t, std::string>* stages,
+                       Classified& out);
   // Rolls back, forgets the compaction counts (they may count rolled-back
   // rows) and drops a lost connection; returns `error`.
   Status Fail(core::Error error);
