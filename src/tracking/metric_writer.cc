@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "core/log.h"
+
 namespace kervan::tracking::internal {
 namespace {
 
@@ -16,7 +18,11 @@ using store::Value;
 }  // namespace
 
 MetricWriter::MetricWriter(store::Database& db, size_t max_group_points)
-    : db_(db), max_group_points_(max_group_points), thread_([this] { Loop(); }) {}
+    : db_(db),
+      max_group_points_(max_group_points),
+      compactor_(db.dialect() == store::Dialect::kPostgres ? std::thread([this] { CompactLoop(); })
+                                                           : std::thread()),
+      thread_([this] { Loop(); }) {}
 
 MetricWriter::~MetricWriter() {
   {
@@ -25,6 +31,74 @@ MetricWriter::~MetricWriter() {
   }
   queued_cv_.notify_one();
   thread_.join();
+  if (compactor_.joinable()) {
+    {
+      std::lock_guard lk(mu_);
+      stopping_compactor_ = true;  // after the writer: it schedules compactions
+    }
+    compact_cv_.notify_one();
+    compactor_.join();
+  }
+}
+
+void MetricWriter::WaitForCompactions() {
+  std::unique_lock lk(mu_);
+  compacted_cv_.wait(lk, [&] { return to_compact_.empty() && !compacting_; });
+}
+
+void MetricWriter::CompactLoop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    compact_cv_.wait(lk, [&] { return stopping_compactor_ || !to_compact_.empty(); });
+    if (to_compact_.empty())
+      return;  // stopping, nothing left
+    std::vector<int64_t> runs;
+    while (!to_compact_.empty() && runs.size() < kMaxRunsPerCompaction)
+      runs.push_back(to_compact_.extract(to_compact_.begin()).value());
+    compacting_ = true;
+    lk.unlock();
+    Result<uint64_t> moved = CompactRuns(runs);
+    lk.lock();
+    compacting_ = false;
+    if (moved) {
+      stats_.compactions += *moved;
+    } else {
+      // The points stay in their batch rows (reads see them there); the
+      // runs are counted again and compacted on a later write.
+      recount_.insert(runs.begin(), runs.end());
+      core::LogWarn("metric compaction failed; the runs will be compacted later",
+                    {{"event.action", "tracking.compaction_failed"},
+                     {"error.message", moved.error().ToString()},
+                     {"kervan.runs", runs.size()}});
+    }
+    compacted_cv_.notify_all();
+  }
+}
+
+Result<uint64_t> MetricWriter::CompactRuns(const std::vector<int64_t>& runs) {
+  if (!compact_conn_) {
+    ASSIGN_OR_RETURN(compact_conn_, db_.OpenDedicated());
+  }
+  Connection& conn = *compact_conn_;
+  auto fail = [&](core::Error error) -> core::Error {
+    if (conn.InTransaction() && !conn.Rollback())
+      compact_conn_.reset();
+    else if (error.code == core::ErrorCode::kUnavailable)
+      compact_conn_.reset();  // reconnect next time
+    return error;
+  };
+  if (Status s = conn.Begin(); !s)
+    return fail(s.error());
+  uint64_t moved_runs = 0;
+  for (int64_t run_pk : runs) {
+    auto moved = CompactRun(conn, run_pk);
+    if (!moved)
+      return fail(moved.error());
+    moved_runs += *moved > 0;
+  }
+  if (Status s = conn.Commit(); !s)
+    return fail(s.error());
+  return moved_runs;
 }
 
 Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
@@ -132,7 +206,7 @@ Status MetricWriter::WriteGroup(std::vector<Pending*>& group) {
   Classified classified;
   uint64_t compactions = 0;
   Status written = conn_->dialect() == store::Dialect::kPostgres
-                       ? WriteInOneStatement(group, classified, compactions)
+                       ? WriteInOneStatement(group, classified)
                        : WriteInTransaction(group, classified, compactions);
   if (!written)
     return written;
@@ -193,8 +267,7 @@ Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Classified
   return core::Ok();
 }
 
-Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Classified& classified,
-                                         uint64_t& compactions) {
+Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Classified& classified) {
   Connection& conn = *conn_;
   // One statement (its own transaction) stores the points of the runs that
   // are active when it runs. Read committed: a delete committing meanwhile
@@ -205,30 +278,19 @@ Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Classifie
   if (!stages)
     return Fail(stages.error());
   Classify(group, &*stages, classified);
-  // The points are durable now. Compaction only moves them, in a
-  // transaction of its own, so its failure fails no request (the runs are
-  // counted again and compacted later).
+  // The points are durable now: the compaction thread moves them later.
   auto due = DueForCompaction(conn, classified.rows);
   if (!due) {
     (void)Fail(due.error());
     return core::Ok();
   }
-  if (due->empty())
-    return core::Ok();
-  Status compacted = conn.Begin();
-  uint64_t moved_runs = 0;
-  for (size_t i = 0; compacted && i < due->size(); ++i) {
-    auto moved = CompactRun(conn, (*due)[i]);
-    compacted = moved ? core::Ok() : Status(moved.error());
-    moved_runs += moved && *moved > 0;
+  if (!due->empty()) {
+    {
+      std::lock_guard lk(mu_);
+      to_compact_.insert(due->begin(), due->end());
+    }
+    compact_cv_.notify_one();
   }
-  if (compacted)
-    compacted = conn.Commit();
-  if (!compacted) {
-    (void)Fail(compacted.error());
-    return core::Ok();
-  }
-  compactions = moved_runs;
   return core::Ok();
 }
 
@@ -236,6 +298,12 @@ Result<std::vector<int64_t>> MetricWriter::DueForCompaction(Connection& conn,
                                                             const std::vector<BatchRow>& rows) {
   if (uncompacted_.size() > kMaxTrackedRuns)
     uncompacted_.clear();  // finished runs; the others are counted again
+  {
+    std::lock_guard lk(mu_);
+    for (int64_t run_pk : recount_)
+      uncompacted_.erase(run_pk);
+    recount_.clear();
+  }
   std::map<int64_t, Uncompacted> added;
   for (const BatchRow& r : rows) {
     ++added[r.run_pk].rows;

@@ -3,11 +3,17 @@
 // Metric points are telemetry (DESIGN.md, principle 2), so they do not go
 // through the event log's command path. Requests from concurrent callers
 // queue here; one thread takes everything queued, writes it in ONE
-// transaction on its own connection (one metric_batches row per request, a
-// multi-row upsert into latest_metrics, and the compaction of runs whose
-// batches are due) and commits, then wakes the callers. A caller returns
-// only after its points are durable. On PostgreSQL the transaction is one
-// statement (StoreForActiveRuns) and compaction a transaction of its own.
+// transaction on its own connection (one metric_batches row per request and
+// a multi-row upsert into latest_metrics) and commits, then wakes the
+// callers. A caller returns only after its points are durable.
+//
+// Runs whose batch rows are due are compacted (CompactRun). On SQLite, which
+// has one writer at a time, that happens inside the writer's transaction.
+// On PostgreSQL the transaction is one statement (StoreForActiveRuns) and a
+// second thread, on a second connection, compacts in transactions of its
+// own, so the writer's connection (the bound on write throughput: one
+// backend, one commit at a time) only stores. Compaction only moves points
+// that are already durable and takes no lock the writer waits for.
 #pragma once
 
 #include <condition_variable>
@@ -16,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +60,11 @@ class MetricWriter {
   };
   Stats stats() const;
 
+  // Returns once every compaction scheduled so far has finished (at once on
+  // SQLite, which compacts in the writer's transaction). For tests and
+  // orderly shutdown.
+  void WaitForCompactions();
+
  private:
   struct Pending {
     int64_t run_pk;
@@ -72,6 +84,12 @@ class MetricWriter {
   };
 
   void Loop();
+  // PostgreSQL: the compaction thread. Takes the runs scheduled for
+  // compaction, compacts up to kMaxRunsPerCompaction of them in one
+  // transaction on compact_conn_, until stopping and nothing is left.
+  void CompactLoop();
+  // One compaction transaction; the number of runs whose rows moved.
+  Result<uint64_t> CompactRuns(const std::vector<int64_t>& runs);
   // Writes `group` in one transaction; sets each request's result (a
   // not-active run fails only its own requests). Returns non-OK when the
   // transaction itself failed (nothing written).
@@ -79,10 +97,8 @@ class MetricWriter {
   // SQLite: BEGIN, the runs' stages, the rows, due compactions, COMMIT.
   Status WriteInTransaction(std::vector<Pending*>& group, Classified& classified,
                             uint64_t& compactions);
-  // PostgreSQL: StoreForActiveRuns, then due compactions in a transaction
-  // of their own.
-  Status WriteInOneStatement(std::vector<Pending*>& group, Classified& classified,
-                             uint64_t& compactions);
+  // PostgreSQL: StoreForActiveRuns; due runs go to the compaction thread.
+  Status WriteInOneStatement(std::vector<Pending*>& group, Classified& classified);
   // The rows and chunks of the requests whose runs `stages` names active,
   // and the others' results; every request's row (even one of no points)
   // and no results when `stages` is null.
@@ -98,6 +114,7 @@ class MetricWriter {
                                                 const std::vector<BatchRow>& rows);
 
   static constexpr size_t kMaxTrackedRuns = 100000;
+  static constexpr size_t kMaxRunsPerCompaction = 16;
 
   store::Database& db_;
   const size_t max_group_points_;
@@ -110,6 +127,7 @@ class MetricWriter {
     int64_t points = 0;
   };
   std::map<int64_t, Uncompacted> uncompacted_;
+  std::unique_ptr<store::Connection> compact_conn_;  // the compaction thread's only
 
   mutable std::mutex mu_;
   std::condition_variable queued_cv_;  // the writer waits for work
@@ -117,6 +135,16 @@ class MetricWriter {
   std::deque<Pending*> queue_;         // GUARDED_BY(mu_)
   bool stopping_ = false;              // GUARDED_BY(mu_)
   Stats stats_;                        // GUARDED_BY(mu_)
+  // PostgreSQL: runs due for compaction, for the compaction thread.
+  std::set<int64_t> to_compact_;     // GUARDED_BY(mu_)
+  bool compacting_ = false;          // GUARDED_BY(mu_): a transaction is running
+  bool stopping_compactor_ = false;  // GUARDED_BY(mu_)
+  // Runs whose compaction failed: the writer forgets their counts, so they
+  // are counted from the table again on their next write.
+  std::set<int64_t> recount_;             // GUARDED_BY(mu_)
+  std::condition_variable compact_cv_;    // the compaction thread waits for work
+  std::condition_variable compacted_cv_;  // WaitForCompactions waits for idle
+  std::thread compactor_;                 // PostgreSQL only; started before thread_
   std::thread thread_;
 };
 
