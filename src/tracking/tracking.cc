@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <variant>
 
 #include <fmt/format.h>
@@ -298,21 +299,23 @@ Status LoadExperimentTags(Connection& conn, std::vector<Experiment>& experiments
 }
 
 Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
-                        std::map<int64_t, Run*>& by_pk);
+                        std::unordered_map<int64_t, Run*>& by_pk);
 
 Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows) {
   std::vector<Run> runs(rows.size());
   if (rows.empty())
     return runs;
   std::vector<Value> pks;
-  std::map<int64_t, Run*> by_pk;
+  std::unordered_map<int64_t, Run*> by_pk;
+  by_pk.reserve(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     runs[i].info = std::move(rows[i].info);
     pks.emplace_back(rows[i].pk);
     by_pk[rows[i].pk] = &runs[i];
   }
   // IN lists of at most 1000 ids: SQLite's default limit on bound
-  // parameters is 32,766 and runs/search may return 50,000 runs.
+  // parameters is 32,766 (the statement binds the list four times) and
+  // runs/search may return 50,000 runs.
   constexpr size_t kChunk = 1000;
   for (size_t start = 0; start < pks.size(); start += kChunk) {
     std::vector<Value> chunk(
@@ -320,17 +323,47 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
         pks.begin() + static_cast<ptrdiff_t>(std::min(pks.size(), start + kChunk)));
     RETURN_IF_ERROR(LoadRunDataChunk(conn, chunk, by_pk));
   }
+  // The statement does not sort: each run's few entries are sorted here,
+  // by key in byte order on both backends.
+  auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
+  for (Run& run : runs) {
+    if (!std::is_sorted(run.params.begin(), run.params.end(), by_key))
+      std::sort(run.params.begin(), run.params.end(), by_key);
+    if (!std::is_sorted(run.tags.begin(), run.tags.end(), by_key))
+      std::sort(run.tags.begin(), run.tags.end(), by_key);
+    auto metric_key = [](const MetricPoint& a, const MetricPoint& b) { return a.key < b.key; };
+    if (!std::is_sorted(run.metrics.begin(), run.metrics.end(), metric_key))
+      std::sort(run.metrics.begin(), run.metrics.end(), metric_key);
+  }
   return runs;
 }
 
 Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
-                        std::map<int64_t, Run*>& by_pk) {
-  // SQLite: "IN (?, ?, ...)". PostgreSQL: one array parameter, so the four
-  // statements below are the same text (prepared once) whatever the
-  // number of runs, and PostgreSQL binds one value instead of 1000.
-  std::string in = fmt::format("IN ({})", Placeholders(given.size()));
-  std::vector<Value> array;
-  if (conn.dialect() == store::Dialect::kPostgres) {
+                        std::unordered_map<int64_t, Run*>& by_pk) {
+  // ONE statement for the runs' params, tags, latest metrics and inputs: a
+  // round trip and a bind less per table. Columns: kind, run_pk, key (an
+  // input's dataset), text (value, an input's tags), real, is_nan, ts,
+  // step (an input's position).
+  //
+  // SQLite: "IN (?, ?, ...)", the list bound once per table. PostgreSQL:
+  // one array parameter per table, so the statement is the same text
+  // (prepared once) whatever the number of runs, and PostgreSQL binds four
+  // values instead of 4000.
+  const bool pg = conn.dialect() == store::Dialect::kPostgres;
+  const std::string in =
+      pg ? "= ANY(CAST(? AS BIGINT[]))" : fmt::format("IN ({})", Placeholders(given.size()));
+  const std::string sql = fmt::format(
+      "SELECT 0, run_pk, key, value, CAST(0 AS DOUBLE PRECISION), 0, 0, 0 FROM run_params "
+      "WHERE run_pk {0} "
+      "UNION ALL SELECT 1, run_pk, key, value, CAST(0 AS DOUBLE PRECISION), 0, 0, 0 FROM "
+      "run_tags WHERE run_pk {0} "
+      "UNION ALL SELECT 2, run_pk, key, '', value, is_nan, ts, step FROM latest_metrics WHERE "
+      "run_pk {0} "
+      "UNION ALL SELECT 3, run_pk, dataset, tags, CAST(0 AS DOUBLE PRECISION), 0, 0, position "
+      "FROM run_inputs WHERE run_pk {0}",
+      in);
+  std::vector<Value> params;
+  if (pg) {
     std::string pks = "{";
     for (size_t i = 0; i < given.size(); ++i) {
       if (i > 0)
@@ -338,49 +371,53 @@ Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
       pks += std::to_string(std::get<int64_t>(given[i]));
     }
     pks += '}';
-    in = "= ANY(CAST(? AS BIGINT[]))";
-    array.emplace_back(std::move(pks));
+    params.assign(4, Value(std::move(pks)));
+  } else {
+    params.reserve(4 * given.size());
+    for (int table = 0; table < 4; ++table)
+      params.insert(params.end(), given.begin(), given.end());
   }
-  const std::vector<Value>& pks = array.empty() ? given : array;
-  ASSIGN_OR_RETURN(Rows params, conn.Query(fmt::format("SELECT run_pk, key, value FROM run_params "
-                                                       "WHERE run_pk {} ORDER BY run_pk, key",
-                                                       in),
-                                           pks));
-  for (const auto& r : params)
-    by_pk[r.Int(0)]->params.emplace_back(r.Text(1), r.Text(2));
-  ASSIGN_OR_RETURN(Rows tags, conn.Query(fmt::format("SELECT run_pk, key, value FROM run_tags "
-                                                     "WHERE run_pk {} ORDER BY run_pk, key",
-                                                     in),
-                                         pks));
-  for (const auto& r : tags)
-    by_pk[r.Int(0)]->tags.emplace_back(r.Text(1), r.Text(2));
-  ASSIGN_OR_RETURN(Rows metrics,
-                   conn.Query(fmt::format("SELECT run_pk, key, value, is_nan, ts, step FROM "
-                                          "latest_metrics WHERE run_pk {} ORDER BY run_pk, key",
-                                          in),
-                              pks));
-  for (const auto& r : metrics) {
-    by_pk[r.Int(0)]->metrics.push_back(
-        {.key = r.Text(1),
-         .value = r.Int(3) ? std::numeric_limits<double>::quiet_NaN() : r.Real(2),
-         .timestamp = r.Int(4),
-         .step = r.Int(5)});
-  }
-  ASSIGN_OR_RETURN(Rows inputs, conn.Query(fmt::format("SELECT run_pk, dataset, tags FROM "
-                                                       "run_inputs WHERE run_pk {} ORDER BY "
-                                                       "run_pk, position",
-                                                       in),
-                                           pks));
-  for (const auto& r : inputs) {
-    DatasetInput d;
-    d.dataset = Json::parse(r.Text(1), nullptr, false);
-    Json tags_json = Json::parse(r.Text(2), nullptr, false);
-    if (tags_json.is_object()) {
-      for (const auto& [k, v] : tags_json.items())
-        d.tags.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+  // Inputs keep their logged order (position): put in place after the rows.
+  struct Input {
+    int64_t position;
+    Run* run;
+    DatasetInput input;
+  };
+  std::vector<Input> inputs;
+  RETURN_IF_ERROR(conn.QueryEach(sql, params, [&](const store::Row& r) -> Status {
+    Run* run = by_pk.at(r.Int(1));
+    switch (r.Int(0)) {
+      case 0:
+        run->params.emplace_back(r.Text(2), r.Text(3));
+        break;
+      case 1:
+        run->tags.emplace_back(r.Text(2), r.Text(3));
+        break;
+      case 2:
+        run->metrics.push_back(
+            {.key = r.Text(2),
+             .value = r.Int(5) ? std::numeric_limits<double>::quiet_NaN() : r.Real(4),
+             .timestamp = r.Int(6),
+             .step = r.Int(7)});
+        break;
+      default: {
+        DatasetInput d;
+        d.dataset = Json::parse(r.Text(2), nullptr, false);
+        Json tags_json = Json::parse(r.Text(3), nullptr, false);
+        if (tags_json.is_object()) {
+          for (const auto& [k, v] : tags_json.items())
+            d.tags.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+        }
+        inputs.push_back({.position = r.Int(7), .run = run, .input = std::move(d)});
+        break;
+      }
     }
-    by_pk[r.Int(0)]->inputs.push_back(std::move(d));
-  }
+    return core::Ok();
+  }));
+  std::stable_sort(inputs.begin(), inputs.end(),
+                   [](const Input& a, const Input& b) { return a.position < b.position; });
+  for (Input& i : inputs)
+    i.run->inputs.push_back(std::move(i.input));
   return core::Ok();
 }
 

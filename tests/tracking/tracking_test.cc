@@ -351,6 +351,63 @@ TEST_P(TrackingTest, TagsInputsAndLoggedModelsAreEvents) {
                                              "run.inputs_logged", "run.model_logged"}));
 }
 
+// A page's params, tags, latest metrics and inputs are read for all its
+// runs at once: each run gets its own, keys sorted, inputs in logged order.
+TEST_P(TrackingTest, SearchLoadsEachRunsOwnDataSortedAndInputsInOrder) {
+  tracking::Run a = NewRun("a", 2000), b = NewRun("b", 1000);
+  ASSERT_TRUE(tracking_->LogBatch(a.info.run_id,
+                                  {.metrics = {{.key = "z", .value = 1, .timestamp = 1},
+                                               {.key = "B", .value = 2, .timestamp = 1}},
+                                   .params = {{"y", "1"}, {"a", "2"}, {"M", "3"}},
+                                   .tags = {{"t2", "x"}, {"t1", "y"}}},
+                                  Ctx()));
+  ASSERT_TRUE(tracking_->LogBatch(
+      b.info.run_id,
+      {.metrics = {{.key = "m", .value = std::nan(""), .timestamp = 5, .step = 7}},
+       .params = {{"p", "b"}}},
+      Ctx()));
+  auto input = [](const std::string& name) {
+    return DatasetInput{.dataset = {{"name", name},
+                                    {"digest", "d-" + name},
+                                    {"source_type", "local"},
+                                    {"source", "/data/" + name}},
+                        .tags = {{"mlflow.data.context", "training"}}};
+  };
+  // Logged in an order that is neither by name nor by digest.
+  ASSERT_TRUE(tracking_->LogInputs(a.info.run_id, {input("n2"), input("n3")}, Ctx()));
+  ASSERT_TRUE(tracking_->LogInputs(a.info.run_id, {input("n1")}, Ctx()));
+  auto found = tracking_->SearchRuns({.experiment_ids = {experiment_}});
+  ASSERT_TRUE(found) << found.error().ToString();
+  ASSERT_EQ(found->runs.size(), 2u);
+  const tracking::Run& ra = found->runs[0];
+  const tracking::Run& rb = found->runs[1];
+  ASSERT_EQ(ra.info.run_id, a.info.run_id);
+  using KV = std::vector<KeyValue>;
+  EXPECT_EQ(ra.params, (KV{{"M", "3"}, {"a", "2"}, {"y", "1"}}));
+  ASSERT_GE(ra.tags.size(), 2u);
+  EXPECT_TRUE(std::is_sorted(ra.tags.begin(), ra.tags.end()));
+  ASSERT_EQ(ra.metrics.size(), 2u);
+  EXPECT_EQ(ra.metrics[0].key, "B");
+  EXPECT_EQ(ra.metrics[1].key, "z");
+  ASSERT_EQ(ra.inputs.size(), 3u);
+  EXPECT_EQ(ra.inputs[0].dataset["name"], "n2");
+  EXPECT_EQ(ra.inputs[1].dataset["name"], "n3");
+  EXPECT_EQ(ra.inputs[2].dataset["name"], "n1");
+  EXPECT_EQ(ra.inputs[2].tags, (KV{{"mlflow.data.context", "training"}}));
+  EXPECT_EQ(rb.params, (KV{{"p", "b"}}));
+  ASSERT_EQ(rb.metrics.size(), 1u);
+  EXPECT_TRUE(std::isnan(rb.metrics[0].value));
+  EXPECT_EQ(rb.metrics[0].timestamp, 5);
+  EXPECT_EQ(rb.metrics[0].step, 7);
+  EXPECT_TRUE(rb.inputs.empty());
+  // GetRun reads the same way.
+  auto got = tracking_->GetRun(a.info.run_id);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->params, ra.params);
+  ASSERT_EQ(got->inputs.size(), 3u);
+  EXPECT_EQ(got->inputs[2].dataset["name"], "n1");
+}
+
 TEST_P(TrackingTest, SearchSupportsEveryOperatorOrderingAndPages) {
   // Three runs: a (auc .9, lr .1, tag team=risk), b (auc .8, lr .2), c (no auc).
   tracking::Run a = NewRun("run-a", 3000), b = NewRun("run-b", 2000), c = NewRun("Run-C", 1000);
