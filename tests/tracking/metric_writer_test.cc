@@ -366,6 +366,57 @@ TEST_P(MetricWriterTest, ConcurrentCompactionsOfOneRunStoreEachPointOnce) {
   EXPECT_EQ(Rows(), std::make_pair(int64_t{0}, int64_t{1}));
 }
 
+// PostgreSQL: the writer's one statement, for groups of every padded size
+// (the batch texts are a VALUES list padded to a power of two): each row
+// lands once, on active runs only, and every named run's stage comes back.
+TEST_P(MetricWriterTest, OneStatementStoresGroupsOfEverySize) {
+  if (GetParam() != store::Dialect::kPostgres)
+    GTEST_SKIP() << "PostgreSQL only";
+  auto conn = db_->OpenDedicated();
+  ASSERT_TRUE(conn);
+  int64_t stored = 0;
+  for (size_t size : {1u, 2u, 3u, 5u, 16u, 17u}) {
+    std::vector<std::vector<PointChunk>> encoded;
+    std::vector<std::string> texts;
+    encoded.reserve(size);
+    texts.reserve(size);
+    std::vector<BatchRow> rows;
+    std::vector<const PointChunk*> chunks;
+    for (size_t i = 0; i < size; ++i) {
+      // Run 2 is deleted and run 3 does not exist: their rows are skipped.
+      const int64_t run_pk = i % 5 == 3 ? 2 : i % 5 == 4 ? 3 : 1;
+      std::vector<MetricPoint> one{{.key = "s" + std::to_string(size),
+                                    .value = static_cast<double>(i),
+                                    .timestamp = 1,
+                                    .step = static_cast<int64_t>(i)}};
+      encoded.push_back(EncodeChunks(run_pk, one));
+      texts.push_back(JoinChunks(encoded.back()));
+      rows.push_back({.run_pk = run_pk, .n = 1, .text = &texts.back()});
+      for (const PointChunk& c : encoded.back())
+        chunks.push_back(&c);
+      stored += run_pk == 1;
+    }
+    auto stages = StoreForActiveRuns(**conn, rows, chunks);
+    ASSERT_TRUE(stages) << size << ": " << stages.error().ToString();
+    EXPECT_EQ(stages->at(1), "active") << size;
+    if (size > 3) {
+      EXPECT_EQ(stages->at(2), "deleted") << size;
+    }
+    EXPECT_FALSE(stages->contains(3)) << size;
+    EXPECT_EQ(Count(), stored) << size;
+    auto latest = (*conn)->Query("SELECT step FROM latest_metrics WHERE run_pk = 1 AND key = ?",
+                                 {"s" + std::to_string(size)});
+    ASSERT_TRUE(latest && latest->size() == 1u) << size;
+    int64_t last = 0;
+    for (size_t i = 0; i < size; ++i)
+      last = i % 5 < 3 ? static_cast<int64_t>(i) : last;
+    EXPECT_EQ((*latest)[0].Int(0), last) << size;
+  }
+  auto deleted = (*conn)->Query("SELECT count(*) FROM metric_batches WHERE run_pk <> 1");
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ((*deleted)[0].Int(0), 0);
+}
+
 // PostgreSQL: compaction runs on its own connection, so writes go on while
 // a compaction waits (here on row locks another session holds).
 TEST_P(MetricWriterTest, WritesDoNotWaitForCompaction) {
