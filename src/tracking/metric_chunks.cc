@@ -296,16 +296,18 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
   ns += '}';
   std::vector<Value> params;
   params.reserve(slots + 8);
-  params.emplace_back(std::move(pks));
+  params.emplace_back(pks);
   params.emplace_back(std::move(ns));
   for (const BatchRow& r : rows)
     params.emplace_back(*r.text);
   params.resize(2 + slots);  // NULLs, joined to no row
+  params.emplace_back(std::move(pks));  // the runs whose stage is read
   for (Value& v : LatestArrays(LatestPerRunKey(chunks)))
     params.push_back(std::move(v));
   // Data-modifying CTEs: all run in one snapshot, and the statement is its
-  // own transaction. "live" is read once, so the batches and the latest
-  // values go to the same runs.
+  // own transaction. The runs' stages are read once ("stages"), so the
+  // batches and the latest values go to the same runs, the ones answered
+  // active.
   thread_local std::map<size_t, std::string> statements;  // by slots
   std::string& sql = statements[slots];
   if (sql.empty()) {
@@ -316,14 +318,15 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
         "WITH given AS (SELECT g.run_pk, g.n, t.points FROM unnest(CAST(? AS BIGINT[]), CAST(? "
         "AS BIGINT[])) WITH ORDINALITY AS g(run_pk, n, i) JOIN (VALUES {}) AS t(i, points) ON "
         "t.i = g.i), "
-        "live AS (SELECT run_pk FROM runs WHERE run_pk IN (SELECT run_pk FROM given) AND "
-        "lifecycle_stage = 'active'), "
+        "stages AS (SELECT run_pk, lifecycle_stage FROM runs WHERE run_pk = ANY(CAST(? AS "
+        "BIGINT[]))), "
         "batches AS (INSERT INTO metric_batches (run_pk, n, points) SELECT run_pk, n, points "
-        "FROM given WHERE n > 0 AND run_pk IN (SELECT run_pk FROM live)), "
+        "FROM given WHERE n > 0 AND run_pk IN (SELECT run_pk FROM stages WHERE lifecycle_stage "
+        "= 'active')), "
         "latest AS (INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) SELECT * "
         "FROM ({}) AS l(run_pk, key, value, is_nan, ts, step) WHERE run_pk IN (SELECT run_pk "
-        "FROM live){}) "
-        "SELECT run_pk, lifecycle_stage FROM runs WHERE run_pk IN (SELECT run_pk FROM given)",
+        "FROM stages WHERE lifecycle_stage = 'active'){}) "
+        "SELECT run_pk, lifecycle_stage FROM stages",
         texts, kLatestFromArrays, kLatestOnConflict);
   }
   std::map<int64_t, std::string> stages;
