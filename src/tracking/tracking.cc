@@ -352,16 +352,15 @@ Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
   const bool pg = conn.dialect() == store::Dialect::kPostgres;
   const std::string in =
       pg ? "= ANY(CAST(? AS BIGINT[]))" : fmt::format("IN ({})", Placeholders(given.size()));
+  // Columns a kind does not use are NULL: nothing to send or convert.
   const std::string sql = fmt::format(
-      "SELECT 0, run_pk, key, value, CAST(0 AS DOUBLE PRECISION), 0, 0, 0 FROM run_params "
-      "WHERE run_pk {0} "
-      "UNION ALL SELECT 1, run_pk, key, value, CAST(0 AS DOUBLE PRECISION), 0, 0, 0 FROM "
-      "run_tags WHERE run_pk {0} "
-      "UNION ALL SELECT 2, run_pk, key, '', value, is_nan, ts, step FROM latest_metrics WHERE "
-      "run_pk {0} "
-      "UNION ALL SELECT 3, run_pk, dataset, tags, CAST(0 AS DOUBLE PRECISION), 0, 0, position "
-      "FROM run_inputs WHERE run_pk {0}",
-      in);
+      "SELECT 0, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_params WHERE run_pk {0} "
+      "UNION ALL SELECT 1, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_tags WHERE run_pk {0} "
+      "UNION ALL SELECT 2, run_pk, key, CAST(NULL AS TEXT), value, is_nan, ts, step FROM "
+      "latest_metrics WHERE run_pk {0} "
+      "UNION ALL SELECT 3, run_pk, dataset, tags, {1}, {2}, {2}, position FROM run_inputs WHERE "
+      "run_pk {0}",
+      in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
   std::vector<Value> params;
   if (pg) {
     std::string pks = "{";
