@@ -132,6 +132,8 @@ inline constexpr int64_t kCompactAfterPoints = 65536;
 // when several servers' writers compact one run at once (PostgreSQL): each
 // moves only the rows its own DELETE removed.
 Result<int64_t> CompactRun(store::Connection& conn, int64_t run_pk);
+// CompactRun for each of `runs`; returns how many had rows to move.
+Result<uint64_t> CompactRuns(store::Connection& conn, const std::vector<int64_t>& runs);
 // Appends the points of one chunk's text to `out`; Internal when malformed.
 Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out);
 // Every point of (run_pk, key) in history order: step, timestamp, value

@@ -300,7 +300,7 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
   params.emplace_back(std::move(ns));
   for (const BatchRow& r : rows)
     params.emplace_back(*r.text);
-  params.resize(2 + slots);  // NULLs, joined to no row
+  params.resize(2 + slots);             // NULLs, joined to no row
   params.emplace_back(std::move(pks));  // the runs whose stage is read
   for (Value& v : LatestArrays(LatestPerRunKey(chunks)))
     params.push_back(std::move(v));
@@ -408,6 +408,15 @@ Result<int64_t> CompactRun(Connection& conn, int64_t run_pk) {
     pointers.push_back(&c);
   RETURN_IF_ERROR(InsertChunks(conn, pointers));
   return rows;
+}
+
+Result<uint64_t> CompactRuns(Connection& conn, const std::vector<int64_t>& runs) {
+  uint64_t moved_runs = 0;
+  for (int64_t run_pk : runs) {
+    ASSIGN_OR_RETURN(int64_t moved, CompactRun(conn, run_pk));
+    moved_runs += moved > 0;
+  }
+  return moved_runs;
 }
 
 Status ReadHistory(Connection& conn, int64_t run_pk, const std::string& key,

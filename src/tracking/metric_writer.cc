@@ -57,7 +57,7 @@ void MetricWriter::CompactLoop() {
       runs.push_back(to_compact_.extract(to_compact_.begin()).value());
     compacting_ = true;
     lk.unlock();
-    Result<uint64_t> moved = CompactRuns(runs);
+    Result<uint64_t> moved = CompactInTransaction(runs);
     lk.lock();
     compacting_ = false;
     if (moved) {
@@ -75,7 +75,7 @@ void MetricWriter::CompactLoop() {
   }
 }
 
-Result<uint64_t> MetricWriter::CompactRuns(const std::vector<int64_t>& runs) {
+Result<uint64_t> MetricWriter::CompactInTransaction(const std::vector<int64_t>& runs) {
   if (!compact_conn_) {
     ASSIGN_OR_RETURN(compact_conn_, db_.OpenDedicated());
   }
@@ -89,16 +89,12 @@ Result<uint64_t> MetricWriter::CompactRuns(const std::vector<int64_t>& runs) {
   };
   if (Status s = conn.Begin(); !s)
     return fail(s.error());
-  uint64_t moved_runs = 0;
-  for (int64_t run_pk : runs) {
-    auto moved = CompactRun(conn, run_pk);
-    if (!moved)
-      return fail(moved.error());
-    moved_runs += *moved > 0;
-  }
+  auto moved_runs = CompactRuns(conn, runs);
+  if (!moved_runs)
+    return fail(moved_runs.error());
   if (Status s = conn.Commit(); !s)
     return fail(s.error());
-  return moved_runs;
+  return *moved_runs;
 }
 
 Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
@@ -255,12 +251,10 @@ Status MetricWriter::WriteInTransaction(std::vector<Pending*>& group, Classified
     auto due = DueForCompaction(conn, classified.rows);
     if (!due)
       return Fail(due.error());
-    for (int64_t run_pk : *due) {
-      auto moved = CompactRun(conn, run_pk);
-      if (!moved)
-        return Fail(moved.error());
-      compactions += *moved > 0;
-    }
+    auto moved_runs = CompactRuns(conn, *due);
+    if (!moved_runs)
+      return Fail(moved_runs.error());
+    compactions = *moved_runs;
   }
   if (Status s = conn.Commit(); !s)
     return Fail(s.error());

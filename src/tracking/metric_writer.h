@@ -89,7 +89,7 @@ class MetricWriter {
   // transaction on compact_conn_, until stopping and nothing is left.
   void CompactLoop();
   // One compaction transaction; the number of runs whose rows moved.
-  Result<uint64_t> CompactRuns(const std::vector<int64_t>& runs);
+  Result<uint64_t> CompactInTransaction(const std::vector<int64_t>& runs);
   // Writes `group` in one transaction; sets each request's result (a
   // not-active run fails only its own requests). Returns non-OK when the
   // transaction itself failed (nothing written).
