@@ -63,10 +63,36 @@ Status Connection::QueryEach(std::string_view sql, const std::vector<Value>& par
   return core::Ok();
 }
 
+Status Connection::SendQuery(std::string_view sql, const std::vector<Value>& params) {
+  sent_.push_back(Query(sql, params));
+  return core::Ok();
+}
+
+Result<Rows> Connection::ReceiveRows() {
+  if (sent_.empty())
+    return core::Internal("ReceiveRows: no statement was sent");
+  Result<Rows> rows = std::move(sent_.front());
+  sent_.pop_front();
+  return rows;
+}
+
+Result<std::optional<PooledConnection>> Database::TryAcquire() {
+  std::unique_lock lock(mu_);
+  if (idle_.empty() && out_ >= pool_size_)
+    return std::optional<PooledConnection>();
+  ++out_;
+  ASSIGN_OR_RETURN(PooledConnection conn, TakeReserved(lock));
+  return std::optional<PooledConnection>(std::move(conn));
+}
+
 Result<PooledConnection> Database::Acquire() {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return !idle_.empty() || out_ < pool_size_; });
   ++out_;
+  return TakeReserved(lock);
+}
+
+Result<PooledConnection> Database::TakeReserved(std::unique_lock<std::mutex>& lock) {
   if (!idle_.empty()) {
     auto conn = std::move(idle_.back());
     idle_.pop_back();

@@ -5,9 +5,11 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -67,6 +69,20 @@ class Connection {
   // Runs several ';'-separated statements without parameters (migrations).
   virtual Status ExecScript(std::string_view sql) = 0;
 
+  // Pipelining, for a writer that keeps the database busy. SendQuery queues
+  // one statement, run as a transaction of its own (never call it between
+  // Begin and Commit), and returns without waiting for it; ReceiveRows
+  // returns the rows, or the error, of the oldest statement sent and not yet
+  // received. Statements run in the order sent, and one's failure does not
+  // stop the next. Until every sent statement is received, call nothing else
+  // on the connection. A lost connection fails every statement not yet
+  // received with kUnavailable, whether or not it committed.
+  // PostgreSQL: libpq's pipeline mode, so the server runs a statement while
+  // the caller builds the next one and while the previous answer travels.
+  // The default (SQLite) runs the statement in SendQuery.
+  virtual Status SendQuery(std::string_view sql, const std::vector<Value>& params);
+  virtual Result<Rows> ReceiveRows();
+
   // Transactions. Begin() takes the write lock where the backend has one
   // (SQLite: BEGIN IMMEDIATE) so a transaction never fails half-way on a
   // lock upgrade.
@@ -76,6 +92,9 @@ class Connection {
   // True between Begin() and Commit()/Rollback() (also after a failed
   // statement inside the transaction).
   virtual bool InTransaction() const = 0;
+
+ private:
+  std::deque<Result<Rows>> sent_;  // the default pipeline's answers, oldest first
 };
 
 class Database;
@@ -118,6 +137,10 @@ class Database {
   // Borrows a connection, opening one when none is idle and fewer than
   // pool_size are out; otherwise waits for one to come back.
   Result<PooledConnection> Acquire();
+  // Acquire without waiting: nullopt when it would have to wait. For work
+  // that can use a second connection but must not wait for one (a request
+  // already holding a connection would otherwise deadlock a full pool).
+  Result<std::optional<PooledConnection>> TryAcquire();
   // Opens a connection outside the pool, owned by the caller (the event-log
   // writer keeps one for its whole life).
   Result<std::unique_ptr<Connection>> OpenDedicated() { return factory_(); }
@@ -125,6 +148,9 @@ class Database {
  private:
   friend class PooledConnection;
   void Release(std::unique_ptr<Connection> conn);
+  // With mu_ held by `lock` and one connection counted in out_: an idle one,
+  // or a new one opened outside the lock.
+  Result<PooledConnection> TakeReserved(std::unique_lock<std::mutex>& lock);
 
   Dialect dialect_;
   std::string description_;

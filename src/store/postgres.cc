@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -397,6 +399,57 @@ class PostgresConnection final : public Connection {
     return EachRow(res.get(), [&fn](Row& row) { return fn(row); });
   }
 
+  // Pipeline mode is entered on the first SendQuery and left when the last
+  // answer is received, so every other call sees a plain connection. Each
+  // statement is followed by a Sync: it is a transaction of its own, and
+  // its failure aborts nothing after it. A statement new to the session is
+  // prepared in the same pipeline (PQsendPrepare) and then executed.
+  Status SendQuery(std::string_view sql, const std::vector<Value>& params) override {
+    if (pending_.empty()) {
+      if (in_transaction_ || InTransaction())
+        return core::Internal("postgres: SendQuery inside a transaction");
+      RETURN_IF_ERROR(EnsureConnected());
+      if (PQenterPipelineMode(conn_) != 1) {
+        return core::Internal("postgres: cannot enter pipeline mode: " +
+                              OneLine(PQerrorMessage(conn_)));
+      }
+    } else if (pipeline_broken_) {
+      return core::Unavailable("postgres: connection to " + Target(conn_) +
+                               " lost with statements pending");
+    }
+    ASSIGN_OR_RETURN(Bound b, Bind(sql, params));
+    Pending sent;
+    auto it = prepared_.find(b.text);
+    if (it == prepared_.end() && prepared_.size() < kMaxPrepared) {
+      std::string name = "kervan_" + std::to_string(next_prepared_++);
+      if (PQsendPrepare(conn_, name.c_str(), b.text.c_str(), b.count(), nullptr) != 1)
+        return FailSend();
+      it = prepared_.emplace(b.text, std::move(name)).first;
+      sent.prepared_text = b.text;
+    }
+    const int queued = it != prepared_.end()
+                           ? PQsendQueryPrepared(conn_, it->second.c_str(), b.count(),
+                                                 b.values.data(), nullptr, nullptr, 0)
+                           // The session's prepared statements are all taken: unnamed.
+                           : PQsendQueryParams(conn_, b.text.c_str(), b.count(), nullptr,
+                                               b.values.data(), nullptr, nullptr, 0);
+    if (queued != 1 || PQpipelineSync(conn_) != 1)
+      return FailSend();
+    pending_.push_back(std::move(sent));
+    return core::Ok();
+  }
+
+  Result<Rows> ReceiveRows() override {
+    if (pending_.empty())
+      return core::Internal("postgres: ReceiveRows: no statement was sent");
+    Pending sent = std::move(pending_.front());
+    pending_.pop_front();
+    Result<Rows> rows = pipeline_broken_ ? Result<Rows>(LostPipeline()) : ReceiveOne(sent);
+    if (pending_.empty() && (pipeline_broken_ || PQexitPipelineMode(conn_) != 1))
+      ResetAfterPipeline();
+    return rows;
+  }
+
   Status ExecScript(std::string_view sql) override {
     RETURN_IF_ERROR(EnsureConnected());
     // The simple-query protocol runs ';'-separated statements in one
@@ -505,35 +558,47 @@ class PostgresConnection final : public Connection {
     return core::Ok();
   }
 
-  Result<ResultPtr> Run(std::string_view sql, const std::vector<Value>& params) {
-    RETURN_IF_ERROR(EnsureConnected());
+  // A statement's text ('?' rewritten to $n) and its parameters as text.
+  // Types are left to the server (OID 0): it infers each from context, as
+  // it does for a quoted literal, so an int64 can fill a boolean or text
+  // column just as in SQLite. Where nothing gives a type (SELECT ?), the
+  // value comes back as text; write CAST(? AS BIGINT) there.
+  struct Bound {
+    std::string text;
+    std::vector<std::string> texts;   // reserved up front: values point into it
+    std::vector<const char*> values;  // nullptr: SQL NULL
+    int count() const { return static_cast<int>(values.size()); }
+  };
+  static Result<Bound> Bind(std::string_view sql, const std::vector<Value>& params) {
+    Bound b;
     size_t placeholders = 0;
-    const std::string text = Rewrite(sql, &placeholders);
+    b.text = Rewrite(sql, &placeholders);
     if (placeholders != 0 && placeholders != params.size()) {
       return core::Internal("postgres: statement has " + std::to_string(placeholders) +
                             " '?' placeholders but " + std::to_string(params.size()) +
                             " parameters were bound: " + std::string(sql.substr(0, 200)));
     }
-    std::vector<std::string> texts;
-    texts.reserve(params.size());
-    std::vector<const char*> values(params.size(), nullptr);
+    b.texts.reserve(params.size());
+    b.values.assign(params.size(), nullptr);
     for (size_t i = 0; i < params.size(); ++i) {
       if (std::holds_alternative<std::monostate>(params[i]))
         continue;  // SQL NULL
       ASSIGN_OR_RETURN(std::string t, ParamText(params[i], i));
-      texts.push_back(std::move(t));
-      values[i] = texts.back().c_str();
+      b.texts.push_back(std::move(t));
+      b.values[i] = b.texts.back().c_str();
     }
-    // Types are left to the server (OID 0): it infers each from context, as
-    // it does for a quoted literal, so an int64 can fill a boolean or text
-    // column just as in SQLite. Where nothing gives a type (SELECT ?), the
-    // value comes back as text; write CAST(? AS BIGINT) there.
+    return b;
+  }
+
+  Result<ResultPtr> Run(std::string_view sql, const std::vector<Value>& params) {
+    RETURN_IF_ERROR(EnsureConnected());
+    ASSIGN_OR_RETURN(Bound b, Bind(sql, params));
     if (params.empty()) {
-      return Check(PQexecParams(conn_, text.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
+      return Check(PQexecParams(conn_, b.text.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
     }
-    ASSIGN_OR_RETURN(const std::string* name, Prepared(text, params.size()));
-    return Check(PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()),
-                                values.data(), nullptr, nullptr, 0));
+    ASSIGN_OR_RETURN(const std::string* name, Prepared(b.text, params.size()));
+    return Check(
+        PQexecPrepared(conn_, name->c_str(), b.count(), b.values.data(), nullptr, nullptr, 0));
   }
 
   // The name of `text` prepared in this session (prepared now if new).
@@ -626,7 +691,90 @@ class PostgresConnection final : public Connection {
       PQclear(r);
   }
 
+  // One sent, not yet received statement of the pipeline.
+  struct Pending {
+    std::string prepared_text;  // prepared along with it (its answer comes first)
+  };
+
+  // The answers to `sent`: its prepare's (if any), its own, and its Sync.
+  Result<Rows> ReceiveOne(const Pending& sent) {
+    std::optional<core::Error> prepare_error;
+    if (!sent.prepared_text.empty()) {
+      ResultPtr prep(PQgetResult(conn_));
+      if (prep == nullptr)
+        return BreakPipeline("no answer to a prepare");
+      if (PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
+        prepare_error = ErrorFromResult(prep.get());
+        prepared_.erase(sent.prepared_text);
+      }
+      if (ResultPtr end(PQgetResult(conn_)); end != nullptr)
+        return BreakPipeline("unexpected answer after a prepare");
+    }
+    ResultPtr res(PQgetResult(conn_));
+    if (res == nullptr || PQstatus(conn_) != CONNECTION_OK)
+      return BreakPipeline("no answer to a statement");
+    Result<Rows> out = Rows{};
+    switch (PQresultStatus(res.get())) {
+      case PGRES_TUPLES_OK:
+      case PGRES_COMMAND_OK: {
+        Rows rows;
+        rows.reserve(static_cast<size_t>(PQntuples(res.get())));
+        Status read = EachRow(res.get(), [&rows](Row& row) -> Status {
+          rows.push_back(std::move(row));
+          return core::Ok();
+        });
+        out = read ? Result<Rows>(std::move(rows)) : Result<Rows>(read.error());
+        break;
+      }
+      case PGRES_PIPELINE_ABORTED:
+        out = prepare_error ? *prepare_error
+                            : core::Internal("postgres: statement aborted in the pipeline");
+        break;
+      default:
+        out = ErrorFromResult(res.get());
+        break;
+    }
+    if (ResultPtr end(PQgetResult(conn_)); end != nullptr)
+      return BreakPipeline("unexpected answer after a statement");
+    ResultPtr sync(PQgetResult(conn_));
+    if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)
+      return BreakPipeline("no end of a pipelined transaction");
+    return out;
+  }
+
+  // The pipeline's state is unknown (lost connection, protocol surprise):
+  // every statement not yet received fails, and the connection is reset
+  // once the last is received.
+  core::Error BreakPipeline(std::string_view what) {
+    if (!pipeline_broken_) {
+      pipeline_broken_ = true;
+      lost_message_ = "postgres: connection to " + Target(conn_) + " lost in a pipeline (" +
+                      std::string(what) + "): " + OneLine(PQerrorMessage(conn_));
+    }
+    return LostPipeline();
+  }
+  core::Error LostPipeline() const { return core::Unavailable(lost_message_); }
+
+  // A statement that could not be sent is not pending: it fails alone, and
+  // so does everything sent before it (the pipeline is broken).
+  core::Error FailSend() {
+    core::Error error = BreakPipeline("cannot send a statement");
+    if (pending_.empty())
+      ResetAfterPipeline();
+    return error;
+  }
+
+  // Unusable as it is: a new session (prepared statements included).
+  void ResetAfterPipeline() {
+    pipeline_broken_ = false;
+    (void)PQexitPipelineMode(conn_);
+    (void)Reconnect();
+  }
+
   PGconn* conn_;
+  std::deque<Pending> pending_;  // sent in pipeline mode, oldest first
+  bool pipeline_broken_ = false;
+  std::string lost_message_;
   static constexpr size_t kMaxPrepared = 256;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
   uint64_t next_prepared_ = 0;

@@ -341,7 +341,7 @@ Result<SearchRunsResult> Tracking::SearchRuns(const SearchRunsRequest& request) 
   run_rows.reserve(rows.size());
   for (const auto& row : rows)
     run_rows.push_back(internal::RunFromRow(row));
-  ASSIGN_OR_RETURN(result.runs, internal::LoadRunData(*conn, std::move(run_rows)));
+  ASSIGN_OR_RETURN(result.runs, internal::LoadRunData(*conn, std::move(run_rows), &db_));
   if (static_cast<int64_t>(result.runs.size()) == request.max_results)
     result.next_offset = request.offset + request.max_results;
   return result;

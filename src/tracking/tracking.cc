@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -298,10 +299,11 @@ Status LoadExperimentTags(Connection& conn, std::vector<Experiment>& experiments
   return core::Ok();
 }
 
-Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& pks,
+Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<Value>& pks,
                         std::unordered_map<int64_t, Run*>& by_pk);
 
-Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows) {
+Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
+                                     store::Database* db) {
   std::vector<Run> runs(rows.size());
   if (rows.empty())
     return runs;
@@ -313,17 +315,28 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
     pks.emplace_back(rows[i].pk);
     by_pk[rows[i].pk] = &runs[i];
   }
+  // A large page reads on two connections at once when the pool has one
+  // to spare without waiting (waiting could deadlock a full pool of
+  // requests that each hold one); otherwise both statements go pipelined
+  // on `conn`.
+  std::optional<store::PooledConnection> second;
+  if (db != nullptr && rows.size() >= kParallelRunData) {
+    auto spare = db->TryAcquire();  // an error (cannot open one): go on with `conn`
+    if (spare && spare->has_value())
+      second.emplace(std::move(**spare));
+  }
+  Connection& other = second ? **second : conn;
   // IN lists of at most 1000 ids: SQLite's default limit on bound
-  // parameters is 32,766 (the statement binds the list four times) and
+  // parameters is 32,766 (a statement binds the list three times) and
   // runs/search may return 50,000 runs.
   constexpr size_t kChunk = 1000;
   for (size_t start = 0; start < pks.size(); start += kChunk) {
     std::vector<Value> chunk(
         pks.begin() + static_cast<ptrdiff_t>(start),
         pks.begin() + static_cast<ptrdiff_t>(std::min(pks.size(), start + kChunk)));
-    RETURN_IF_ERROR(LoadRunDataChunk(conn, chunk, by_pk));
+    RETURN_IF_ERROR(LoadRunDataChunk(conn, other, chunk, by_pk));
   }
-  // The statement does not sort: each run's few entries are sorted here,
+  // The statements do not sort: each run's few entries are sorted here,
   // by key in byte order on both backends.
   auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
   for (Run& run : runs) {
@@ -338,30 +351,35 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows)
   return runs;
 }
 
-Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
+Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<Value>& given,
                         std::unordered_map<int64_t, Run*>& by_pk) {
-  // ONE statement for the runs' params, tags, latest metrics and inputs: a
-  // round trip and a bind less per table. Columns: kind, run_pk, key (an
-  // input's dataset), text (value, an input's tags), real, is_nan, ts,
-  // step (an input's position).
+  // Two statements, pipelined (Connection::SendQuery): the tags, and the
+  // params, latest metrics and inputs (a UNION ALL). On `other`, when it is
+  // a second connection, PostgreSQL runs the two at once. Columns:
+  // kind, run_pk, key (an input's dataset), text (value, an input's tags),
+  // real, is_nan, ts, step (an input's position); columns a kind does not
+  // use are NULL (nothing to send or convert).
   //
   // SQLite: "IN (?, ?, ...)", the list bound once per table. PostgreSQL:
-  // one array parameter per table, so the statement is the same text
-  // (prepared once) whatever the number of runs, and PostgreSQL binds four
-  // values instead of 4000.
+  // one array parameter per table, so the statements are the same text
+  // (prepared once) whatever the number of runs, and PostgreSQL binds one
+  // value per table instead of 1000.
   const bool pg = conn.dialect() == store::Dialect::kPostgres;
   const std::string in =
       pg ? "= ANY(CAST(? AS BIGINT[]))" : fmt::format("IN ({})", Placeholders(given.size()));
-  // Columns a kind does not use are NULL: nothing to send or convert.
-  const std::string sql = fmt::format(
+  // Tags (a run has several: its name, user, source...) in the first, the
+  // rest in the second, so that the two take about as long.
+  const std::string tagged =
+      fmt::format("SELECT 1, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_tags WHERE run_pk {0}",
+                  in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
+  const std::string rest = fmt::format(
       "SELECT 0, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_params WHERE run_pk {0} "
-      "UNION ALL SELECT 1, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_tags WHERE run_pk {0} "
       "UNION ALL SELECT 2, run_pk, key, CAST(NULL AS TEXT), value, is_nan, ts, step FROM "
       "latest_metrics WHERE run_pk {0} "
       "UNION ALL SELECT 3, run_pk, dataset, tags, {1}, {2}, {2}, position FROM run_inputs WHERE "
       "run_pk {0}",
       in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
-  std::vector<Value> params;
+  std::vector<Value> one, three;  // the run ids for one table, for three
   if (pg) {
     std::string pks = "{";
     for (size_t i = 0; i < given.size(); ++i) {
@@ -370,12 +388,25 @@ Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
       pks += std::to_string(std::get<int64_t>(given[i]));
     }
     pks += '}';
-    params.assign(4, Value(std::move(pks)));
+    one.assign(1, Value(pks));
+    three.assign(3, Value(std::move(pks)));
   } else {
-    params.reserve(4 * given.size());
-    for (int table = 0; table < 4; ++table)
-      params.insert(params.end(), given.begin(), given.end());
+    one = given;
+    three.reserve(3 * given.size());
+    for (int table = 0; table < 3; ++table)
+      three.insert(three.end(), given.begin(), given.end());
   }
+  RETURN_IF_ERROR(conn.SendQuery(tagged, one));
+  const Status sent = other.SendQuery(rest, three);
+  auto tag_rows = conn.ReceiveRows();  // received whatever happened to the second
+  RETURN_IF_ERROR(sent);
+  auto rest_rows = other.ReceiveRows();
+  if (!tag_rows)
+    return tag_rows.error();
+  if (!rest_rows)
+    return rest_rows.error();
+  for (const store::Row& r : *tag_rows)
+    by_pk.at(r.Int(1))->tags.emplace_back(r.Text(2), r.Text(3));
   // Inputs keep their logged order (position): put in place after the rows.
   struct Input {
     int64_t position;
@@ -383,36 +414,29 @@ Status LoadRunDataChunk(Connection& conn, const std::vector<Value>& given,
     DatasetInput input;
   };
   std::vector<Input> inputs;
-  RETURN_IF_ERROR(conn.QueryEach(sql, params, [&](const store::Row& r) -> Status {
+  for (const store::Row& r : *rest_rows) {
     Run* run = by_pk.at(r.Int(1));
-    switch (r.Int(0)) {
-      case 0:
-        run->params.emplace_back(r.Text(2), r.Text(3));
-        break;
-      case 1:
-        run->tags.emplace_back(r.Text(2), r.Text(3));
-        break;
-      case 2:
-        run->metrics.push_back(
-            {.key = r.Text(2),
-             .value = r.Int(5) ? std::numeric_limits<double>::quiet_NaN() : r.Real(4),
-             .timestamp = r.Int(6),
-             .step = r.Int(7)});
-        break;
-      default: {
-        DatasetInput d;
-        d.dataset = Json::parse(r.Text(2), nullptr, false);
-        Json tags_json = Json::parse(r.Text(3), nullptr, false);
-        if (tags_json.is_object()) {
-          for (const auto& [k, v] : tags_json.items())
-            d.tags.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
-        }
-        inputs.push_back({.position = r.Int(7), .run = run, .input = std::move(d)});
-        break;
-      }
+    if (r.Int(0) == 0) {
+      run->params.emplace_back(r.Text(2), r.Text(3));
+      continue;
     }
-    return core::Ok();
-  }));
+    if (r.Int(0) == 2) {
+      run->metrics.push_back(
+          {.key = r.Text(2),
+           .value = r.Int(5) ? std::numeric_limits<double>::quiet_NaN() : r.Real(4),
+           .timestamp = r.Int(6),
+           .step = r.Int(7)});
+      continue;
+    }
+    DatasetInput d;
+    d.dataset = Json::parse(r.Text(2), nullptr, false);
+    Json tags_json = Json::parse(r.Text(3), nullptr, false);
+    if (tags_json.is_object()) {
+      for (const auto& [k, v] : tags_json.items())
+        d.tags.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    inputs.push_back({.position = r.Int(7), .run = run, .input = std::move(d)});
+  }
   std::stable_sort(inputs.begin(), inputs.end(),
                    [](const Input& a, const Input& b) { return a.position < b.position; });
   for (Input& i : inputs)

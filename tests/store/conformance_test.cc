@@ -93,6 +93,65 @@ TEST_P(Store, UniqueViolationIsAlreadyExists) {
   EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists);
 }
 
+// Pipelined statements answer in the order sent, each its own transaction:
+// a failing one fails alone, and the next sees what the earlier committed.
+TEST_P(Store, PipelinedStatementsAnswerInOrderAndFailAlone) {
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE((*conn)->Exec("CREATE TABLE p (k TEXT PRIMARY KEY, n BIGINT)"));
+  for (int round = 0; round < 3; ++round) {  // a second round reuses the prepared statements
+    const std::string a = "a" + std::to_string(round), b = "b" + std::to_string(round);
+    ASSERT_TRUE((*conn)->SendQuery("INSERT INTO p VALUES (?, ?)", {a, int64_t{1}}));
+    ASSERT_TRUE((*conn)->SendQuery("INSERT INTO p VALUES (?, ?)", {a, int64_t{2}}));  // duplicate
+    ASSERT_TRUE((*conn)->SendQuery("INSERT INTO p VALUES (?, ?)", {b, int64_t{3}}));
+    ASSERT_TRUE((*conn)->SendQuery("SELECT k, n FROM p WHERE k IN (?, ?) ORDER BY k", {a, b}));
+    auto first = (*conn)->ReceiveRows();
+    ASSERT_TRUE(first) << first.error().ToString();
+    auto second = (*conn)->ReceiveRows();
+    ASSERT_FALSE(second);
+    EXPECT_EQ(second.error().code, ErrorCode::kAlreadyExists) << second.error().ToString();
+    auto third = (*conn)->ReceiveRows();
+    ASSERT_TRUE(third) << third.error().ToString();
+    auto rows = (*conn)->ReceiveRows();
+    ASSERT_TRUE(rows) << rows.error().ToString();
+    ASSERT_EQ(rows->size(), 2u);
+    EXPECT_EQ((*rows)[0].Text(0), a);
+    EXPECT_EQ((*rows)[0].Int(1), 1);
+    EXPECT_EQ((*rows)[1].Text(0), b);
+  }
+  auto none = (*conn)->ReceiveRows();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kInternal);
+  // Afterwards the connection works as before, transactions included.
+  ASSERT_TRUE((*conn)->Begin());
+  ASSERT_TRUE((*conn)->Exec("INSERT INTO p VALUES ('c', 4)"));
+  ASSERT_TRUE((*conn)->Commit());
+  auto count = (*conn)->Query("SELECT COUNT(*) FROM p");
+  ASSERT_TRUE(count);
+  EXPECT_EQ((*count)[0].Int(0), 7);
+}
+
+// TryAcquire lends a connection only when Acquire would not wait (the
+// fixture's pool holds 8).
+TEST_P(Store, TryAcquireNeverWaits) {
+  std::vector<PooledConnection> held;
+  for (int i = 0; i < 8; ++i) {
+    auto spare = db_->TryAcquire();
+    ASSERT_TRUE(spare) << spare.error().ToString();
+    ASSERT_TRUE(spare->has_value()) << i;
+    held.push_back(std::move(**spare));
+  }
+  auto none = db_->TryAcquire();
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  held.pop_back();  // back to the pool
+  auto again = db_->TryAcquire();
+  ASSERT_TRUE(again);
+  ASSERT_TRUE(again->has_value());
+  auto rows = (**again)->Query("SELECT 1");
+  EXPECT_TRUE(rows) << rows.error().ToString();
+}
+
 TEST_P(Store, FailedTransactionLeavesNothing) {
   auto conn = db_->Acquire();
   ASSERT_TRUE((*conn)->Exec("CREATE TABLE u (k TEXT PRIMARY KEY)"));

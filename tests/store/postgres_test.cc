@@ -574,6 +574,58 @@ TEST_F(PostgresServer, StatementsWithParametersArePreparedOncePerSession) {
   EXPECT_EQ(prepared(), 1);
 }
 
+// A statement new to the session is prepared inside the pipeline; if the
+// prepare fails, that statement fails with the server's error (not "does
+// not exist"), the next one runs, and a later send prepares it again.
+TEST_F(PostgresServer, PipelinedPrepareFailureFailsOnlyItsStatement) {
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(conn().SendQuery("SELECT nosuchcolumn FROM " + T("nosuchtable") + " WHERE 1 = ?",
+                                 {int64_t{1}}));
+    ASSERT_TRUE(conn().SendQuery("SELECT CAST(? AS BIGINT) + 1", {int64_t{41}}));
+    auto bad = conn().ReceiveRows();
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().code, ErrorCode::kInternal);
+    EXPECT_NE(bad.error().message.find("does not exist"), std::string::npos)
+        << bad.error().ToString();
+    EXPECT_NE(bad.error().message.find("nosuchtable"), std::string::npos) << bad.error().ToString();
+    auto good = conn().ReceiveRows();
+    ASSERT_TRUE(good) << good.error().ToString();
+    ASSERT_EQ(good->size(), 1u);
+    EXPECT_EQ((*good)[0].Int(0), 42);
+  }
+}
+
+// The session ends with statements in the pipeline: each pending one fails
+// with kUnavailable, and the connection then reconnects as after any loss.
+TEST_F(PostgresServer, ConnectionLostInAPipelineFailsWhatIsPendingThenReconnects) {
+  MustExec("CREATE TABLE " + T("piped") + " (id BIGINT)");
+  ASSERT_TRUE(conn().SendQuery("INSERT INTO " + T("piped") + " VALUES (?)", {int64_t{1}}));
+  ASSERT_TRUE(
+      conn().SendQuery("SELECT pg_terminate_backend(pg_backend_pid()) AND ? = 1", {int64_t{1}}));
+  // Sent before the server ends the session, or refused: either way it fails.
+  Status third = conn().SendQuery("INSERT INTO " + T("piped") + " VALUES (?)", {int64_t{3}});
+  auto first = conn().ReceiveRows();
+  ASSERT_TRUE(first) << first.error().ToString();
+  auto killed = conn().ReceiveRows();
+  ASSERT_FALSE(killed);
+  EXPECT_EQ(killed.error().code, ErrorCode::kUnavailable) << killed.error().ToString();
+  if (third) {
+    auto lost = conn().ReceiveRows();
+    ASSERT_FALSE(lost);
+    EXPECT_EQ(lost.error().code, ErrorCode::kUnavailable) << lost.error().ToString();
+  } else {
+    EXPECT_EQ(third.error().code, ErrorCode::kUnavailable) << third.error().ToString();
+  }
+  Rows rows = MustQuery("SELECT id FROM " + T("piped") + " ORDER BY id");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].Int(0), 1);
+  // Pipelining works on the new session too.
+  ASSERT_TRUE(conn().SendQuery("SELECT CAST(? AS BIGINT)", {int64_t{7}}));
+  auto again = conn().ReceiveRows();
+  ASSERT_TRUE(again) << again.error().ToString();
+  EXPECT_EQ((*again)[0].Int(0), 7);
+}
+
 TEST_F(PostgresServer, PoolHandsOutIndependentSessions) {
   MustExec("CREATE TABLE " + T("iso") + " (id BIGINT)");
   auto other = db_->Acquire();
