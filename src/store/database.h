@@ -69,7 +69,7 @@ class Connection {
   // Runs several ';'-separated statements without parameters (migrations).
   virtual Status ExecScript(std::string_view sql) = 0;
 
-  // Pipelining, for a writer that keeps the database busy. SendQuery queues
+  // Pipelining. SendQuery queues
   // one statement, run as a transaction of its own (never call it between
   // Begin and Commit), and returns without waiting for it; ReceiveRows
   // returns the rows, or the error, of the oldest statement sent and not yet
@@ -78,8 +78,9 @@ class Connection {
   // on the connection. A lost connection fails every statement not yet
   // received with kUnavailable, whether or not it committed.
   // PostgreSQL: libpq's pipeline mode, so the server runs a statement while
-  // the caller builds the next one and while the previous answer travels.
-  // The default (SQLite) runs the statement in SendQuery.
+  // the caller builds the next one and while the previous answer travels,
+  // and statements sent on two connections run at once. The default
+  // (SQLite) runs the statement in SendQuery.
   virtual Status SendQuery(std::string_view sql, const std::vector<Value>& params);
   virtual Result<Rows> ReceiveRows();
 

@@ -49,9 +49,9 @@ inline constexpr std::string_view kExperimentColumns =
 Experiment ExperimentFromRow(const store::Row& row);
 
 // Fills params, tags, latest metrics and inputs of `runs` (by their pks):
-// two statements per 1000 runs, pipelined on `conn`. `db`, when given, may
-// lend a second connection for a page of at least kParallelRunData runs, so
-// that the two run at once.
+// two statements per 1000 runs, pipelined on `conn`. `db`, when given and
+// PostgreSQL, may lend a second connection for a page of at least
+// kParallelRunData runs, so that the two run at once.
 inline constexpr size_t kParallelRunData = 200;
 Result<std::vector<Run>> LoadRunData(store::Connection& conn, std::vector<RunRow> rows,
                                      store::Database* db = nullptr);

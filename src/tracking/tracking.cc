@@ -320,7 +320,8 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
   // requests that each hold one); otherwise both statements go pipelined
   // on `conn`.
   std::optional<store::PooledConnection> second;
-  if (db != nullptr && rows.size() >= kParallelRunData) {
+  if (db != nullptr && db->dialect() == store::Dialect::kPostgres &&
+      rows.size() >= kParallelRunData) {
     auto spare = db->TryAcquire();  // an error (cannot open one): go on with `conn`
     if (spare && spare->has_value())
       second.emplace(std::move(**spare));
@@ -355,10 +356,10 @@ Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<V
                         std::unordered_map<int64_t, Run*>& by_pk) {
   // Two statements, pipelined (Connection::SendQuery): the tags, and the
   // params, latest metrics and inputs (a UNION ALL). On `other`, when it is
-  // a second connection, PostgreSQL runs the two at once. Columns:
-  // kind, run_pk, key (an input's dataset), text (value, an input's tags),
-  // real, is_nan, ts, step (an input's position); columns a kind does not
-  // use are NULL (nothing to send or convert).
+  // a second connection, PostgreSQL runs the two at once. The second's
+  // columns: kind, run_pk, key (an input's dataset), text (value, an
+  // input's tags), real, is_nan, ts, step (an input's position); columns a
+  // kind does not use are NULL (nothing to send or convert).
   //
   // SQLite: "IN (?, ?, ...)", the list bound once per table. PostgreSQL:
   // one array parameter per table, so the statements are the same text
@@ -369,9 +370,7 @@ Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<V
       pg ? "= ANY(CAST(? AS BIGINT[]))" : fmt::format("IN ({})", Placeholders(given.size()));
   // Tags (a run has several: its name, user, source...) in the first, the
   // rest in the second, so that the two take about as long.
-  const std::string tagged =
-      fmt::format("SELECT 1, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_tags WHERE run_pk {0}",
-                  in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
+  const std::string tagged = "SELECT run_pk, key, value FROM run_tags WHERE run_pk " + in;
   const std::string rest = fmt::format(
       "SELECT 0, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_params WHERE run_pk {0} "
       "UNION ALL SELECT 2, run_pk, key, CAST(NULL AS TEXT), value, is_nan, ts, step FROM "
@@ -406,7 +405,7 @@ Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<V
   if (!rest_rows)
     return rest_rows.error();
   for (const store::Row& r : *tag_rows)
-    by_pk.at(r.Int(1))->tags.emplace_back(r.Text(2), r.Text(3));
+    by_pk.at(r.Int(0))->tags.emplace_back(r.Text(1), r.Text(2));
   // Inputs keep their logged order (position): put in place after the rows.
   struct Input {
     int64_t position;
