@@ -153,6 +153,19 @@ Status ReadHistory(store::Connection& conn, int64_t run_pk, const std::string& k
 // "-Infinity".
 void AppendDouble(std::string& out, double v);
 void AppendInt(std::string& out, int64_t v);
+// A PostgreSQL array literal of n integers, at(0)..at(n-1): "{1,2,3}", for
+// one CAST(? AS BIGINT[]) parameter in place of n.
+template <typename At>
+std::string PgIntArray(size_t n, At at) {
+  std::string out = "{";
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0)
+      out += ',';
+    AppendInt(out, at(i));
+  }
+  out += '}';
+  return out;
+}
 // MLflow's Run message with the same content as Run::ToMlflow().
 void AppendRunJson(std::string& out, const Run& run);
 

@@ -283,17 +283,8 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
   size_t slots = 1;
   while (slots < rows.size())
     slots *= 2;
-  std::string pks = "{", ns = "{";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    if (i > 0) {
-      pks += ',';
-      ns += ',';
-    }
-    AppendInt(pks, rows[i].run_pk);
-    AppendInt(ns, rows[i].n);
-  }
-  pks += '}';
-  ns += '}';
+  std::string pks = PgIntArray(rows.size(), [&](size_t i) { return rows[i].run_pk; });
+  std::string ns = PgIntArray(rows.size(), [&](size_t i) { return rows[i].n; });
   std::vector<Value> params;
   params.reserve(slots + 8);
   params.emplace_back(pks);

@@ -380,13 +380,8 @@ Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<V
       in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
   std::vector<Value> one, three;  // the run ids for one table, for three
   if (pg) {
-    std::string pks = "{";
-    for (size_t i = 0; i < given.size(); ++i) {
-      if (i > 0)
-        pks += ',';
-      pks += std::to_string(std::get<int64_t>(given[i]));
-    }
-    pks += '}';
+    std::string pks =
+        PgIntArray(given.size(), [&](size_t i) { return std::get<int64_t>(given[i]); });
     one.assign(1, Value(pks));
     three.assign(3, Value(std::move(pks)));
   } else {
