@@ -35,23 +35,36 @@ std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body);
 // Columns selected for a run, in RunFromRow's order.
 inline constexpr std::string_view kRunColumns =
     "run_pk, run_uuid, experiment_id, name, user_id, status, start_time, end_time, "
-    "lifecycle_stage, artifact_uri, project";
+    "lifecycle_stage, artifact_uri, project, data";
 
 struct RunRow {
   int64_t pk = 0;
   RunInfo info;
+  std::optional<std::string> data;  // runs.data; NULL only before RefreshRunData
 };
 RunRow RunFromRow(const store::Row& row, size_t first = 0);
+
+// runs.data (migration 0016, run_data.cc): the run's params, tags and
+// dataset inputs as one JSON document the database builds from run_params,
+// run_tags and run_inputs. Every command that changes those tables calls
+// RefreshRunData for its run in the same transaction; Tracking::Open fills
+// the documents still NULL.
+Status RefreshRunData(store::Connection& conn, std::string_view where,
+                      const std::vector<store::Value>& params);
+Status RefreshRunData(store::Connection& conn, int64_t run_pk);
+// Appends the params and tags (sorted by key, in byte order) and the inputs
+// (in their logged order) of `document` to `run`; Internal when malformed.
+Status ParseRunData(std::string_view document, Run& run);
 
 inline constexpr std::string_view kExperimentColumns =
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time, "
     "project";
 Experiment ExperimentFromRow(const store::Row& row);
 
-// Fills params, tags, latest metrics and inputs of `runs` (by their pks):
-// two statements per 1000 runs, pipelined on `conn`. `db`, when given and
+// Runs with their params, tags and inputs (from each row's data) and latest
+// metrics: one statement per 1000 runs on `conn`. `db`, when given and
 // PostgreSQL, may lend a second connection for a page of at least
-// kParallelRunData runs, so that the two run at once.
+// kParallelRunData runs, which then reads half of the metrics at once.
 inline constexpr size_t kParallelRunData = 200;
 Result<std::vector<Run>> LoadRunData(store::Connection& conn, std::vector<RunRow> rows,
                                      store::Database* db = nullptr);

@@ -324,7 +324,7 @@ Result<SearchRunsResult> Tracking::SearchRuns(const SearchRunsRequest& request) 
   std::string columns;
   for (std::string_view c :
        {"run_pk", "run_uuid", "experiment_id", "name", "user_id", "status", "start_time",
-        "end_time", "lifecycle_stage", "artifact_uri", "project"}) {
+        "end_time", "lifecycle_stage", "artifact_uri", "project", "data"}) {
     columns += columns.empty() ? "r." : ", r.";
     columns += c;
   }

@@ -151,8 +151,21 @@ Result<internal::RunRow> RequireRun(Connection& conn, const std::string& run_id)
   return internal::RunFromRow(rows[0]);
 }
 
+// For a command that changes the run: on PostgreSQL the row stays locked
+// until the command's transaction ends, so that a command of another
+// server changing the same run's params, tags or inputs waits, and the
+// runs.data each rewrites from the tables sees the other's rows
+// (RefreshRunData; READ COMMITTED takes a snapshot per statement). SQLite
+// has one writer at a time.
 Result<internal::RunRow> RequireActiveRun(Connection& conn, const std::string& run_id) {
-  ASSIGN_OR_RETURN(internal::RunRow run, RequireRun(conn, run_id));
+  ASSIGN_OR_RETURN(
+      Rows rows,
+      conn.Query(fmt::format("SELECT {} FROM runs WHERE run_uuid = ?{}", internal::kRunColumns,
+                             conn.dialect() == store::Dialect::kPostgres ? " FOR UPDATE" : ""),
+                 {run_id}));
+  if (rows.empty())
+    return core::NotFound(fmt::format("Run with id={} not found", run_id));
+  internal::RunRow run = internal::RunFromRow(rows[0]);
   if (run.info.lifecycle_stage != "active")
     return NotActive("run", run_id, run.info.lifecycle_stage);
   return run;
@@ -186,7 +199,9 @@ Status TouchExperiment(Connection& conn, int64_t id) {
   return core::Ok();
 }
 
-// Inserts params; refuses a key already stored with another value.
+// Inserts params; refuses a key already stored with another value. The
+// caller refreshes runs.data (internal::RefreshRunData), as after
+// UpsertTags.
 Status InsertParams(Connection& conn, const internal::RunRow& run,
                     const std::vector<KeyValue>& params) {
   for (const auto& [key, value] : params) {
@@ -264,6 +279,8 @@ RunRow RunFromRow(const store::Row& row, size_t f) {
   r.info.lifecycle_stage = row.Text(f + 8);
   r.info.artifact_uri = row.Text(f + 9);
   r.info.project = row.Text(f + 10);
+  if (!row.IsNull(f + 11))
+    r.data = row.Text(f + 11);
   return r;
 }
 
@@ -299,8 +316,8 @@ Status LoadExperimentTags(Connection& conn, std::vector<Experiment>& experiments
   return core::Ok();
 }
 
-Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<Value>& pks,
-                        std::unordered_map<int64_t, Run*>& by_pk);
+Status LoadLatestMetrics(Connection& conn, Connection& other, const std::vector<Value>& pks,
+                         std::unordered_map<int64_t, Run*>& by_pk);
 
 Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
                                      store::Database* db) {
@@ -311,14 +328,17 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
   std::unordered_map<int64_t, Run*> by_pk;
   by_pk.reserve(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].data) {
+      return core::Internal(fmt::format("run {} has no runs.data document", rows[i].info.run_id));
+    }
+    RETURN_IF_ERROR(ParseRunData(*rows[i].data, runs[i]));
     runs[i].info = std::move(rows[i].info);
     pks.emplace_back(rows[i].pk);
     by_pk[rows[i].pk] = &runs[i];
   }
-  // A large page reads on two connections at once when the pool has one
-  // to spare without waiting (waiting could deadlock a full pool of
-  // requests that each hold one); otherwise both statements go pipelined
-  // on `conn`.
+  // A large page reads its metrics on two connections at once when the
+  // pool has one to spare without waiting (waiting could deadlock a full
+  // pool of requests that each hold one); otherwise on `conn` alone.
   std::optional<store::PooledConnection> second;
   if (db != nullptr && db->dialect() == store::Dialect::kPostgres &&
       rows.size() >= kParallelRunData) {
@@ -328,113 +348,72 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
   }
   Connection& other = second ? **second : conn;
   // IN lists of at most 1000 ids: SQLite's default limit on bound
-  // parameters is 32,766 (a statement binds the list three times) and
-  // runs/search may return 50,000 runs.
+  // parameters is 32,766 and runs/search may return 50,000 runs.
   constexpr size_t kChunk = 1000;
   for (size_t start = 0; start < pks.size(); start += kChunk) {
     std::vector<Value> chunk(
         pks.begin() + static_cast<ptrdiff_t>(start),
         pks.begin() + static_cast<ptrdiff_t>(std::min(pks.size(), start + kChunk)));
-    RETURN_IF_ERROR(LoadRunDataChunk(conn, other, chunk, by_pk));
+    RETURN_IF_ERROR(LoadLatestMetrics(conn, other, chunk, by_pk));
   }
-  // The statements do not sort: each run's few entries are sorted here,
+  // The statement does not sort: each run's few metrics are sorted here,
   // by key in byte order on both backends.
-  auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
+  auto metric_key = [](const MetricPoint& a, const MetricPoint& b) { return a.key < b.key; };
   for (Run& run : runs) {
-    if (!std::is_sorted(run.params.begin(), run.params.end(), by_key))
-      std::sort(run.params.begin(), run.params.end(), by_key);
-    if (!std::is_sorted(run.tags.begin(), run.tags.end(), by_key))
-      std::sort(run.tags.begin(), run.tags.end(), by_key);
-    auto metric_key = [](const MetricPoint& a, const MetricPoint& b) { return a.key < b.key; };
     if (!std::is_sorted(run.metrics.begin(), run.metrics.end(), metric_key))
       std::sort(run.metrics.begin(), run.metrics.end(), metric_key);
   }
   return runs;
 }
 
-Status LoadRunDataChunk(Connection& conn, Connection& other, const std::vector<Value>& given,
-                        std::unordered_map<int64_t, Run*>& by_pk) {
-  // Two statements, pipelined (Connection::SendQuery): the tags, and the
-  // params, latest metrics and inputs (a UNION ALL). On `other`, when it is
-  // a second connection, PostgreSQL runs the two at once. The second's
-  // columns: kind, run_pk, key (an input's dataset), text (value, an
-  // input's tags), real, is_nan, ts, step (an input's position); columns a
-  // kind does not use are NULL (nothing to send or convert).
-  //
-  // SQLite: "IN (?, ?, ...)", the list bound once per table. PostgreSQL:
-  // one array parameter per table, so the statements are the same text
-  // (prepared once) whatever the number of runs, and PostgreSQL binds one
-  // value per table instead of 1000.
+Status LoadLatestMetrics(Connection& conn, Connection& other, const std::vector<Value>& given,
+                         std::unordered_map<int64_t, Run*>& by_pk) {
+  // SQLite: "IN (?, ?, ...)". PostgreSQL: one array parameter, so the
+  // statement is the same text (prepared once) whatever the number of
+  // runs, and PostgreSQL binds one value instead of 1000. When `other` is
+  // a second connection, it reads the second half of the runs meanwhile.
   const bool pg = conn.dialect() == store::Dialect::kPostgres;
-  const std::string in =
-      pg ? "= ANY(CAST(? AS BIGINT[]))" : fmt::format("IN ({})", Placeholders(given.size()));
-  // Tags (a run has several: its name, user, source...) in the first, the
-  // rest in the second, so that the two take about as long.
-  const std::string tagged = "SELECT run_pk, key, value FROM run_tags WHERE run_pk " + in;
-  const std::string rest = fmt::format(
-      "SELECT 0, run_pk, key, value, {1}, {2}, {2}, {2} FROM run_params WHERE run_pk {0} "
-      "UNION ALL SELECT 2, run_pk, key, CAST(NULL AS TEXT), value, is_nan, ts, step FROM "
-      "latest_metrics WHERE run_pk {0} "
-      "UNION ALL SELECT 3, run_pk, dataset, tags, {1}, {2}, {2}, position FROM run_inputs WHERE "
-      "run_pk {0}",
-      in, "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS BIGINT)");
-  std::vector<Value> one, three;  // the run ids for one table, for three
-  if (pg) {
-    std::string pks =
-        PgIntArray(given.size(), [&](size_t i) { return std::get<int64_t>(given[i]); });
-    one.assign(1, Value(pks));
-    three.assign(3, Value(std::move(pks)));
-  } else {
-    one = given;
-    three.reserve(3 * given.size());
-    for (int table = 0; table < 3; ++table)
-      three.insert(three.end(), given.begin(), given.end());
-  }
-  RETURN_IF_ERROR(conn.SendQuery(tagged, one));
-  const Status sent = other.SendQuery(rest, three);
-  auto tag_rows = conn.ReceiveRows();  // received whatever happened to the second
-  RETURN_IF_ERROR(sent);
-  auto rest_rows = other.ReceiveRows();
-  if (!tag_rows)
-    return tag_rows.error();
-  if (!rest_rows)
-    return rest_rows.error();
-  for (const store::Row& r : *tag_rows)
-    by_pk.at(r.Int(0))->tags.emplace_back(r.Text(1), r.Text(2));
-  // Inputs keep their logged order (position): put in place after the rows.
-  struct Input {
-    int64_t position;
-    Run* run;
-    DatasetInput input;
+  const size_t half = &other == &conn ? given.size() : given.size() / 2;
+  auto statement = [&](size_t begin, size_t end) -> std::pair<std::string, std::vector<Value>> {
+    std::string sql =
+        "SELECT run_pk, key, value, is_nan, ts, step FROM latest_metrics WHERE run_pk ";
+    if (pg) {
+      sql += "= ANY(CAST(? AS BIGINT[]))";
+      return {std::move(sql), {Value(PgIntArray(end - begin, [&](size_t i) {
+                return std::get<int64_t>(given[begin + i]);
+              }))}};
+    }
+    sql += fmt::format("IN ({})", Placeholders(end - begin));
+    return {std::move(sql), std::vector<Value>(given.begin() + static_cast<ptrdiff_t>(begin),
+                                               given.begin() + static_cast<ptrdiff_t>(end))};
   };
-  std::vector<Input> inputs;
-  for (const store::Row& r : *rest_rows) {
-    Run* run = by_pk.at(r.Int(1));
-    if (r.Int(0) == 0) {
-      run->params.emplace_back(r.Text(2), r.Text(3));
-      continue;
-    }
-    if (r.Int(0) == 2) {
-      run->metrics.push_back(
-          {.key = r.Text(2),
-           .value = r.Int(5) ? std::numeric_limits<double>::quiet_NaN() : r.Real(4),
-           .timestamp = r.Int(6),
-           .step = r.Int(7)});
-      continue;
-    }
-    DatasetInput d;
-    d.dataset = Json::parse(r.Text(2), nullptr, false);
-    Json tags_json = Json::parse(r.Text(3), nullptr, false);
-    if (tags_json.is_object()) {
-      for (const auto& [k, v] : tags_json.items())
-        d.tags.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
-    }
-    inputs.push_back({.position = r.Int(7), .run = run, .input = std::move(d)});
+  auto [first_sql, first_params] = statement(0, half);
+  RETURN_IF_ERROR(conn.SendQuery(first_sql, first_params));
+  Status sent = core::Ok();
+  if (half < given.size()) {
+    auto [second_sql, second_params] = statement(half, given.size());
+    sent = other.SendQuery(second_sql, second_params);
   }
-  std::stable_sort(inputs.begin(), inputs.end(),
-                   [](const Input& a, const Input& b) { return a.position < b.position; });
-  for (Input& i : inputs)
-    i.run->inputs.push_back(std::move(i.input));
+  auto first = conn.ReceiveRows();  // received whatever happened to the second
+  RETURN_IF_ERROR(sent);
+  std::optional<Result<Rows>> second;
+  if (half < given.size())
+    second.emplace(other.ReceiveRows());
+  if (!first)
+    return first.error();
+  if (second && !*second)
+    return second->error();
+  for (const Rows* rows : {&*first, second ? &**second : nullptr}) {
+    if (rows == nullptr)
+      continue;
+    for (const store::Row& r : *rows) {
+      by_pk.at(r.Int(0))->metrics.push_back(
+          {.key = r.Text(1),
+           .value = r.Int(3) ? std::numeric_limits<double>::quiet_NaN() : r.Real(2),
+           .timestamp = r.Int(4),
+           .step = r.Int(5)});
+    }
+  }
   return core::Ok();
 }
 
@@ -543,6 +522,12 @@ Result<std::unique_ptr<Tracking>> Tracking::Open(store::Database& db, store::Eve
   while (!options.artifact_root.empty() && options.artifact_root.back() == '/')
     options.artifact_root.pop_back();
   std::unique_ptr<Tracking> t(new Tracking(db, log, lifecycles, std::move(options)));
+  // Runs from before migration 0016 get their runs.data document.
+  auto filled = log.Execute([](CommandTx& tx) -> Status {
+    return internal::RefreshRunData(tx.conn(), "data IS NULL", {});
+  });
+  if (!filled)
+    return filled.error();
   // Experiment "0" ("Default") exists from the start, as in MLflow.
   const std::string root = t->options_.artifact_root;
   auto created = log.Execute([&](CommandTx& tx) -> Status {
@@ -859,6 +844,7 @@ Result<Run> Tracking::CreateRun(const CreateRunRequest& request, const store::Co
         "VALUES (?, ?, ?, ?, ?, 'RUNNING', ?, NULL, 'active', ?, ?)",
         {pk, run_id, std::stoll(e.id), name, user_id, start_time, artifact_uri, e.project}));
     RETURN_IF_ERROR(UpsertTags(conn, pk, tags));
+    RETURN_IF_ERROR(internal::RefreshRunData(conn, pk));
     ASSIGN_OR_RETURN(auto entity, lifecycles_.CreateIn(tx, std::string(kRunKind), run_id,
                                                        {{"experiment_id", e.id},
                                                         {"run_name", name},
@@ -951,6 +937,7 @@ Result<RunInfo> Tracking::UpdateRun(const std::string& run_id, const UpdateRunRe
       changes["run_name"] = {{"from", info.run_name}, {"to", *request.run_name}};
       info.run_name = *request.run_name;
       RETURN_IF_ERROR(UpsertTags(conn, run.pk, {{std::string(kRunNameTag), info.run_name}}));
+      RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     }
     out = info;
     if (changes.empty())
@@ -1015,6 +1002,7 @@ Status Tracking::SetTag(const std::string& run_id, const std::string& key, const
     Connection& conn = tx.conn();
     ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(conn, run_id));
     RETURN_IF_ERROR(UpsertTags(conn, run.pk, {{key, value}}));
+    RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tag_set", ctx, run.info.project,
                                 {{"key", key}, {"value", value}}));
     return core::Ok();
@@ -1033,6 +1021,7 @@ Status Tracking::DeleteTag(const std::string& run_id, const std::string& key,
                      conn.Exec("DELETE FROM run_tags WHERE run_pk = ? AND key = ?", {run.pk, key}));
     if (n == 0)
       return core::NotFound(fmt::format("No tag with name: {} in run with id {}", key, run_id));
+    RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tag_deleted", ctx, run.info.project,
                                 {{"key", key}}));
     return core::Ok();
@@ -1053,7 +1042,8 @@ Status Tracking::LogParam(const std::string& run_id, const std::string& key,
   RETURN_IF_ERROR(ValidateParam({key, value}, "key"));
   auto done = log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(internal::RunRow run, RequireActiveRun(tx.conn(), run_id));
-    return InsertParams(tx.conn(), run, {{key, value}});
+    RETURN_IF_ERROR(InsertParams(tx.conn(), run, {{key, value}}));
+    return internal::RefreshRunData(tx.conn(), run.pk);
   });
   if (!done)
     return done.error();
@@ -1136,6 +1126,8 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
       RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.tags_set", ctx, run.info.project,
                                   {{"tags", tags}}));
     }
+    if (!params.empty() || !request.tags.empty())
+      RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     return core::Ok();
   });
   if (!done)
@@ -1189,6 +1181,7 @@ Status Tracking::LogInputs(const std::string& run_id, const std::vector<DatasetI
     }
     if (logged.empty())
       return core::Ok();
+    RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.inputs_logged", ctx, run.info.project,
                                 {{"datasets", logged}}));
     return core::Ok();
@@ -1219,6 +1212,7 @@ Status Tracking::LogModel(const std::string& run_id, const Json& model_json,
                                    "model_json");
     }
     RETURN_IF_ERROR(UpsertTags(conn, run.pk, {{std::string(kLogModelHistoryTag), value}}));
+    RETURN_IF_ERROR(internal::RefreshRunData(conn, run.pk));
     RETURN_IF_ERROR(AppendEvent(tx, kRunKind, run_id, "run.model_logged", ctx, run.info.project,
                                 {{"model", model_json}}));
     return core::Ok();

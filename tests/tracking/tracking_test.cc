@@ -408,6 +408,123 @@ TEST_P(TrackingTest, SearchLoadsEachRunsOwnDataSortedAndInputsInOrder) {
   EXPECT_EQ(got->inputs[2].dataset["name"], "n1");
 }
 
+// runs.data (migration 0016) holds each run's params, tags and inputs for
+// reads: every command that changes them rewrites it, so what a search
+// reads equals what the server rebuilds from the tables when it starts
+// with the documents gone (as after the migration).
+TEST_P(TrackingTest, EveryCommandKeepsTheRunsDataDocumentCurrent) {
+  auto created = tracking_->CreateRun(
+      {.experiment_id = experiment_, .run_name = "first", .tags = {{"origin", "q\"uote\\"}}},
+      Ctx());
+  ASSERT_TRUE(created) << created.error().ToString();
+  const std::string id = created->info.run_id;
+  tracking::Run other = NewRun("other");
+  // After each command: what GetRun serves equals a rebuild from the
+  // tables (each rewrite is whole, so only checking after every command
+  // finds one that does not rewrite).
+  auto served_is_current = [&](const std::string& step) {
+    auto conn = db_->Acquire();
+    ASSERT_TRUE(conn);
+    for (const std::string& run_id : {id, other.info.run_id}) {
+      auto served = tracking_->GetRun(run_id);
+      ASSERT_TRUE(served) << step;
+      ASSERT_TRUE(internal::RefreshRunData(**conn, "run_uuid = ?", {run_id}));
+      auto rebuilt = tracking_->GetRun(run_id);
+      ASSERT_TRUE(rebuilt) << step;
+      EXPECT_EQ(served->ToMlflow(), rebuilt->ToMlflow()) << step;
+    }
+  };
+  served_is_current("create");
+  ASSERT_TRUE(tracking_->SetTag(id, "team", "risk \u00fc\n\ttab", Ctx()));
+  served_is_current("set-tag");
+  ASSERT_TRUE(tracking_->SetTag(id, "gone", "soon", Ctx()));
+  ASSERT_TRUE(tracking_->DeleteTag(id, "gone", Ctx()));
+  served_is_current("delete-tag");
+  ASSERT_TRUE(tracking_->LogParam(id, "lr", "0.01"));
+  served_is_current("log-param");
+  ASSERT_TRUE(
+      tracking_->LogBatch(id, {.params = {{"depth", "7"}}, .tags = {{"stage", "b"}}}, Ctx()));
+  served_is_current("log-batch");
+  ASSERT_TRUE(tracking_->LogBatch(
+      other.info.run_id,
+      {.metrics = {{.key = "auc", .value = 0.5, .timestamp = 1}}, .params = {{"lr", "0.1"}}},
+      Ctx()));
+  served_is_current("log-batch with metrics");
+  ASSERT_TRUE(tracking_->LogInputs(
+      id,
+      {{.dataset = {{"name", "d"}, {"digest", "1"}, {"source_type", "local"}, {"source", "/d"}},
+        .tags = {{"mlflow.data.context", "training"}}}},
+      Ctx()));
+  served_is_current("log-inputs");
+  ASSERT_TRUE(tracking_->LogModel(id, {{"artifact_path", "model"}}, Ctx()));
+  served_is_current("log-model");
+  ASSERT_TRUE(tracking_->UpdateRun(id, {.run_name = "renamed"}, Ctx()));
+  served_is_current("update-run");
+  auto snapshot = [&]() {
+    auto found = tracking_->SearchRuns({.experiment_ids = {experiment_}});
+    EXPECT_TRUE(found) << found.error().ToString();
+    std::vector<std::string> runs;
+    if (found) {
+      for (const tracking::Run& run : found->runs)
+        runs.push_back(run.ToMlflow().dump());
+    }
+    return runs;
+  };
+  const std::vector<std::string> served = snapshot();
+  ASSERT_EQ(served.size(), 2u);
+  auto got = tracking_->GetRun(id);
+  ASSERT_TRUE(got);
+  using KV = std::vector<KeyValue>;
+  EXPECT_EQ(got->params, (KV{{"depth", "7"}, {"lr", "0.01"}}));
+  std::map<std::string, std::string> tags(got->tags.begin(), got->tags.end());
+  EXPECT_EQ(tags["origin"], "q\"uote\\");
+  EXPECT_EQ(tags["team"], "risk \u00fc\n\ttab");
+  EXPECT_EQ(tags["stage"], "b");
+  EXPECT_EQ(tags["mlflow.runName"], "renamed");
+  EXPECT_EQ(tags.count("gone"), 0u);
+  EXPECT_EQ(tags.count("mlflow.log-model.history"), 1u);
+  ASSERT_EQ(got->inputs.size(), 1u);
+
+  // Without the documents, reads fail loudly instead of answering without
+  // the run's params and tags...
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE((*conn)->Exec("UPDATE runs SET data = NULL", {}));
+  auto without = tracking_->GetRun(id);
+  ASSERT_FALSE(without);
+  EXPECT_EQ(without.error().code, core::ErrorCode::kInternal);
+  // ...and opening the tracking service rebuilds them from the tables.
+  tracking_.reset();
+  lifecycles_ = std::make_unique<store::Lifecycles>(*log_);
+  auto reopened = Tracking::Open(*db_, *log_, *lifecycles_);
+  ASSERT_TRUE(reopened) << reopened.error().ToString();
+  tracking_ = std::move(reopened).value();
+  EXPECT_EQ(snapshot(), served);
+}
+
+TEST(RunData, ParsesEscapesSortsKeysAndOrdersInputsByPosition) {
+  tracking::Run run;
+  ASSERT_TRUE(
+      internal::ParseRunData(R"({"t": [["b", "2"], ["a\"q", "\u00fc\n"]], "p": [], )"
+                             R"("i": [[2, {"name": "x"}, {}], [1, {"name": "y"}, {"k": "v"}]]})",
+                             run));
+  using KV = std::vector<KeyValue>;
+  EXPECT_EQ(run.tags, (KV{{"a\"q", "\u00fc\n"}, {"b", "2"}}));
+  EXPECT_TRUE(run.params.empty());
+  ASSERT_EQ(run.inputs.size(), 2u);
+  EXPECT_EQ(run.inputs[0].dataset["name"], "y");
+  EXPECT_EQ(run.inputs[0].tags, (KV{{"k", "v"}}));
+  EXPECT_EQ(run.inputs[1].dataset["name"], "x");
+  for (std::string_view bad :
+       {"[]", R"({"p": [["k"]]})", R"({"p": [["k", 1]]})", R"({"t": [["k", "v", "w"]]})",
+        R"({"i": [["1", {}, {}]]})", R"({"i": [[1, {}]]})", R"({"x": []})", R"({"p": [)"}) {
+    tracking::Run r;
+    auto parsed = internal::ParseRunData(bad, r);
+    ASSERT_FALSE(parsed) << bad;
+    EXPECT_EQ(parsed.error().code, core::ErrorCode::kInternal) << bad;
+  }
+}
+
 TEST_P(TrackingTest, SearchSupportsEveryOperatorOrderingAndPages) {
   // Three runs: a (auc .9, lr .1, tag team=risk), b (auc .8, lr .2), c (no auc).
   tracking::Run a = NewRun("run-a", 3000), b = NewRun("run-b", 2000), c = NewRun("Run-C", 1000);
