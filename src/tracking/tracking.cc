@@ -316,8 +316,12 @@ Status LoadExperimentTags(Connection& conn, std::vector<Experiment>& experiments
   return core::Ok();
 }
 
+// Reads the latest metrics of the runs `pks` into `by_pk`. `meanwhile`
+// runs after the statements are sent and before their answers are read
+// (which happens whatever it returns; its error comes first).
 Status LoadLatestMetrics(Connection& conn, Connection& other, const std::vector<Value>& pks,
-                         std::unordered_map<int64_t, Run*>& by_pk);
+                         std::unordered_map<int64_t, Run*>& by_pk,
+                         const std::function<Status()>& meanwhile);
 
 Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
                                      store::Database* db) {
@@ -328,14 +332,19 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
   std::unordered_map<int64_t, Run*> by_pk;
   by_pk.reserve(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (!rows[i].data) {
-      return core::Internal(fmt::format("run {} has no runs.data document", rows[i].info.run_id));
-    }
-    RETURN_IF_ERROR(ParseRunData(*rows[i].data, runs[i]));
     runs[i].info = std::move(rows[i].info);
     pks.emplace_back(rows[i].pk);
     by_pk[rows[i].pk] = &runs[i];
   }
+  // While the database reads the metrics.
+  auto parse_documents = [&]() -> Status {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (!rows[i].data)
+        return core::Internal(fmt::format("run {} has no runs.data document", runs[i].info.run_id));
+      RETURN_IF_ERROR(ParseRunData(*rows[i].data, runs[i]));
+    }
+    return core::Ok();
+  };
   // A large page reads its metrics on two connections at once when the
   // pool has one to spare without waiting (waiting could deadlock a full
   // pool of requests that each hold one); otherwise on `conn` alone.
@@ -354,7 +363,8 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
     std::vector<Value> chunk(
         pks.begin() + static_cast<ptrdiff_t>(start),
         pks.begin() + static_cast<ptrdiff_t>(std::min(pks.size(), start + kChunk)));
-    RETURN_IF_ERROR(LoadLatestMetrics(conn, other, chunk, by_pk));
+    RETURN_IF_ERROR(LoadLatestMetrics(conn, other, chunk, by_pk,
+                                      start == 0 ? parse_documents : std::function<Status()>()));
   }
   // The statement does not sort: each run's few metrics are sorted here,
   // by key in byte order on both backends.
@@ -367,7 +377,8 @@ Result<std::vector<Run>> LoadRunData(Connection& conn, std::vector<RunRow> rows,
 }
 
 Status LoadLatestMetrics(Connection& conn, Connection& other, const std::vector<Value>& given,
-                         std::unordered_map<int64_t, Run*>& by_pk) {
+                         std::unordered_map<int64_t, Run*>& by_pk,
+                         const std::function<Status()>& meanwhile) {
   // SQLite: "IN (?, ?, ...)". PostgreSQL: one array parameter, so the
   // statement is the same text (prepared once) whatever the number of
   // runs, and PostgreSQL binds one value instead of 1000. When `other` is
@@ -394,11 +405,14 @@ Status LoadLatestMetrics(Connection& conn, Connection& other, const std::vector<
     auto [second_sql, second_params] = statement(half, given.size());
     sent = other.SendQuery(second_sql, second_params);
   }
-  auto first = conn.ReceiveRows();  // received whatever happened to the second
-  RETURN_IF_ERROR(sent);
+  const Status done_meanwhile = sent && meanwhile ? meanwhile() : core::Ok();
+  // Every statement sent is answered before returning, whatever failed.
+  auto first = conn.ReceiveRows();
   std::optional<Result<Rows>> second;
-  if (half < given.size())
+  if (sent && half < given.size())
     second.emplace(other.ReceiveRows());
+  RETURN_IF_ERROR(sent);
+  RETURN_IF_ERROR(done_meanwhile);
   if (!first)
     return first.error();
   if (second && !*second)

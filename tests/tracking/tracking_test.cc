@@ -502,6 +502,43 @@ TEST_P(TrackingTest, EveryCommandKeepsTheRunsDataDocumentCurrent) {
   EXPECT_EQ(snapshot(), served);
 }
 
+// A page's documents are parsed while the database reads its metrics (on
+// two connections on PostgreSQL, for this many runs): a malformed one
+// fails the read as Internal, and the reads after it are whole.
+TEST_P(TrackingTest, AMalformedDocumentFailsTheReadAndLeavesConnectionsUsable) {
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < internal::kParallelRunData; ++i) {
+    tracking::Run run = NewRun("r" + std::to_string(i), 1000 + static_cast<int64_t>(i));
+    ids.push_back(run.info.run_id);
+    ASSERT_TRUE(tracking_->LogMetric(
+        run.info.run_id, {.key = "auc", .value = static_cast<double>(i), .timestamp = 1}));
+  }
+  {
+    auto conn = db_->Acquire();
+    ASSERT_TRUE(conn);
+    ASSERT_TRUE((*conn)->Exec(R"(UPDATE runs SET data = '{"p": 1}' WHERE run_uuid = ?)", {ids[5]}));
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto found = tracking_->SearchRuns({.experiment_ids = {experiment_}});
+    ASSERT_FALSE(found);
+    EXPECT_EQ(found.error().code, core::ErrorCode::kInternal);
+  }
+  {
+    auto conn = db_->Acquire();
+    ASSERT_TRUE(conn);
+    ASSERT_TRUE(internal::RefreshRunData(**conn, "run_uuid = ?", {ids[5]}));
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto found = tracking_->SearchRuns({.experiment_ids = {experiment_}});
+    ASSERT_TRUE(found) << found.error().ToString();
+    ASSERT_EQ(found->runs.size(), ids.size());
+    for (const tracking::Run& run : found->runs) {
+      ASSERT_EQ(run.metrics.size(), 1u);
+      EXPECT_EQ("r" + std::to_string(static_cast<int>(run.metrics[0].value)), run.info.run_name);
+    }
+  }
+}
+
 TEST(RunData, ParsesEscapesSortsKeysAndOrdersInputsByPosition) {
   tracking::Run run;
   ASSERT_TRUE(
