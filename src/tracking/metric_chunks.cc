@@ -88,7 +88,10 @@ constexpr std::string_view kLatestOnConflict =
     "latest_metrics.ts, 1 - latest_metrics.is_nan, latest_metrics.value)";
 
 // The latest point of `chunks` per (run, key): a multi-row upsert may not
-// touch a row twice.
+// touch a row twice. Sorted by (run, key): every upsert locks its rows in
+// that one order, so concurrent ones (the metric writer's statement, a
+// log-batch with params in the event log's transaction, another server's
+// writer) wait for each other instead of deadlocking.
 std::vector<const PointChunk*> LatestPerRunKey(const std::vector<const PointChunk*>& chunks) {
   struct RunKeyHash {
     size_t operator()(const std::pair<int64_t, std::string_view>& k) const {
@@ -106,6 +109,9 @@ std::vector<const PointChunk*> LatestPerRunKey(const std::vector<const PointChun
     else if (Later(c->latest, rows[it->second]->latest))
       rows[it->second] = c;
   }
+  std::sort(rows.begin(), rows.end(), [](const PointChunk* a, const PointChunk* b) {
+    return a->run_pk != b->run_pk ? a->run_pk < b->run_pk : a->key < b->key;
+  });
   return rows;
 }
 

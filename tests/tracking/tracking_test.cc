@@ -4,8 +4,11 @@
 // every filter operator, ordering and pagination.
 #include "tracking/tracking.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -560,6 +563,50 @@ TEST(RunData, ParsesEscapesSortsKeysAndOrdersInputsByPosition) {
     ASSERT_FALSE(parsed) << bad;
     EXPECT_EQ(parsed.error().code, core::ErrorCode::kInternal) << bad;
   }
+}
+
+// Log-batches with params (the event log's transaction) and without (the
+// metric writer's statement) upsert one run's latest_metrics rows at
+// once, naming the keys in opposite orders: every upsert locks the rows in
+// one order, so none is aborted as a deadlock on PostgreSQL.
+TEST_P(TrackingTest, ConcurrentBatchesNamingKeysInAnyOrderAllLand) {
+  tracking::Run run = NewRun();
+  const std::string id = run.info.run_id;
+  constexpr int kWrites = 40;
+  std::atomic<int> failures{0};
+  auto log = [&](int thread, bool with_params, bool reversed) {
+    std::vector<std::string> keys;
+    for (int k = 0; k < 16; ++k)
+      keys.push_back("k" + std::to_string(k));
+    if (reversed)
+      std::reverse(keys.begin(), keys.end());
+    for (int i = 0; i < kWrites; ++i) {
+      const int64_t step = thread * 1000 + i;
+      LogBatchRequest batch;
+      for (const std::string& key : keys)
+        batch.metrics.push_back({.key = key, .value = 1, .timestamp = 1, .step = step});
+      if (with_params)
+        batch.params = {{"p" + std::to_string(step), "v"}};
+      if (Status s = tracking_->LogBatch(id, batch, Ctx()); !s) {
+        ADD_FAILURE() << s.error().ToString();
+        ++failures;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back(log, 0, true, false);
+  threads.emplace_back(log, 1, false, true);
+  threads.emplace_back(log, 2, true, true);
+  threads.emplace_back(log, 3, false, false);
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto got = tracking_->GetRun(id);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->metrics.size(), 16u);
+  for (const MetricPoint& m : got->metrics)
+    EXPECT_EQ(m.step, 3 * 1000 + kWrites - 1) << m.key;
+  EXPECT_EQ(got->params.size(), 2u * kWrites);
 }
 
 TEST_P(TrackingTest, SearchSupportsEveryOperatorOrderingAndPages) {
