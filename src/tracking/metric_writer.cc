@@ -106,7 +106,7 @@ Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
   std::unique_lock lk(mu_);
   queue_.push_back(&p);
   queued_cv_.notify_one();
-  done_cv_.wait(lk, [&] { return p.done; });
+  p.done_cv.wait(lk, [&] { return p.done; });
   return p.result;
 }
 
@@ -154,8 +154,8 @@ void MetricWriter::Loop() {
         stats_.points += p->points;
       }
       p->done = true;
+      p->done_cv.notify_one();  // with mu_ held: see Pending::done_cv
     }
-    done_cv_.notify_all();
   }
 }
 
