@@ -142,30 +142,27 @@ Result<Experiment> RequireExperiment(Connection& conn, const std::string& id) {
   return std::move(*e);
 }
 
-Result<internal::RunRow> RequireRun(Connection& conn, const std::string& run_id) {
-  ASSIGN_OR_RETURN(Rows rows, conn.Query(fmt::format("SELECT {} FROM runs WHERE run_uuid = ?",
-                                                     internal::kRunColumns),
-                                         {run_id}));
+// `lock`: for a command that changes the run. On PostgreSQL the row then
+// stays locked until the command's transaction ends, so that a command of
+// another server changing the same run's params, tags or inputs waits, and
+// the runs.data each rewrites from the tables sees the other's rows
+// (RefreshRunData; READ COMMITTED takes a snapshot per statement). SQLite
+// has one writer at a time.
+Result<internal::RunRow> RequireRun(Connection& conn, const std::string& run_id,
+                                    bool lock = false) {
+  const bool for_update = lock && conn.dialect() == store::Dialect::kPostgres;
+  ASSIGN_OR_RETURN(Rows rows,
+                   conn.Query(fmt::format("SELECT {} FROM runs WHERE run_uuid = ?{}",
+                                          internal::kRunColumns, for_update ? " FOR UPDATE" : ""),
+                              {run_id}));
   if (rows.empty())
     return core::NotFound(fmt::format("Run with id={} not found", run_id));
   return internal::RunFromRow(rows[0]);
 }
 
-// For a command that changes the run: on PostgreSQL the row stays locked
-// until the command's transaction ends, so that a command of another
-// server changing the same run's params, tags or inputs waits, and the
-// runs.data each rewrites from the tables sees the other's rows
-// (RefreshRunData; READ COMMITTED takes a snapshot per statement). SQLite
-// has one writer at a time.
+// Locked (see RequireRun): every caller changes the run.
 Result<internal::RunRow> RequireActiveRun(Connection& conn, const std::string& run_id) {
-  ASSIGN_OR_RETURN(
-      Rows rows,
-      conn.Query(fmt::format("SELECT {} FROM runs WHERE run_uuid = ?{}", internal::kRunColumns,
-                             conn.dialect() == store::Dialect::kPostgres ? " FOR UPDATE" : ""),
-                 {run_id}));
-  if (rows.empty())
-    return core::NotFound(fmt::format("Run with id={} not found", run_id));
-  internal::RunRow run = internal::RunFromRow(rows[0]);
+  ASSIGN_OR_RETURN(internal::RunRow run, RequireRun(conn, run_id, /*lock=*/true));
   if (run.info.lifecycle_stage != "active")
     return NotActive("run", run_id, run.info.lifecycle_stage);
   return run;

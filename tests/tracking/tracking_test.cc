@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -540,6 +542,38 @@ TEST_P(TrackingTest, AMalformedDocumentFailsTheReadAndLeavesConnectionsUsable) {
       EXPECT_EQ("r" + std::to_string(static_cast<int>(run.metrics[0].value)), run.info.run_name);
     }
   }
+}
+
+// Two servers on one PostgreSQL database: a command of the other (here a
+// transaction on another connection, locking the run's row and rewriting
+// its document as RequireActiveRun and RefreshRunData do) adds a tag;
+// a set-tag of ours waits for it, so the document ours writes holds both.
+TEST_P(TrackingTest, ACommandWaitsForAnotherServersChangeOfTheSameRun) {
+  if (GetParam() != store::Dialect::kPostgres)
+    GTEST_SKIP() << "SQLite has one writer at a time";
+  tracking::Run run = NewRun();
+  const std::string id = run.info.run_id;
+  auto other = db_->OpenDedicated();
+  ASSERT_TRUE(other) << other.error().ToString();
+  store::Connection& theirs = **other;
+  ASSERT_TRUE(theirs.Begin());
+  auto locked = theirs.Query("SELECT run_pk FROM runs WHERE run_uuid = ? FOR UPDATE", {id});
+  ASSERT_TRUE(locked && locked->size() == 1u);
+  const int64_t pk = (*locked)[0].Int(0);
+  ASSERT_TRUE(
+      theirs.Exec("INSERT INTO run_tags (run_pk, key, value) VALUES (?, 'theirs', '1')", {pk}));
+  ASSERT_TRUE(internal::RefreshRunData(theirs, pk));
+  std::thread ours([&] { EXPECT_TRUE(tracking_->SetTag(id, "ours", "2", Ctx())); });
+  // Time for ours to reach the lock; were it later, it would see their
+  // committed tag anyway.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(theirs.Commit());
+  ours.join();
+  auto got = tracking_->GetRun(id);
+  ASSERT_TRUE(got);
+  std::map<std::string, std::string> tags(got->tags.begin(), got->tags.end());
+  EXPECT_EQ(tags["theirs"], "1");
+  EXPECT_EQ(tags["ours"], "2");
 }
 
 TEST(RunData, ParsesEscapesSortsKeysAndOrdersInputsByPosition) {
