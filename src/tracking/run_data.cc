@@ -44,26 +44,49 @@ core::Error Malformed(std::string_view what) {
   return core::Internal(fmt::format("malformed runs.data document: {}", what));
 }
 
+// Calls fn on each element of the list `v`, each itself a list (of the
+// `shape` that errors name).
+template <typename Fn>
+Status ForEachTuple(od::value v, std::string_view shape, Fn&& fn) {
+  od::array list;
+  if (v.get_array().get(list))
+    return Malformed(fmt::format("a list of {} expected", shape));
+  for (auto item : list) {
+    od::array tuple;
+    if (item.get_array().get(tuple))
+      return Malformed(fmt::format("a list of {} expected", shape));
+    RETURN_IF_ERROR(fn(tuple));
+  }
+  return core::Ok();
+}
+
 Status ReadPairs(od::value v, std::vector<KeyValue>& out) {
-  od::array pairs;
-  if (v.get_array().get(pairs))
-    return Malformed("a list of pairs expected");
-  for (auto item : pairs) {
-    od::array pair;
-    if (item.get_array().get(pair))
-      return Malformed("a [key, value] pair expected");
+  return ForEachTuple(v, "[key, value] pairs", [&](od::array& pair) -> Status {
     std::string_view kv[2];
     size_t n = 0;
     for (auto part : pair) {
       if (n == 2 || part.get_string().get(kv[n]))
-        return Malformed("a [key, value] pair of strings expected");
+        return Malformed("a [key, value] pair of two strings expected");
       ++n;
     }
     if (n != 2)
-      return Malformed("a [key, value] pair expected");
+      return Malformed("a [key, value] pair of two strings expected");
     out.emplace_back(std::string(kv[0]), std::string(kv[1]));
-  }
-  return core::Ok();
+    return core::Ok();
+  });
+}
+
+// An input's dataset or tags: a JSON object, parsed by nlohmann's DOM as
+// it was stored (logged inputs are rare and small).
+Result<Json> ReadObject(od::value v) {
+  od::object object;
+  std::string_view raw;
+  if (v.get_object().get(object) || object.raw_json().get(raw))
+    return Malformed("an input's dataset and tags must be JSON objects");
+  Json parsed = Json::parse(raw, nullptr, false);
+  if (!parsed.is_object())
+    return Malformed("an input's dataset and tags must be JSON objects");
+  return parsed;
 }
 
 struct PositionedInput {
@@ -72,41 +95,31 @@ struct PositionedInput {
 };
 
 Status ReadInputs(od::value v, std::vector<PositionedInput>& out) {
-  od::array inputs;
-  if (v.get_array().get(inputs))
-    return Malformed("a list of inputs expected");
-  for (auto item : inputs) {
-    od::array triple;
-    if (item.get_array().get(triple))
-      return Malformed("a [position, dataset, tags] input expected");
+  return ForEachTuple(v, "[position, dataset, tags] inputs", [&](od::array& triple) -> Status {
     PositionedInput& in = out.emplace_back();
     size_t n = 0;
-    for (auto part : triple) {
+    for (auto item : triple) {
+      od::value part;
+      if (n == 3 || item.get(part))
+        return Malformed("an input has three parts");
       if (n == 0) {
         if (part.get_int64().get(in.position))
           return Malformed("an input's position must be an integer");
-      } else if (n <= 2) {
-        // Logged inputs are rare and small: nlohmann's DOM, as stored.
-        od::object object;
-        std::string_view raw;
-        if (part.get_object().get(object) || object.raw_json().get(raw))
-          return Malformed("an input's dataset and tags must be JSON objects");
-        Json parsed = Json::parse(raw, nullptr, false);
+      } else {
+        ASSIGN_OR_RETURN(Json object, ReadObject(part));
         if (n == 1) {
-          in.input.dataset = std::move(parsed);
-        } else if (parsed.is_object()) {
-          for (const auto& [k, tag] : parsed.items())
+          in.input.dataset = std::move(object);
+        } else {
+          for (const auto& [k, tag] : object.items())
             in.input.tags.emplace_back(k, tag.is_string() ? tag.get<std::string>() : tag.dump());
         }
-      } else {
-        return Malformed("an input has three parts");
       }
       ++n;
     }
     if (n != 3)
       return Malformed("an input has three parts");
-  }
-  return core::Ok();
+    return core::Ok();
+  });
 }
 
 }  // namespace

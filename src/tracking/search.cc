@@ -320,14 +320,10 @@ Result<SearchRunsResult> Tracking::SearchRuns(const SearchRunsRequest& request) 
     q.order += q.order.empty() ? "r.start_time DESC" : ", r.start_time DESC";
   q.order += ", r.run_uuid ASC";
 
-  // The columns of internal::kRunColumns, qualified for the joins.
-  std::string columns;
-  for (std::string_view c :
-       {"run_pk", "run_uuid", "experiment_id", "name", "user_id", "status", "start_time",
-        "end_time", "lifecycle_stage", "artifact_uri", "project", "data"}) {
-    columns += columns.empty() ? "r." : ", r.";
-    columns += c;
-  }
+  // internal::kRunColumns, qualified for the joins: "r.run_pk, r.run_uuid, ...".
+  std::string columns = "r.";
+  for (char c : internal::kRunColumns)
+    columns += c == ' ' ? std::string_view(" r.") : std::string_view(&c, 1);
   std::string sql = fmt::format("SELECT {} FROM runs r{} WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
                                 columns, q.joins, q.where, q.order);
   std::vector<Value> params = q.join_params;
