@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git lld
   libboost-dev libboost-system-dev libboost-program-options-dev
   nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-  libsqlite3-dev sqlite3 libpq-dev libssl-dev libpugixml-dev libsimdjson-dev
+  libsqlite3-dev sqlite3 libpq-dev libssl-dev libpugixml-dev libsimdjson-dev libjemalloc-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql prometheus prometheus-alertmanager wrk nginx-light curl jq clang-format procps
   slurm-wlm munge

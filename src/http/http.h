@@ -118,6 +118,8 @@ std::string PercentDecode(std::string_view text, bool plus_is_space = false);
 // Routing
 
 using Handler = std::function<Response(const Request&)>;
+// Answers a request taken by a Route's `start`; see there.
+using Respond = std::function<void(Response)>;
 
 struct Route {
   std::string method;  // "GET", "POST", ...
@@ -150,6 +152,16 @@ struct Route {
   // competing for the cores: a shorter latency tail), while requests for an
   // HTTP upstream model still go to the pool.
   std::function<bool(const Request&)> run_inline_when;
+  // A blocking route's non-blocking start, for requests whose work goes to
+  // a thread of its own anyway (log-metric's group-commit writer): tried on
+  // the I/O thread after the access guard (and instead of run_inline_when),
+  // so it must not block. It either takes the request: returns true and
+  // calls `respond` exactly once, at once or later and from any thread; or
+  // declines: returns false without ever calling it, and `handler` serves
+  // the request on the worker pool as usual (a cache miss that needs a
+  // database read, say). `req` stays valid until `respond` is called.
+  // Saves the two thread hops through the pool and back per request.
+  std::function<bool(const Request&, Respond)> start;
 };
 
 // A blocking route whose handler returns JSON or an error:

@@ -198,6 +198,11 @@ class Server::Impl {
   // the answer.
   asio::awaitable<void> LingeringClose(Connection& c);
   Response Invoke(const Route& route, const Request& req);
+  // Offers the request to route.start (on this I/O thread); resumes with
+  // its answer, or with nullopt when it declined.
+  asio::awaitable<std::optional<Response>> Start(const Route& route, const Request& req);
+  // A started request was answered (or declined): one less to wait for.
+  void EndStart();
   // The body limit of the route a request head is for.
   size_t BodyLimitFor(const bhttp::request<bhttp::string_body>& head) const;
   void Finish(RouteStats* stats, const Request& req, std::string_view method, int status,
@@ -220,6 +225,9 @@ class Server::Impl {
 
   std::atomic<bool> stopping_{false};
   std::atomic<uint16_t> port_{0};
+  // Requests taken by a route's `start` and not answered yet: Shutdown
+  // waits for them before it stops the contexts their answers are posted to.
+  std::atomic<int64_t> started_{0};
 
   // Declared before the contexts: connections unregister while the
   // contexts destroy coroutine frames left behind by a forced stop.
@@ -679,6 +687,54 @@ Response Server::Impl::Invoke(const Route& route, const Request& req) {
       {});
 }
 
+asio::awaitable<std::optional<Response>> Server::Impl::Start(const Route& route,
+                                                             const Request& req) {
+  auto initiate = [this, &route, &req](auto handler) {
+    using Handler = decltype(handler);
+    using Executor = asio::associated_executor_t<Handler>;
+    struct Pending {
+      Pending(Handler h, Executor e) : handler(std::move(h)), executor(std::move(e)) {}
+      std::atomic<bool> settled{false};
+      Handler handler;
+      Executor executor;
+    };
+    Executor executor = asio::get_associated_executor(handler);
+    auto pending = std::make_shared<Pending>(std::move(handler), std::move(executor));
+    // The first answer wins; the coroutine resumes on its own thread.
+    auto settle = [this, pending](std::optional<Response> answer) {
+      if (pending->settled.exchange(true, std::memory_order_acq_rel))
+        return;
+      asio::post(pending->executor, [pending, answer = std::move(answer)]() mutable {
+        std::move(pending->handler)(std::move(answer));
+      });
+      EndStart();
+    };
+    started_.fetch_add(1, std::memory_order_relaxed);
+    bool taken = false;
+    try {
+      taken = route.start(req, [settle](Response r) { settle(std::move(r)); });
+    } catch (const std::exception& e) {
+      core::LogError("HTTP start threw; the handler serves the request",
+                     {{"event.action", "http.handler_failed"},
+                      {"error.message", e.what()},
+                      {"url.path", req.path},
+                      {"trace.id", req.request_id}});
+    }
+    if (!taken)
+      settle(std::nullopt);
+  };
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                          void(std::optional<Response>)>(std::move(initiate),
+                                                                         asio::use_awaitable);
+}
+
+void Server::Impl::EndStart() {
+  if (started_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping()) {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
+}
+
 asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::string_body>&& msg,
                                            Clock::time_point start) {
   const bool keep_alive = msg.keep_alive();
@@ -748,6 +804,14 @@ asio::awaitable<bool> Server::Impl::Handle(Connection& c, bhttp::request<bhttp::
                                         req.path, match.allow),
                             req.request_id);
       resp.headers.emplace_back("Allow", match.allow);
+    }
+  } else if (match.route->blocking && match.route->start) {
+    std::optional<Response> answer = co_await Start(*match.route, req);
+    if (answer) {
+      resp = std::move(*answer);
+    } else {
+      const Route* route = match.route;
+      resp = co_await Offload(*pool_, [this, route, &req] { return Invoke(*route, req); });
     }
   } else if (match.route->blocking &&
              !(match.route->run_inline_when && match.route->run_inline_when(req))) {
@@ -946,6 +1010,12 @@ void Server::Impl::Shutdown(std::chrono::milliseconds grace) {
   // Queued blocking work is dropped; work already running is waited for.
   pool_->stop();
   pool_->join();
+  // So are the answers of started requests: they are posted to the
+  // contexts, which must still exist then.
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return started_.load(std::memory_order_acquire) == 0; });
+  }
   core::LogInfo("HTTP server stopped",
                 {{"event.action", "http.server_stopped"}, {"server.port", port_.load()}});
   std::lock_guard lock(mu_);

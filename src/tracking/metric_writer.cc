@@ -110,6 +110,24 @@ Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
   return p.result;
 }
 
+void MetricWriter::WriteAsync(int64_t run_pk, std::string run_id, std::vector<PointChunk> chunks,
+                              std::function<void(Status)> done) {
+  auto* a = new AsyncPending{.run_id = std::move(run_id),
+                             .chunks = std::move(chunks),
+                             .done = std::move(done),
+                             .pending = {.run_pk = run_pk}};
+  Pending& p = a->pending;
+  p.run_id = &a->run_id;
+  p.chunks = &a->chunks;
+  p.async = a;
+  for (const PointChunk& c : a->chunks)
+    p.points += static_cast<size_t>(c.n);
+  p.batch = JoinChunks(a->chunks);
+  std::lock_guard lk(mu_);
+  queue_.push_back(&p);
+  queued_cv_.notify_one();
+}
+
 MetricWriter::Stats MetricWriter::stats() const {
   std::lock_guard lk(mu_);
   return stats_;
@@ -148,14 +166,33 @@ void MetricWriter::Loop() {
     }
     lk.lock();
     stats_.commits += commits;
+    std::vector<std::unique_ptr<AsyncPending>> answered;
     for (Pending* p : group) {
       if (p->result) {
         ++stats_.requests;
         stats_.points += p->points;
       }
+      if (p->async != nullptr) {
+        answered.emplace_back(p->async);
+        continue;
+      }
       p->done = true;
       p->done_cv.notify_one();  // with mu_ held: see Pending::done_cv
     }
+    if (answered.empty())
+      continue;
+    lk.unlock();  // `done` posts the answer: no need to hold the queue up
+    for (const std::unique_ptr<AsyncPending>& a : answered) {
+      try {
+        a->done(std::move(a->pending.result));
+      } catch (const std::exception& e) {  // `done` must not throw; the writer goes on
+        core::LogError(
+            "metric writer: an answer callback threw",
+            {{"event.action", "tracking.writer_callback_failed"}, {"error.message", e.what()}});
+      }
+    }
+    answered.clear();
+    lk.lock();
   }
 }
 

@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,13 @@ class MetricWriter {
   // request per transaction. Thread-safe; blocks the caller.
   // `chunks` are the request's points, encoded by the caller (EncodeChunks).
   Status Write(int64_t run_pk, const std::string& run_id, const std::vector<PointChunk>& chunks);
+  // Write for a caller that must not block: queues the request and returns
+  // at once; `done` is called exactly once with Write's result, on the
+  // writer's thread after the commit (so it must be quick and not block:
+  // post the answer somewhere). Requests queued before the writer is
+  // destroyed are still written and answered.
+  void WriteAsync(int64_t run_pk, std::string run_id, std::vector<PointChunk> chunks,
+                  std::function<void(Status)> done);
 
   struct Stats {
     uint64_t commits = 0;      // transactions committed
@@ -66,6 +74,7 @@ class MetricWriter {
   void WaitForCompactions();
 
  private:
+  struct AsyncPending;
   struct Pending {
     int64_t run_pk;
     const std::string* run_id;
@@ -79,6 +88,16 @@ class MetricWriter {
     // mu_ on 2 vCPUs). Notified with mu_ held, so the caller cannot
     // return (and destroy it) before the notify is done.
     std::condition_variable done_cv;
+    // Set for a WriteAsync request: the writer answers it through there
+    // (and deletes it) instead of notifying done_cv.
+    AsyncPending* async = nullptr;
+  };
+  // A WriteAsync request: owns what its Pending points to.
+  struct AsyncPending {
+    std::string run_id;
+    std::vector<PointChunk> chunks;
+    std::function<void(Status)> done;
+    Pending pending;
   };
 
   // A group's batch rows and chunks, and each request's result.

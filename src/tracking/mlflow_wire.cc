@@ -32,15 +32,6 @@ core::Error BadField(std::string_view field, std::string_view what, const Json& 
       std::string(field));
 }
 
-bool ContentTypeIsJson(const http::Request& req) {
-  std::string type = Lower(req.Header("Content-Type"));
-  if (auto semi = type.find(';'); semi != std::string::npos)
-    type.resize(semi);
-  while (!type.empty() && type.back() == ' ')
-    type.pop_back();
-  return type == "application/json";
-}
-
 Result<Json> ArgsFrom(const http::Request& req, const std::vector<std::string>& repeated) {
   if (req.method == "GET" || req.method == "HEAD") {
     Json args = Json::object();
@@ -87,6 +78,15 @@ Result<Json> ArgsFrom(const http::Request& req, const std::vector<std::string>& 
 }
 
 }  // namespace
+
+bool ContentTypeIsJson(const http::Request& req) {
+  std::string type = Lower(req.Header("Content-Type"));
+  if (auto semi = type.find(';'); semi != std::string::npos)
+    type.resize(semi);
+  while (!type.empty() && type.back() == ' ')
+    type.pop_back();
+  return type == "application/json";
+}
 
 std::string ErrorCodeName(const core::Error& error) {
   if (error.details.is_object()) {
@@ -294,9 +294,10 @@ Result<int64_t> DecodePageToken(std::string_view token) {
 
 Status AddRoute(http::Router& router, const std::string& method, std::string_view path,
                 const std::string& permission, Handler handler,
-                std::initializer_list<std::string_view> repeated, RawHandler raw) {
+                std::initializer_list<std::string_view> repeated, RawHandler raw, Start start) {
   auto shared = std::make_shared<Handler>(std::move(handler));
   auto shared_raw = raw ? std::make_shared<RawHandler>(std::move(raw)) : nullptr;
+  auto shared_start = start ? std::make_shared<Start>(std::move(start)) : nullptr;
   std::vector<std::string> lists(repeated.begin(), repeated.end());
   for (std::string_view prefix : {"/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/"}) {
     http::Route route;
@@ -314,6 +315,13 @@ Status AddRoute(http::Router& router, const std::string& method, std::string_vie
         return ToResponse(args.error());
       return ToResponse((*shared)(req, *args));
     };
+    if (shared_start) {
+      route.start = [shared_start](const http::Request& req, http::Respond respond) {
+        return (*shared_start)(req, [respond = std::move(respond)](const Result<Json>& answer) {
+          respond(ToResponse(answer));
+        });
+      };
+    }
     RETURN_IF_ERROR(router.Add(std::move(route)));
   }
   return core::Ok();

@@ -49,6 +49,10 @@ core::Error WithCode(core::Error error, std::string_view mlflow_error_code);
 // is "{}"), or the MLflow error body.
 http::Response ToResponse(const Result<Json>& result);
 
+// Whether the request's Content-Type is application/json (parameters
+// ignored, any case).
+bool ContentTypeIsJson(const http::Request& req);
+
 // The request's arguments as one JSON object.
 //  POST/PATCH/DELETE: the body; Content-Type must be application/json
 //    (400 INVALID_PARAMETER_VALUE otherwise, as MLflow); an empty body is {};
@@ -89,13 +93,25 @@ using Handler = std::function<Result<Json>(const http::Request& req, const Json&
 // the decoder did not exist).
 using RawHandler = std::function<std::optional<Result<Json>>(const http::Request& req)>;
 
+// Answers a request a Start took; called exactly once, from any thread.
+using Done = std::function<void(Result<Json>)>;
+// A hot route's non-blocking start (http::Route::start), run on the I/O
+// thread: returns true when it took the request (and then calls `done`),
+// false to have the Handler serve it on the worker pool, which must then
+// answer as if the start did not exist. It reads the request itself (Args,
+// or a decoder of its own) and must not block: no database read, no lock
+// held for long.
+using Start = std::function<bool(const http::Request& req, Done done)>;
+
 // Registers `handler` at /api/2.0/mlflow/<path> and /ajax-api/2.0/mlflow/<path>
 // (and nothing else), as a blocking route needing `permission`. GET routes
 // read arguments from the query string (`repeated` as for Args). `raw`, when
-// set, sees POSTs with a JSON Content-Type and a body first.
+// set, sees POSTs with a JSON Content-Type and a body first. `start`, when
+// set, is offered every request first.
 Status AddRoute(http::Router& router, const std::string& method, std::string_view path,
                 const std::string& permission, Handler handler,
-                std::initializer_list<std::string_view> repeated = {}, RawHandler raw = nullptr);
+                std::initializer_list<std::string_view> repeated = {}, RawHandler raw = nullptr,
+                Start start = nullptr);
 
 // A handler that writes its JSON answer itself (hot paths whose answers are
 // large, e.g. a metric history of 100,000 points): the text must be one JSON

@@ -289,6 +289,26 @@ class Api {
     return Json::object();
   }
 
+  // LogMetric's start on the I/O thread (mlflow::Start): the same checks in
+  // the same order; it declines when the run is not cached.
+  bool StartLogMetric(const Request& req, const mlflow::Done& done) {
+    Result<Json> args = mlflow::Args(req);
+    if (!args)
+      return Answer(done, args.error());
+    Result<std::string> run_id = RunIdArg(*args);
+    if (!run_id)
+      return Answer(done, run_id.error());
+    Result<MetricPoint> m = MetricFrom(*args, "");
+    if (!m)
+      return Answer(done, m.error());
+    std::optional<std::string> project = tracking_.CachedRunProject(*run_id);
+    if (!project)
+      return false;
+    if (Status allowed = auth_.Authorize(req.actor, "tracking.write", *project); !allowed)
+      return Answer(done, allowed.error());
+    return tracking_.LogMetricAsync(*run_id, *m, Written(done));
+  }
+
   Result<Json> LogParam(const Request& req, const Json& args) {
     ASSIGN_OR_RETURN(std::string run_id, RunIdArg(args));
     ASSIGN_OR_RETURN(std::string key, mlflow::RequiredString(args, "key"));
@@ -326,6 +346,38 @@ class Api {
     if (!decoded)
       return std::nullopt;
     return StoreBatch(req, decoded->run_id, decoded->batch);
+  }
+
+  // LogBatchFast's start on the I/O thread: batches of metrics alone of a
+  // cached run; it declines the others.
+  bool StartLogBatch(const Request& req, const mlflow::Done& done) {
+    if (req.body.empty() || !mlflow::ContentTypeIsJson(req))
+      return false;
+    std::optional<internal::DecodedLogBatch> decoded = internal::DecodeLogBatchFast(req.body);
+    if (!decoded || decoded->batch.metrics.empty() || !decoded->batch.params.empty() ||
+        !decoded->batch.tags.empty())
+      return false;
+    std::optional<std::string> project = tracking_.CachedRunProject(decoded->run_id);
+    if (!project)
+      return false;
+    if (Status allowed = auth_.Authorize(req.actor, "tracking.write", *project); !allowed)
+      return Answer(done, allowed.error());
+    return tracking_.LogBatchAsync(decoded->run_id, decoded->batch, Written(done));
+  }
+
+  // Answers a start's request with `error` (the request is taken).
+  static bool Answer(const mlflow::Done& done, const core::Error& error) {
+    done(error);
+    return true;
+  }
+  // A write's callback answering the request: "{}" once durable.
+  static std::function<void(Status)> Written(const mlflow::Done& done) {
+    return [done](const Status& s) {
+      if (s)
+        done(Json::object());
+      else
+        done(s.error());
+    };
   }
 
   Result<Json> StoreBatch(const Request& req, const std::string& run_id, const LogBatchRequest& b) {
@@ -680,8 +732,10 @@ Status RegisterRoutes(http::Router& router, Tracking& tracking, const auth::Auth
           [](Api& a, const Request& r, const Json& j) { return a.DeleteRun(r, j, true); }));
   RETURN_IF_ERROR(add("GET", "runs/get", "tracking.read",
                       [](Api& a, const Request& r, const Json& j) { return a.GetRun(r, j); }));
-  RETURN_IF_ERROR(add("POST", "runs/log-metric", "tracking.write",
-                      [](Api& a, const Request& r, const Json& j) { return a.LogMetric(r, j); }));
+  RETURN_IF_ERROR(mlflow::AddRoute(
+      router, "POST", "runs/log-metric", "tracking.write",
+      [api](const Request& r, const Json& j) { return api->LogMetric(r, j); }, {}, nullptr,
+      [api](const Request& r, const mlflow::Done& done) { return api->StartLogMetric(r, done); }));
   RETURN_IF_ERROR(add("POST", "runs/log-parameter", "tracking.write",
                       [](Api& a, const Request& r, const Json& j) { return a.LogParam(r, j); }));
   RETURN_IF_ERROR(
@@ -693,7 +747,8 @@ Status RegisterRoutes(http::Router& router, Tracking& tracking, const auth::Auth
   RETURN_IF_ERROR(mlflow::AddRoute(
       router, "POST", "runs/log-batch", "tracking.write",
       [api](const Request& r, const Json& j) { return api->LogBatch(r, j); }, {},
-      [api](const Request& r) { return api->LogBatchFast(r); }));
+      [api](const Request& r) { return api->LogBatchFast(r); },
+      [api](const Request& r, const mlflow::Done& done) { return api->StartLogBatch(r, done); }));
   RETURN_IF_ERROR(add("POST", "runs/log-inputs", "tracking.write",
                       [](Api& a, const Request& r, const Json& j) { return a.LogInputs(r, j); }));
   RETURN_IF_ERROR(add("POST", "runs/log-model", "tracking.write",

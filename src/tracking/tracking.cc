@@ -897,12 +897,16 @@ Result<RunInfo> Tracking::GetRunInfo(const std::string& run_id) {
   return std::move(row.info);
 }
 
+std::optional<Tracking::RunRef> Tracking::CachedRun(const std::string& run_id) {
+  std::lock_guard lk(runs_mu_);
+  if (auto it = runs_.find(run_id); it != runs_.end())
+    return it->second;
+  return std::nullopt;
+}
+
 Result<Tracking::RunRef> Tracking::ResolveRun(const std::string& run_id) {
-  {
-    std::lock_guard lk(runs_mu_);
-    if (auto it = runs_.find(run_id); it != runs_.end())
-      return it->second;
-  }
+  if (std::optional<RunRef> cached = CachedRun(run_id))
+    return *std::move(cached);
   ASSIGN_OR_RETURN(auto conn, db_.Acquire());
   ASSIGN_OR_RETURN(internal::RunRow row, RequireRun(*conn, run_id));
   RunRef ref{.pk = row.pk, .project = std::move(row.info.project)};
@@ -916,6 +920,13 @@ Result<Tracking::RunRef> Tracking::ResolveRun(const std::string& run_id) {
 Result<std::string> Tracking::RunProject(const std::string& run_id) {
   ASSIGN_OR_RETURN(RunRef ref, ResolveRun(run_id));
   return std::move(ref.project);
+}
+
+std::optional<std::string> Tracking::CachedRunProject(const std::string& run_id) {
+  std::optional<RunRef> ref = CachedRun(run_id);
+  if (!ref)
+    return std::nullopt;
+  return std::move(ref->project);
 }
 
 Result<RunInfo> Tracking::UpdateRun(const std::string& run_id, const UpdateRunRequest& request,
@@ -1048,6 +1059,19 @@ Status Tracking::LogMetric(const std::string& run_id, const MetricPoint& point) 
   return writer_->Write(run.pk, run_id, internal::EncodeChunks(run.pk, {point}));
 }
 
+bool Tracking::LogMetricAsync(const std::string& run_id, const MetricPoint& point,
+                              std::function<void(Status)> done) {
+  if (Status valid = ValidateMetric(point, "key"); !valid) {
+    done(valid);
+    return true;
+  }
+  std::optional<RunRef> run = CachedRun(run_id);
+  if (!run)
+    return false;
+  writer_->WriteAsync(run->pk, run_id, internal::EncodeChunks(run->pk, {point}), std::move(done));
+  return true;
+}
+
 Status Tracking::LogParam(const std::string& run_id, const std::string& key,
                           const std::string& value) {
   RETURN_IF_ERROR(ValidateParam({key, value}, "key"));
@@ -1085,8 +1109,10 @@ Status CheckBatchLimits(size_t metrics, size_t params, size_t tags) {
   return core::Ok();
 }
 
-Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& request,
-                          const store::CommandContext& ctx) {
+namespace {
+
+// The batch's limits and metrics (what a batch of metrics alone needs).
+Status ValidateBatchMetrics(const LogBatchRequest& request) {
   RETURN_IF_ERROR(
       CheckBatchLimits(request.metrics.size(), request.params.size(), request.tags.size()));
   for (size_t i = 0; i < request.metrics.size(); ++i) {
@@ -1094,6 +1120,30 @@ Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& requ
     if (!ValidateMetric(request.metrics[i], {}))
       return ValidateMetric(request.metrics[i], fmt::format("metrics[{}].key", i));
   }
+  return core::Ok();
+}
+
+}  // namespace
+
+bool Tracking::LogBatchAsync(const std::string& run_id, const LogBatchRequest& request,
+                             std::function<void(Status)> done) {
+  if (request.metrics.empty() || !request.params.empty() || !request.tags.empty())
+    return false;
+  if (Status valid = ValidateBatchMetrics(request); !valid) {
+    done(valid);
+    return true;
+  }
+  std::optional<RunRef> run = CachedRun(run_id);
+  if (!run)
+    return false;
+  writer_->WriteAsync(run->pk, run_id, internal::EncodeChunks(run->pk, request.metrics),
+                      std::move(done));
+  return true;
+}
+
+Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& request,
+                          const store::CommandContext& ctx) {
+  RETURN_IF_ERROR(ValidateBatchMetrics(request));
   std::map<std::string, std::string> seen_params;
   for (size_t i = 0; i < request.params.size(); ++i) {
     const KeyValue& p = request.params[i];

@@ -228,6 +228,9 @@ class Tracking {
   // The project of a run (what authorisation needs), from a cache: a run
   // never changes project. kNotFound for an unknown run.
   Result<std::string> RunProject(const std::string& run_id);
+  // The same when this server knows it without a database read (cached);
+  // nullopt otherwise. Never blocks for long: for callers on an I/O thread.
+  std::optional<std::string> CachedRunProject(const std::string& run_id);
   Result<RunInfo> UpdateRun(const std::string& run_id, const UpdateRunRequest& request,
                             const store::CommandContext& ctx);
   Result<RunInfo> DeleteRun(const std::string& run_id, const store::CommandContext& ctx);
@@ -241,6 +244,15 @@ class Tracking {
   // points through the group-commit writer: the run must be active when
   // they commit).
   Status LogMetric(const std::string& run_id, const MetricPoint& point);
+  // LogMetric for a caller that must not block (an I/O thread). When the
+  // run is cached (CachedRunProject), it validates, queues the point and
+  // returns true; `done` is then called exactly once with LogMetric's
+  // result: at once for invalid input, otherwise on the metric writer's
+  // thread after the commit (so it must not block either). Returns false,
+  // without calling `done`, when the answer needs a database read: call
+  // LogMetric then.
+  bool LogMetricAsync(const std::string& run_id, const MetricPoint& point,
+                      std::function<void(Status)> done);
   // Params are immutable: logging the same value again is a no-op; a
   // different value is kInvalidArgument naming the key.
   Status LogParam(const std::string& run_id, const std::string& key, const std::string& value);
@@ -249,6 +261,10 @@ class Tracking {
   // are a "run.tags_set" event.
   Status LogBatch(const std::string& run_id, const LogBatchRequest& request,
                   const store::CommandContext& ctx);
+  // LogBatch for a caller that must not block, as LogMetricAsync: takes
+  // only batches of metrics alone (no params, no tags) of a cached run.
+  bool LogBatchAsync(const std::string& run_id, const LogBatchRequest& request,
+                     std::function<void(Status)> done);
   Status LogInputs(const std::string& run_id, const std::vector<DatasetInput>& inputs,
                    const store::CommandContext& ctx);
   // Appends `model_json` to the run's mlflow.log-model.history tag (a JSON
@@ -287,6 +303,7 @@ class Tracking {
   // soft-deleted), so entries never go stale; lifecycle is checked where it
   // matters, inside the writing transaction.
   Result<RunRef> ResolveRun(const std::string& run_id);
+  std::optional<RunRef> CachedRun(const std::string& run_id);
 
   store::Database& db_;
   store::EventLog& log_;

@@ -292,6 +292,37 @@ TEST_F(AuthApi, InsufficientRoleIs403NamingThePermissionAndProject) {
     EXPECT_EQ(e.value("project", ""), "risk") << e.dump();
 }
 
+// log-metric and log-batch answer on the I/O thread once the run is
+// cached (http::Route::start): the run's project is checked there too, the
+// same as on the worker pool before it is cached.
+TEST_F(AuthApi, TelemetryChecksTheRunsProjectBeforeAndAfterItIsCached) {
+  const std::string api = "/api/2.0/mlflow/";
+  Reply run = Post(*admin_, api + "runs/create", {{"experiment_id", "0"}});
+  ASSERT_EQ(run.status, 200) << run.Describe();
+  const std::string id = run.body["run"]["info"].value("run_id", "");
+  http::Client viewer = server_.client_with_token(TokenFor("user:vera", "viewer"));
+  const Json metric = {{"run_id", id}, {"key", "m"}, {"value", 1}, {"timestamp", 1}};
+  const Json batch = {{"run_id", id}, {"metrics", Json::array({metric})}};
+  auto refused = [&](const std::string& when) {
+    for (const auto& [path, body] :
+         {std::pair{"runs/log-metric", metric}, {"runs/log-batch", batch}}) {
+      Reply r = Post(viewer, api + path, body);
+      EXPECT_EQ(r.status, 403) << when << " " << path << ": " << r.Describe();
+      EXPECT_EQ(r.body.value("error_code", ""), "PERMISSION_DENIED") << when << ": " << r.raw;
+      EXPECT_NE(r.body.value("message", "").find("tracking.write"), std::string::npos) << r.raw;
+    }
+  };
+  refused("not cached");
+  for (int i = 0; i < 3; ++i) {  // the first caches the run
+    EXPECT_EQ(Post(*admin_, api + "runs/log-metric", metric).status, 200);
+    EXPECT_EQ(Post(*admin_, api + "runs/log-batch", batch).status, 200);
+  }
+  refused("cached");
+  Reply history = Get(*admin_, api + "metrics/get-history?run_id=" + id + "&metric_key=m");
+  ASSERT_EQ(history.status, 200) << history.Describe();
+  EXPECT_EQ(history.body["metrics"].size(), 6u) << history.raw;
+}
+
 TEST_F(AuthApi, BootstrapTokenFileIsOwnerOnlyAndNeverLogged) {
   std::filesystem::path file = server_.data_dir() / "admin.token";
   struct stat st {};

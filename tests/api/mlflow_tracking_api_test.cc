@@ -755,6 +755,52 @@ TEST_P(MlflowTrackingApi, LogMetricTypesNonFiniteValuesAndHistory) {
   EXPECT_EQ(ByKey(GetRun(id)["data"]["metrics"])["loss"], 2);
 }
 
+// Once a run is cached, log-metric and metric-only log-batch are answered
+// on the I/O thread (http::Route::start) instead of the worker pool: the
+// answers must not change, for a deleted run, a bad value, or success.
+TEST_P(MlflowTrackingApi, MetricLoggingAnswersAlikeBeforeAndAfterTheRunIsCached) {
+  std::string exp = CreateExperiment("cached");
+  // One request to `run`, answered as "<status> <body>" with the run's id
+  // and the request id taken out.
+  auto answer = [&](const std::string& path, const std::string& run, const Json& value) {
+    Json metric = {{"run_id", run}, {"key", "m"}, {"value", value}, {"timestamp", 1}};
+    Reply r = path == "runs/log-metric"
+                  ? MPost(path, metric)
+                  : MPost(path, {{"run_id", run}, {"metrics", Json::array({metric})}});
+    Json shown = r.body;
+    shown.erase("request_id");
+    std::string text = std::to_string(r.status) + " " + shown.dump();
+    for (size_t at; (at = text.find(run)) != std::string::npos;)
+      text.replace(at, run.size(), "<run>");
+    return text;
+  };
+  auto new_run = [&] { return CreateRun(exp)["info"]["run_id"].get<std::string>(); };
+  const std::pair<std::string, Json> cases[] = {
+      {"runs/log-metric", 1}, {"runs/log-metric", "abc"}, {"runs/log-batch", 1}};
+  // Deleted runs that nothing has cached yet: the worker pool answers.
+  std::vector<std::string> uncached;
+  for (const auto& [path, value] : cases) {
+    std::string run = new_run();
+    Ok(MPost("runs/delete", {{"run_id", run}}), "delete before any metric");
+    uncached.push_back(answer(path, run, value));
+  }
+  EXPECT_EQ(uncached[0].substr(0, 4), "400 ") << uncached[0];
+  EXPECT_NE(uncached[0].find("INVALID_PARAMETER_VALUE"), std::string::npos) << uncached[0];
+  EXPECT_EQ(uncached[2], uncached[0]);
+  // A deleted run that is cached: answered on the I/O thread, alike.
+  std::string id = new_run();
+  Ok(MPost("runs/log-metric", {{"run_id", id}, {"key", "m"}, {"value", 0}, {"timestamp", 1}}),
+     "caches the run");
+  Ok(MPost("runs/delete", {{"run_id", id}}), "delete");
+  for (size_t i = 0; i < std::size(cases); ++i)
+    EXPECT_EQ(answer(cases[i].first, id, cases[i].second), uncached[i]) << i;
+  Ok(MPost("runs/restore", {{"run_id", id}}), "restore");
+  EXPECT_EQ(answer("runs/log-metric", id, 1), "200 {}");
+  EXPECT_EQ(answer("runs/log-metric", id, "abc"), uncached[1]);
+  EXPECT_EQ(answer("runs/log-batch", id, 2), "200 {}");
+  EXPECT_EQ(History(id, "m").size(), 3u);
+}
+
 TEST_P(MlflowTrackingApi, MetricHistoryPaging) {
   std::string exp = CreateExperiment("history");
   std::string id = CreateRun(exp)["info"]["run_id"].get<std::string>();

@@ -422,6 +422,128 @@ TEST(Server, BlockingHandlersRunOffTheIoThread) {
   EXPECT_FALSE(blocking_threads.contains(std::this_thread::get_id()));
 }
 
+// A route's `start` (Route::start) answers on the I/O thread, at once or
+// later from another thread; what it declines, or throws on, goes to the
+// handler on the pool.
+TEST(Server, StartTakesRequestsOrDeclinesThemToTheHandler) {
+  std::mutex mu;
+  std::set<std::thread::id> start_threads;
+  std::set<std::thread::id> handler_threads;
+  std::vector<Respond> later;  // answered by `answerer`
+  std::condition_variable later_cv;
+  bool done = false;
+  std::thread answerer([&] {
+    std::unique_lock lock(mu);
+    for (;;) {
+      later_cv.wait(lock, [&] { return done || !later.empty(); });
+      if (later.empty())
+        return;
+      Respond r = std::move(later.back());
+      later.pop_back();
+      lock.unlock();
+      std::this_thread::sleep_for(20ms);
+      r(Response::Json(200, {{"by", "answerer"}}));
+      lock.lock();
+    }
+  });
+  Route route = PublicRoute(
+      "POST", "/s",
+      [&](const Request& r) {
+        std::lock_guard lock(mu);
+        handler_threads.insert(std::this_thread::get_id());
+        return Response::Json(200, {{"by", "handler"}, {"body", r.body}});
+      },
+      /*blocking=*/true);
+  route.start = [&](const Request& r, Respond respond) {
+    {
+      std::lock_guard lock(mu);
+      start_threads.insert(std::this_thread::get_id());
+    }
+    if (r.body == "now") {
+      respond(Response::Json(201, {{"by", "start"}}));
+      return true;
+    }
+    if (r.body == "later") {
+      std::lock_guard lock(mu);
+      later.push_back(std::move(respond));
+      later_cv.notify_one();
+      return true;
+    }
+    if (r.body == "throw")
+      throw std::runtime_error("start broke");
+    return false;
+  };
+  ASSERT_TRUE(route.start);
+  Router router;
+  ASSERT_TRUE(router.Add(std::move(route)));
+  ServerOptions options = TestOptions();
+  options.io_threads = 1;
+  auto server = StartServer(std::move(router), options);
+  Client client(BaseUrl(*server));  // one keep-alive connection for all
+  auto send = [&](const std::string& body) {
+    auto res = client.Send("POST", "/s", body, {{"Content-Type", "text/plain"}});
+    EXPECT_TRUE(res) << res.error().ToString();
+    return res ? std::make_pair(res->status, core::Json::parse(res->body)["by"].get<std::string>())
+               : std::make_pair(0, std::string());
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(send("now"), std::make_pair(201, std::string("start")));
+    EXPECT_EQ(send("later"), std::make_pair(200, std::string("answerer")));
+    EXPECT_EQ(send("decline"), std::make_pair(200, std::string("handler")));
+    EXPECT_EQ(send("throw"), std::make_pair(200, std::string("handler")));
+  }
+  {
+    std::lock_guard lock(mu);
+    done = true;
+    later_cv.notify_one();
+  }
+  answerer.join();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(start_threads.size(), 1u);  // the one I/O thread
+  EXPECT_FALSE(start_threads.contains(std::this_thread::get_id()));
+  EXPECT_FALSE(handler_threads.empty());
+  EXPECT_FALSE(handler_threads.contains(*start_threads.begin()));
+}
+
+// A started request answered after the grace period: Shutdown returns only
+// once the answer is in (it is posted to a context that must still exist),
+// and the late answer goes nowhere without harm.
+TEST(Server, ShutdownWaitsForTheAnswersOfStartedRequests) {
+  std::mutex mu;
+  std::optional<Respond> held;
+  std::atomic<bool> answered{false};
+  Route route = PublicRoute(
+      "POST", "/s", [](const Request&) { return Response::Json(200, {}); }, /*blocking=*/true);
+  route.start = [&](const Request&, Respond respond) {
+    std::lock_guard lock(mu);
+    held = std::move(respond);
+    return true;
+  };
+  Router router;
+  ASSERT_TRUE(router.Add(std::move(route)));
+  auto server = StartServer(std::move(router));
+  auto pending = std::async(std::launch::async, [base = BaseUrl(*server)] {
+    return Client(base).Send("POST", "/s", "x", {{"Content-Type", "text/plain"}});
+  });
+  for (int i = 0; i < 400; ++i) {
+    std::lock_guard lock(mu);
+    if (held)
+      break;
+    std::this_thread::sleep_for(5ms);
+  }
+  std::thread late([&] {
+    std::this_thread::sleep_for(400ms);
+    std::lock_guard lock(mu);
+    answered = true;
+    (*held)(Response::Json(200, {}));
+  });
+  server->Shutdown(50ms);
+  EXPECT_TRUE(answered) << "Shutdown returned before the started request was answered";
+  late.join();
+  auto res = pending.get();
+  EXPECT_FALSE(res) << "cut off after the grace period";
+}
+
 TEST(Server, ShutdownLetsInFlightRequestFinish) {
   std::atomic<bool> entered{false};
   Router router;

@@ -178,6 +178,63 @@ TEST_P(MetricWriterTest, AFailingRequestFailsAloneAndWritesNothing) {
   EXPECT_EQ(Count("after"), 1);
 }
 
+// WriteAsync: the same results as Write, each answered once, only after
+// its points are visible to other connections, in groups shared with
+// blocking writers; requests still queued when the writer is destroyed are
+// written and answered too.
+TEST_P(MetricWriterTest, AsyncWritesAreAnsweredOnceAfterTheCommit) {
+  struct Answer {
+    std::atomic<int> calls{0};
+    Status result = core::Ok();
+    int64_t visible = -1;  // points of its key that another connection saw
+  };
+  std::vector<std::pair<int64_t, std::string>> runs = {
+      {1, "run1"}, {2, "run2"}, {99, "run99"}, {1, "run1"}};
+  std::vector<Answer> answers(runs.size() * 10);
+  std::optional<MetricWriter> writer(std::in_place, *db_);
+  std::thread blocking([&] {  // shares groups with the async requests
+    for (int i = 0; i < 10; ++i) {
+      std::vector<MetricPoint> points{{.key = "sync", .value = 1, .timestamp = 1, .step = i}};
+      EXPECT_TRUE(writer->Write(1, "run1", EncodeChunks(1, points)));
+    }
+  });
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const auto& [pk, run_id] = runs[i % runs.size()];
+    const std::string key = "k" + std::to_string(i);
+    std::vector<MetricPoint> points{{.key = key, .value = 1, .timestamp = 1, .step = 0},
+                                    {.key = key, .value = 2, .timestamp = 2, .step = 1}};
+    Answer& a = answers[i];
+    writer->WriteAsync(pk, run_id, EncodeChunks(pk, points), [this, &a, key](Status s) {
+      a.result = std::move(s);
+      a.visible = Count(key);
+      ++a.calls;
+    });
+  }
+  blocking.join();
+  writer.reset();  // answers whatever is still queued, then stops
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const Answer& a = answers[i];
+    ASSERT_EQ(a.calls.load(), 1) << i;
+    switch (runs[i % runs.size()].first) {
+      case 1:
+        EXPECT_TRUE(a.result) << i;
+        EXPECT_EQ(a.visible, 2) << i;
+        break;
+      case 2:
+        ASSERT_FALSE(a.result);
+        EXPECT_EQ(a.result.error().code, core::ErrorCode::kFailedPrecondition) << i;
+        EXPECT_EQ(a.visible, 0) << i;
+        break;
+      default:
+        ASSERT_FALSE(a.result);
+        EXPECT_EQ(a.result.error().code, core::ErrorCode::kNotFound) << i;
+        EXPECT_EQ(a.visible, 0) << i;
+    }
+  }
+  EXPECT_EQ(Count("sync"), 10);
+  EXPECT_EQ(Count(), 10 + 2 * 20);
+}
+
 // Every value a metric may hold survives the chunk text exactly, and
 // history order is restored for points written out of order, across
 // chunks and together with points from before the chunk table.

@@ -8,8 +8,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -264,6 +268,85 @@ TEST_P(TrackingTest, MetricPointsNeedAnActiveRun) {
   ASSERT_TRUE(tracking_->RestoreRun(id, Ctx()));
   ASSERT_TRUE(tracking_->LogMetric(id, point));
   ASSERT_TRUE(tracking_->LogBatch(id, batch, Ctx()));
+  EXPECT_EQ(tracking_->GetMetricHistory(id, "loss", 0, 0)->points.size(), 3u);
+}
+
+// The non-blocking entry points: they decline (false, `done` not called)
+// until the run is cached, answer invalid input at once, decline a batch
+// with params or tags, and otherwise answer what the blocking call would,
+// once, after the commit.
+TEST_P(TrackingTest, AsyncLoggingAnswersAsTheBlockingCallsOrDeclines) {
+  tracking::Run run = NewRun();
+  const std::string& id = run.info.run_id;
+  const MetricPoint point{.key = "loss", .value = 1, .timestamp = 1, .step = 0};
+  struct Answers {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<Status> got;
+    // Logs through `start` and waits for its one answer; nullopt: declined.
+    std::optional<Status> Call(const std::function<bool(std::function<void(Status)>)>& start) {
+      std::unique_lock lk(mu);
+      const size_t before = got.size();
+      lk.unlock();
+      if (!start([this](Status s) {
+            std::lock_guard lk(mu);
+            got.push_back(std::move(s));
+            cv.notify_all();
+          })) {
+        std::lock_guard lk(mu);
+        EXPECT_EQ(got.size(), before) << "declined, yet answered";
+        return std::nullopt;
+      }
+      lk.lock();
+      EXPECT_TRUE(cv.wait_for(lk, std::chrono::seconds(10), [&] { return got.size() > before; }));
+      EXPECT_EQ(got.size(), before + 1) << "answered more than once";
+      return got.back();
+    }
+  } answers;
+  auto metric = [&](const std::string& run_id, MetricPoint p) {
+    return answers.Call([&](auto done) { return tracking_->LogMetricAsync(run_id, p, done); });
+  };
+  auto batch = [&](const std::string& run_id, LogBatchRequest b) {
+    return answers.Call([&](auto done) { return tracking_->LogBatchAsync(run_id, b, done); });
+  };
+  EXPECT_FALSE(tracking_->CachedRunProject(id));
+  EXPECT_FALSE(metric(id, point)) << "not cached yet: declined";
+  EXPECT_FALSE(batch(id, {.metrics = {point}}));
+  EXPECT_FALSE(metric(std::string(32, 'f'), point)) << "unknown: the blocking call answers";
+  ASSERT_TRUE(tracking_->RunProject(id));  // cached from here on
+  EXPECT_EQ(tracking_->CachedRunProject(id), run.info.project);
+
+  std::optional<Status> ok = metric(id, point);
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(*ok) << ok->error().ToString();
+  std::optional<Status> bad = metric(id, {.key = "", .value = 1, .timestamp = 1});
+  ASSERT_TRUE(bad);
+  ASSERT_FALSE(*bad);
+  EXPECT_EQ(bad->error().ToString(),
+            tracking_->LogMetric(id, {.key = "", .value = 1, .timestamp = 1}).error().ToString());
+  std::optional<Status> in_batch = batch(id, {.metrics = {point, {.key = "loss", .step = 1}}});
+  ASSERT_TRUE(in_batch);
+  EXPECT_TRUE(*in_batch);
+  EXPECT_FALSE(batch(id, {.metrics = {point}, .params = {{"lr", "1"}}})) << "params: declined";
+  EXPECT_FALSE(batch(id, {.metrics = {point}, .tags = {{"t", "1"}}})) << "tags: declined";
+  EXPECT_FALSE(batch(id, {})) << "nothing to write: declined";
+  LogBatchRequest too_many;
+  too_many.metrics.assign(kMaxMetricsPerBatch + 1, point);
+  std::optional<Status> over = batch(id, too_many);
+  ASSERT_TRUE(over);
+  ASSERT_FALSE(*over);
+  EXPECT_EQ(over->error().ToString(), tracking_->LogBatch(id, too_many, Ctx()).error().ToString());
+  EXPECT_EQ(tracking_->GetMetricHistory(id, "loss", 0, 0)->points.size(), 3u);
+
+  ASSERT_TRUE(tracking_->DeleteRun(id, Ctx()));
+  std::optional<Status> deleted = metric(id, point);
+  ASSERT_TRUE(deleted);
+  ASSERT_FALSE(*deleted);
+  EXPECT_EQ(deleted->error().ToString(), tracking_->LogMetric(id, point).error().ToString());
+  std::optional<Status> deleted_batch = batch(id, {.metrics = {point}});
+  ASSERT_TRUE(deleted_batch);
+  ASSERT_FALSE(*deleted_batch);
+  EXPECT_EQ(deleted_batch->error().code, core::ErrorCode::kFailedPrecondition);
   EXPECT_EQ(tracking_->GetMetricHistory(id, "loss", 0, 0)->points.size(), 3u);
 }
 
