@@ -132,6 +132,10 @@ TEST(FastDecodeTest, DeclinesWhatTheDomRouteMustAnswer) {
       Batch(R"({"key":"m","value":NaN,"timestamp":1})"),
       Batch("[]"),
       Batch("1"),
+      // Field names spelled with escapes: the DOM route's (names are
+      // compared as written).
+      R"({"run_\u0069d":"r","metrics":[)" + ok + "]}",
+      Batch(R"({"\u006bey":"m","value":1,"timestamp":1})"),
   };
   for (const std::string& body : declined)
     EXPECT_FALSE(DecodeLogBatchFast(body).has_value()) << body;
