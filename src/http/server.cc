@@ -700,13 +700,17 @@ asio::awaitable<std::optional<Response>> Server::Impl::Start(const Route& route,
     };
     Executor executor = asio::get_associated_executor(handler);
     auto pending = std::make_shared<Pending>(std::move(handler), std::move(executor));
-    // The first answer wins; the coroutine resumes on its own thread.
+    // The first answer wins; the coroutine resumes on its own thread. The
+    // handler (which owns the coroutine) moves into the posted operation,
+    // so it lives and dies with its context: a copy of `respond` kept
+    // after the server is gone holds only a moved-from one.
     auto settle = [this, pending](std::optional<Response> answer) {
       if (pending->settled.exchange(true, std::memory_order_acq_rel))
         return;
-      asio::post(pending->executor, [pending, answer = std::move(answer)]() mutable {
-        std::move(pending->handler)(std::move(answer));
-      });
+      asio::post(pending->executor,
+                 [handler = std::move(pending->handler), answer = std::move(answer)]() mutable {
+                   std::move(handler)(std::move(answer));
+                 });
       EndStart();
     };
     started_.fetch_add(1, std::memory_order_relaxed);
