@@ -97,12 +97,16 @@ Result<uint64_t> MetricWriter::CompactInTransaction(const std::vector<int64_t>& 
   return *moved_runs;
 }
 
+void MetricWriter::Prepare(Pending& p) {
+  for (const PointChunk& c : *p.chunks)
+    p.points += static_cast<size_t>(c.n);
+  p.batch = JoinChunks(*p.chunks);  // on the caller's thread, not the writer's
+}
+
 Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
                            const std::vector<PointChunk>& chunks) {
   Pending p{.run_pk = run_pk, .run_id = &run_id, .chunks = &chunks};
-  for (const PointChunk& c : chunks)
-    p.points += static_cast<size_t>(c.n);
-  p.batch = JoinChunks(chunks);  // on the caller's thread, not the writer's
+  Prepare(p);
   std::unique_lock lk(mu_);
   queue_.push_back(&p);
   queued_cv_.notify_one();
@@ -119,10 +123,8 @@ void MetricWriter::WriteAsync(int64_t run_pk, std::string run_id, std::vector<Po
   Pending& p = a->pending;
   p.run_id = &a->run_id;
   p.chunks = &a->chunks;
-  p.async = a;
-  for (const PointChunk& c : a->chunks)
-    p.points += static_cast<size_t>(c.n);
-  p.batch = JoinChunks(a->chunks);
+  p.async = a;  // the writer owns it from here
+  Prepare(p);
   std::lock_guard lk(mu_);
   queue_.push_back(&p);
   queued_cv_.notify_one();

@@ -107,6 +107,8 @@ class MetricWriter {
     std::vector<Status> results;
   };
 
+  // Counts the request's points and joins its chunks into its batch text.
+  static void Prepare(Pending& p);
   void Loop();
   // PostgreSQL: the compaction thread. Takes the runs scheduled for
   // compaction, compacts up to kMaxRunsPerCompaction of them in one

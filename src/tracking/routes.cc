@@ -301,11 +301,11 @@ class Api {
     Result<MetricPoint> m = MetricFrom(*args, "");
     if (!m)
       return Answer(done, m.error());
-    std::optional<std::string> project = tracking_.CachedRunProject(*run_id);
-    if (!project)
+    std::optional<Status> allowed = AuthorizeCachedRun(req, *run_id);
+    if (!allowed)
       return false;
-    if (Status allowed = auth_.Authorize(req.actor, "tracking.write", *project); !allowed)
-      return Answer(done, allowed.error());
+    if (!*allowed)
+      return Answer(done, allowed->error());
     return tracking_.LogMetricAsync(*run_id, *m, Written(done));
   }
 
@@ -357,12 +357,21 @@ class Api {
     if (!decoded || decoded->batch.metrics.empty() || !decoded->batch.params.empty() ||
         !decoded->batch.tags.empty())
       return false;
-    std::optional<std::string> project = tracking_.CachedRunProject(decoded->run_id);
-    if (!project)
+    std::optional<Status> allowed = AuthorizeCachedRun(req, decoded->run_id);
+    if (!allowed)
       return false;
-    if (Status allowed = auth_.Authorize(req.actor, "tracking.write", *project); !allowed)
-      return Answer(done, allowed.error());
+    if (!*allowed)
+      return Answer(done, allowed->error());
     return tracking_.LogBatchAsync(decoded->run_id, decoded->batch, Written(done));
+  }
+
+  // AuthorizeRun for "tracking.write" without a database read: nullopt when
+  // the run is not cached (the start then declines).
+  std::optional<Status> AuthorizeCachedRun(const Request& req, const std::string& run_id) {
+    std::optional<std::string> project = tracking_.CachedRunProject(run_id);
+    if (!project)
+      return std::nullopt;
+    return auth_.Authorize(req.actor, "tracking.write", *project);
   }
 
   // Answers a start's request with `error` (the request is taken).

@@ -1065,10 +1065,15 @@ bool Tracking::LogMetricAsync(const std::string& run_id, const MetricPoint& poin
     done(valid);
     return true;
   }
+  return WriteCachedAsync(run_id, {point}, std::move(done));
+}
+
+bool Tracking::WriteCachedAsync(const std::string& run_id, const std::vector<MetricPoint>& points,
+                                std::function<void(Status)> done) {
   std::optional<RunRef> run = CachedRun(run_id);
   if (!run)
     return false;
-  writer_->WriteAsync(run->pk, run_id, internal::EncodeChunks(run->pk, {point}), std::move(done));
+  writer_->WriteAsync(run->pk, run_id, internal::EncodeChunks(run->pk, points), std::move(done));
   return true;
 }
 
@@ -1133,12 +1138,7 @@ bool Tracking::LogBatchAsync(const std::string& run_id, const LogBatchRequest& r
     done(valid);
     return true;
   }
-  std::optional<RunRef> run = CachedRun(run_id);
-  if (!run)
-    return false;
-  writer_->WriteAsync(run->pk, run_id, internal::EncodeChunks(run->pk, request.metrics),
-                      std::move(done));
-  return true;
+  return WriteCachedAsync(run_id, request.metrics, std::move(done));
 }
 
 Status Tracking::LogBatch(const std::string& run_id, const LogBatchRequest& request,

@@ -304,6 +304,10 @@ class Tracking {
   // matters, inside the writing transaction.
   Result<RunRef> ResolveRun(const std::string& run_id);
   std::optional<RunRef> CachedRun(const std::string& run_id);
+  // The async writes' common end: false (done not called) when the run is
+  // not cached, else the points are queued to the writer.
+  bool WriteCachedAsync(const std::string& run_id, const std::vector<MetricPoint>& points,
+                        std::function<void(Status)> done);
 
   store::Database& db_;
   store::EventLog& log_;
