@@ -28,23 +28,25 @@ using store::Value;
 constexpr size_t kMaxChunkRows = 256;
 constexpr size_t kMaxUpsertRows = 256;
 
-// "step,timestamp,value;" with the value's shortest round-trip form.
+// "step,timestamp,value;" with the value's shortest round-trip form,
+// formatted on the stack and appended once.
 void EncodePoint(std::string& out, const MetricPoint& m) {
-  AppendInt(out, m.step);
-  out += ',';
-  AppendInt(out, m.timestamp);
-  out += ',';
+  // Each field gets the most characters it can take: an int64 20, the
+  // shortest round-trip form of a double 24.
+  char buf[20 + 1 + 20 + 1 + 24 + 1];
+  char* p = std::to_chars(buf, buf + 20, m.step).ptr;
+  *p++ = ',';
+  p = std::to_chars(p, p + 20, m.timestamp).ptr;
+  *p++ = ',';
   if (std::isnan(m.value)) {
-    out += "nan";
+    p = std::copy_n("nan", 3, p);
   } else if (std::isinf(m.value)) {
-    out += m.value > 0 ? "inf" : "-inf";
+    p = m.value > 0 ? std::copy_n("inf", 3, p) : std::copy_n("-inf", 4, p);
   } else {
-    char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, m.value);
-    (void)ec;  // any double's shortest form fits in 32 characters
-    out.append(buf, end);
+    p = std::to_chars(p, p + 24, m.value).ptr;
   }
-  out += ';';
+  *p++ = ';';
+  out.append(buf, p);
 }
 
 // MLflow's order for the latest point: the greatest (step, timestamp,
@@ -220,26 +222,52 @@ Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out) {
 }
 
 std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoint>& points) {
+  // First each point's chunk, then the texts, each reserved once. Clients
+  // log either the points of one key together or one point of each key per
+  // step, in the same key order every step: the last point's chunk, then
+  // the chunk that followed that one the last time, are tried before the
+  // hash map (half of this function's time with 100 keys per step).
+  constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
   std::vector<PointChunk> chunks;
-  std::unordered_map<std::string_view, size_t> index;
-  size_t last = 0;  // points of one key often come together: try it first
-  for (const MetricPoint& m : points) {
-    size_t at = last;
-    if (chunks.empty() || chunks[last].key != m.key) {
-      auto [it, added] = index.try_emplace(m.key, chunks.size());
+  std::vector<uint32_t> chunk_of(points.size());
+  std::vector<uint32_t> next;  // per chunk
+  std::vector<size_t> counts;  // per chunk
+  std::unordered_map<std::string_view, uint32_t> index;
+  uint32_t prev = kNone;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const std::string& key = points[i].key;
+    uint32_t at = kNone;
+    if (prev != kNone) {
+      if (chunks[prev].key == key)
+        at = prev;
+      else if (next[prev] != kNone && chunks[next[prev]].key == key)
+        at = next[prev];
+    }
+    if (at == kNone) {
+      auto [it, added] = index.try_emplace(key, static_cast<uint32_t>(chunks.size()));
       if (added) {
-        chunks.push_back({.run_pk = run_pk, .key = m.key});
-        chunks.back().text.reserve(32);
+        chunks.push_back({.run_pk = run_pk, .key = key});
+        next.push_back(kNone);
+        counts.push_back(0);
       }
       at = it->second;
     }
-    PointChunk& c = chunks[at];
+    if (prev != kNone)
+      next[prev] = at;
+    chunk_of[i] = at;
+    ++counts[at];
+    prev = at;
+  }
+  for (size_t c = 0; c < chunks.size(); ++c)
+    chunks[c].text.reserve(counts[c] * 32);  // most points take fewer bytes
+  for (size_t i = 0; i < points.size(); ++i) {
+    const MetricPoint& m = points[i];
+    PointChunk& c = chunks[chunk_of[i]];
     const StoredPoint p{.step = m.step, .timestamp = m.timestamp, .value = m.value};
     if (c.n == 0 || Later(p, c.latest))
       c.latest = p;
     ++c.n;
     EncodePoint(c.text, m);
-    last = at;
   }
   return chunks;
 }

@@ -591,6 +591,48 @@ TEST(MetricChunks, MalformedTextIsAnErrorNotAGuess) {
   }
 }
 
+// Whatever order the keys come in (one key's points together, one point
+// per key per step, a key order that changes, a new key midway), each key
+// gets one chunk, in order of first appearance, with its points in the
+// order logged and its latest point.
+TEST(MetricChunks, EncodingGroupsPointsByKeyInAnyOrder) {
+  std::vector<MetricPoint> points;
+  auto add = [&](const std::string& key, int64_t step) {
+    points.push_back({.key = key, .value = step * 0.5, .timestamp = 100 + step, .step = step});
+  };
+  for (int64_t step = 0; step < 3; ++step) {
+    for (const char* key : {"a", "b", "c"})
+      add(key, step);
+  }
+  for (const char* key : {"c", "a", "d", "b"})  // another order and a new key
+    add(key, 3);
+  for (int64_t step = 4; step < 6; ++step)
+    add("b", step);  // one key's points together
+  add("a", 1);       // an earlier step, logged last: not the latest
+  const std::vector<PointChunk> chunks = EncodeChunks(7, points);
+  ASSERT_EQ(chunks.size(), 4u);
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> want{
+      {"a", {0, 1, 2, 3, 1}}, {"b", {0, 1, 2, 3, 4, 5}}, {"c", {0, 1, 2, 3}}, {"d", {3}}};
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const PointChunk& c = chunks[i];
+    EXPECT_EQ(c.run_pk, 7);
+    EXPECT_EQ(c.key, want[i].first);
+    EXPECT_EQ(c.n, static_cast<int64_t>(want[i].second.size())) << c.key;
+    std::vector<StoredPoint> decoded;
+    ASSERT_TRUE(DecodePoints(c.text, decoded)) << c.key;
+    std::vector<int64_t> steps;
+    for (const StoredPoint& p : decoded) {
+      steps.push_back(p.step);
+      EXPECT_EQ(p.timestamp, 100 + p.step);
+      EXPECT_EQ(p.value, p.step * 0.5);
+    }
+    EXPECT_EQ(steps, want[i].second) << c.key;
+    EXPECT_EQ(c.latest.step, *std::max_element(steps.begin(), steps.end())) << c.key;
+  }
+  EXPECT_EQ(JoinChunks(chunks).substr(0, 2), "a\t");
+  EXPECT_TRUE(EncodeChunks(7, {}).empty());
+}
+
 KERVAN_INSTANTIATE_BACKENDS(MetricWriterTest);
 
 }  // namespace
