@@ -28,15 +28,33 @@ using store::Value;
 constexpr size_t kMaxChunkRows = 256;
 constexpr size_t kMaxUpsertRows = 256;
 
-// "step,timestamp,value;" with the value's shortest round-trip form,
-// formatted on the stack and appended once.
-void EncodePoint(std::string& out, const MetricPoint& m) {
-  // Each field gets the most characters it can take: an int64 20, the
-  // shortest round-trip form of a double 24.
-  char buf[20 + 1 + 20 + 1 + 24 + 1];
-  char* p = std::to_chars(buf, buf + 20, m.step).ptr;
+uint64_t Magnitude(int64_t v) {
+  return v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+}
+
+// Writes `v`, or "+" and its difference from `prev` when that is shorter
+// (see internal.h), and returns the end. At most 21 characters.
+char* EncodeField(char* p, int64_t v, const int64_t* prev) {
+  int64_t d = 0;
+  if (prev != nullptr && !__builtin_sub_overflow(v, *prev, &d) &&
+      Magnitude(d) < Magnitude(v) / 10) {
+    *p++ = '+';
+    return std::to_chars(p, p + 20, d).ptr;
+  }
+  return std::to_chars(p, p + 20, v).ptr;
+}
+
+// "step,timestamp,value;" with the value's shortest round-trip form and,
+// after the first point of a text (`prev` set), the step and timestamp
+// relative to the point before where that is shorter. Formatted on the
+// stack and appended once.
+void EncodePoint(std::string& out, const MetricPoint& m, const MetricPoint* prev) {
+  // Each field gets the most characters it can take: an int64 with a "+"
+  // 21, the shortest round-trip form of a double 24.
+  char buf[21 + 1 + 21 + 1 + 24 + 1];
+  char* p = EncodeField(buf, m.step, prev != nullptr ? &prev->step : nullptr);
   *p++ = ',';
-  p = std::to_chars(p, p + 20, m.timestamp).ptr;
+  p = EncodeField(p, m.timestamp, prev != nullptr ? &prev->timestamp : nullptr);
   *p++ = ',';
   if (std::isnan(m.value)) {
     p = std::copy_n("nan", 3, p);
@@ -200,22 +218,45 @@ Status ExecMultiRow(Connection& conn, size_t rows, size_t width, size_t max_rows
   return core::Ok();
 }
 
+namespace {
+
+// One integer field of a point: absolute, or "+" and the difference from
+// the previous point's (`prev`, null for a text's first point). Returns
+// the end of the field, or null when it is malformed or overflows.
+const char* DecodeField(const char* p, const char* end, const int64_t* prev, int64_t& out) {
+  const bool relative = p != end && *p == '+';
+  if (relative && prev == nullptr)
+    return nullptr;
+  auto r = std::from_chars(p + (relative ? 1 : 0), end, out);
+  if (r.ec != std::errc())
+    return nullptr;
+  if (relative && __builtin_add_overflow(*prev, out, &out))
+    return nullptr;
+  return r.ptr;
+}
+
+}  // namespace
+
 Status DecodePoints(std::string_view text, std::vector<StoredPoint>& out) {
   const char* p = text.data();
   const char* const end = p + text.size();
+  StoredPoint prev;
+  bool first = true;  // of this text: its fields are absolute
   while (p != end) {
     StoredPoint s;
-    auto r = std::from_chars(p, end, s.step);
-    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ',')
+    const char* q = DecodeField(p, end, first ? nullptr : &prev.step, s.step);
+    if (q == nullptr || q == end || *q != ',')
       return Corrupt(text, static_cast<size_t>(p - text.data()));
-    r = std::from_chars(r.ptr + 1, end, s.timestamp);
-    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ',')
+    q = DecodeField(q + 1, end, first ? nullptr : &prev.timestamp, s.timestamp);
+    if (q == nullptr || q == end || *q != ',')
       return Corrupt(text, static_cast<size_t>(p - text.data()));
     // from_chars reads "nan", "inf" and "-inf" as well as numbers.
-    r = std::from_chars(r.ptr + 1, end, s.value);
+    auto r = std::from_chars(q + 1, end, s.value);
     if (r.ec != std::errc() || r.ptr == end || *r.ptr != ';')
       return Corrupt(text, static_cast<size_t>(p - text.data()));
     out.push_back(s);
+    prev = s;
+    first = false;
     p = r.ptr + 1;
   }
   return core::Ok();
@@ -259,7 +300,8 @@ std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoi
     prev = at;
   }
   for (size_t c = 0; c < chunks.size(); ++c)
-    chunks[c].text.reserve(counts[c] * 32);  // most points take fewer bytes
+    chunks[c].text.reserve(counts[c] * 32);                      // most points take fewer bytes
+  std::vector<const MetricPoint*> last(chunks.size(), nullptr);  // per chunk
   for (size_t i = 0; i < points.size(); ++i) {
     const MetricPoint& m = points[i];
     PointChunk& c = chunks[chunk_of[i]];
@@ -267,7 +309,8 @@ std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoi
     if (c.n == 0 || Later(p, c.latest))
       c.latest = p;
     ++c.n;
-    EncodePoint(c.text, m);
+    EncodePoint(c.text, m, last[chunk_of[i]]);
+    last[chunk_of[i]] = &m;
   }
   return chunks;
 }

@@ -633,6 +633,43 @@ TEST(MetricChunks, EncodingGroupsPointsByKeyInAnyOrder) {
   EXPECT_TRUE(EncodeChunks(7, {}).empty());
 }
 
+// After a text's first point, a step or timestamp is written relative to
+// the point before where that is shorter; texts concatenate, and a
+// relative field with nothing before it, or one that overflows, is
+// corrupt rather than guessed.
+TEST(MetricChunks, StepsAndTimestampsAreRelativeWhereShorter) {
+  const std::vector<MetricPoint> points{
+      {.key = "k", .value = 0.5, .timestamp = 1700000000000, .step = 1000000},
+      {.key = "k", .value = 0.25, .timestamp = 1700000000007, .step = 999999},
+      {.key = "k", .value = 1, .timestamp = 5, .step = 3},  // absolute where shorter
+      {.key = "k",
+       .value = 2,
+       .timestamp = std::numeric_limits<int64_t>::min(),  // the difference overflows
+       .step = 3},
+  };
+  const std::vector<PointChunk> chunks = EncodeChunks(1, points);
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0].text,
+            "1000000,1700000000000,0.5;+-1,+7,0.25;3,5,1;3,-9223372036854775808,2;");
+  std::vector<StoredPoint> decoded;
+  ASSERT_TRUE(DecodePoints(chunks[0].text + "7,2000,1;8,+5,1;", decoded));
+  ASSERT_EQ(decoded.size(), points.size() + 2);
+  for (size_t i = 0; i < points.size(); ++i) {
+    EXPECT_EQ(decoded[i].step, points[i].step) << i;
+    EXPECT_EQ(decoded[i].timestamp, points[i].timestamp) << i;
+    EXPECT_EQ(decoded[i].value, points[i].value) << i;
+  }
+  EXPECT_EQ(decoded[5].step, 8);
+  EXPECT_EQ(decoded[5].timestamp, 2005);
+  for (std::string_view bad : {"+1,2,3;", "1,+2,3;", "1,9223372036854775807,0;2,+1,0;",
+                               "1,2,3;+,2,3;", "1,2,3;++1,2,3;"}) {
+    std::vector<StoredPoint> v;
+    Status s = DecodePoints(bad, v);
+    ASSERT_FALSE(s) << bad;
+    EXPECT_EQ(s.error().code, core::ErrorCode::kInternal) << bad;
+  }
+}
+
 KERVAN_INSTANTIATE_BACKENDS(MetricWriterTest);
 
 }  // namespace
