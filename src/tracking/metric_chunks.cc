@@ -299,9 +299,11 @@ std::vector<PointChunk> EncodeChunks(int64_t run_pk, const std::vector<MetricPoi
     ++counts[at];
     prev = at;
   }
+  // Most points take fewer than 32 bytes.
   for (size_t c = 0; c < chunks.size(); ++c)
-    chunks[c].text.reserve(counts[c] * 32);                      // most points take fewer bytes
-  std::vector<const MetricPoint*> last(chunks.size(), nullptr);  // per chunk
+    chunks[c].text.reserve(counts[c] * 32);
+  // Per chunk, its last point so far: the next one is written relative to it.
+  std::vector<const MetricPoint*> last(chunks.size(), nullptr);
   for (size_t i = 0; i < points.size(); ++i) {
     const MetricPoint& m = points[i];
     PointChunk& c = chunks[chunk_of[i]];

@@ -92,8 +92,8 @@ Result<uint64_t> MetricWriter::CompactInTransaction(const std::vector<int64_t>& 
   // A plain index scan for the DELETE ... WHERE run_pk: it marks the index
   // entries of rows that earlier compactions deleted as dead (LP_DEAD),
   // which a bitmap scan never does, so until autovacuum each compaction of
-  // a run walked all of them again: under log-metric load that was a
-  // quarter of PostgreSQL's CPU and grew with every second of logging.
+  // a run walked all of them again: in a 10 s log-metric round that was a
+  // tenth of PostgreSQL's CPU, and it grew with every second of logging.
   if (auto set = conn.Exec("SET LOCAL enable_bitmapscan = off"); !set)
     return fail(set.error());
   auto moved_runs = CompactRuns(conn, runs);
