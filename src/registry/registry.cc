@@ -790,52 +790,64 @@ Result<AliasChange> Registry::SetAlias(const std::string& model, const std::stri
     return core::InvalidArgument("field \"reason\": moving an alias needs a reason", "reason");
   AliasChange change;
   RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
-    ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
-    if (v.state == "Archived") {
-      return core::FailedPrecondition(
-          fmt::format("version {} of \"{}\" is Archived: an alias cannot point at it", version,
-                      model),
-          {{"current_state", v.state}});
-    }
-    ASSIGN_OR_RETURN(Rows rows, tx.conn().Query("SELECT version FROM model_aliases WHERE model = "
-                                                "? AND alias = ?",
-                                                {model, alias}));
-    int64_t previous = rows.empty() ? 0 : rows[0].Int(0);
-    if (previous == version) {
-      return core::FailedPrecondition(
-          fmt::format("alias \"{}\" already points at version {}", alias, version));
-    }
-    ASSIGN_OR_RETURN(
-        store::Event ev,
-        tx.Append({.type = "registered_model.alias_set",
-                   .subject_kind = "registered_model",
-                   .subject_id = model,
-                   .actor = ctx.actor,
-                   .reason = reason,
-                   .correlation_id = ctx.correlation_id,
-                   .project = v.project,
-                   .data = {{"alias", alias},
-                            {"version", version},
-                            {"previous_version", previous ? Json(previous) : Json(nullptr)}}}));
-    if (previous == 0) {
-      RETURN_IF_ERROR(tx.conn().Exec(
-          "INSERT INTO model_aliases (model, alias, version, updated_us, updated_by) "
-          "VALUES (?, ?, ?, ?, ?)",
-          {model, alias, version, ev.time_us, ctx.actor}));
-    } else {
-      RETURN_IF_ERROR(
-          tx.conn().Exec("UPDATE model_aliases SET version = ?, updated_us = ?, updated_by = ? "
-                         "WHERE model = ? AND alias = ?",
-                         {version, ev.time_us, ctx.actor, model, alias}));
-    }
-    RETURN_IF_ERROR(tx.conn().Exec(
-        "INSERT INTO model_alias_history (model, alias, seq, version, previous_version, time_us, "
-        "actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        {model, alias, ev.seq, version, previous, ev.time_us, ctx.actor, reason}));
-    change = {alias, version, previous, ev.seq, ev.time_us, ctx.actor, reason};
+    ASSIGN_OR_RETURN(change, SetAliasIn(tx, model, alias, version, reason, ctx));
     return core::Ok();
   }));
   return change;
+}
+
+Result<AliasChange> Registry::SetAliasIn(CommandTx& tx, const std::string& model,
+                                         const std::string& alias, int64_t version,
+                                         const std::string& reason,
+                                         const store::CommandContext& ctx) {
+  RETURN_IF_ERROR(ValidateAliasName(alias));
+  if (core::IsBlankReason(reason))
+    return core::InvalidArgument("field \"reason\": moving an alias needs a reason", "reason");
+  ASSIGN_OR_RETURN(ModelVersion v, RequireVersion(tx.conn(), model, version));
+  if (v.state == "Archived") {
+    return core::FailedPrecondition(
+        fmt::format("version {} of \"{}\" is Archived: an alias cannot point at it", version,
+                    model),
+        {{"current_state", v.state}});
+  }
+  ASSIGN_OR_RETURN(Rows rows, tx.conn().Query("SELECT version FROM model_aliases WHERE model = "
+                                              "? AND alias = ?",
+                                              {model, alias}));
+  int64_t previous = rows.empty() ? 0 : rows[0].Int(0);
+  if (previous == version) {
+    return core::FailedPrecondition(
+        fmt::format("alias \"{}\" already points at version {}", alias, version));
+  }
+  // Nothing is written above this line (see SetAliasIn's contract).
+  ASSIGN_OR_RETURN(
+      store::Event ev,
+      tx.Append({.type = "registered_model.alias_set",
+                 .subject_kind = "registered_model",
+                 .subject_id = model,
+                 .actor = ctx.actor,
+                 .reason = reason,
+                 .correlation_id = ctx.correlation_id,
+                 .causation_id = ctx.causation_id,
+                 .project = v.project,
+                 .data = {{"alias", alias},
+                          {"version", version},
+                          {"previous_version", previous ? Json(previous) : Json(nullptr)}}}));
+  if (previous == 0) {
+    RETURN_IF_ERROR(
+        tx.conn().Exec("INSERT INTO model_aliases (model, alias, version, updated_us, updated_by) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       {model, alias, version, ev.time_us, ctx.actor}));
+  } else {
+    RETURN_IF_ERROR(
+        tx.conn().Exec("UPDATE model_aliases SET version = ?, updated_us = ?, updated_by = ? "
+                       "WHERE model = ? AND alias = ?",
+                       {version, ev.time_us, ctx.actor, model, alias}));
+  }
+  RETURN_IF_ERROR(tx.conn().Exec(
+      "INSERT INTO model_alias_history (model, alias, seq, version, previous_version, time_us, "
+      "actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      {model, alias, ev.seq, version, previous, ev.time_us, ctx.actor, reason}));
+  return AliasChange{alias, version, previous, ev.seq, ev.time_us, ctx.actor, reason};
 }
 
 Result<AliasChange> Registry::DeleteAlias(const std::string& model, const std::string& alias,

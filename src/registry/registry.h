@@ -299,6 +299,15 @@ class Registry {
   // returns the change. Reason required.
   Result<AliasChange> SetAlias(const std::string& model, const std::string& alias, int64_t version,
                                const std::string& reason, const store::CommandContext& ctx);
+  // SetAlias as part of the caller's command `tx`, for a module whose own
+  // change must commit with the alias move (serving's promotion: a reader
+  // that sees the rollout in full production also sees the champion
+  // alias moved). kNotFound (no such version) and kFailedPrecondition (the
+  // version is Archived, or the alias points at it already) come before
+  // anything is written to `tx`, so the caller may go on with its command.
+  Result<AliasChange> SetAliasIn(store::CommandTx& tx, const std::string& model,
+                                 const std::string& alias, int64_t version,
+                                 const std::string& reason, const store::CommandContext& ctx);
   Result<AliasChange> DeleteAlias(const std::string& model, const std::string& alias,
                                   const std::string& reason, const store::CommandContext& ctx);
   // Every move of `alias` (or of every alias when empty), oldest first.

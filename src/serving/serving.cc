@@ -19,6 +19,23 @@ namespace {
 using store::CommandContext;
 using store::CommandTx;
 
+// Moves the model's champion alias to `version` in the rollout's own
+// command, so it commits with the state that implies it. A version that
+// cannot take the alias (missing, Archived) or has it already is logged
+// and skipped, before anything is written: the rollout's change stands.
+Status MoveChampionIn(registry::Registry& registry, CommandTx& tx, const std::string& model,
+                      int64_t version, const std::string& reason, const CommandContext& ctx) {
+  auto moved = registry.SetAliasIn(tx, model, std::string(kChampionAlias), version, reason, ctx);
+  if (moved)
+    return core::Ok();
+  if (moved.error().code != core::ErrorCode::kNotFound &&
+      moved.error().code != core::ErrorCode::kFailedPrecondition)
+    return moved.error();
+  core::LogWarn("serving: cannot move the champion alias: " + moved.error().message,
+                {{"event.action", "serving.champion_not_moved"}, {"kervan.model", model}});
+  return core::Ok();
+}
+
 constexpr const char* kRolloutColumns =
     "id, endpoint, model, project, candidate_version, stable_version, spec, state, phase, step, "
     "step_started_us, step_requests, failures, last_evaluation, reason, outcome, created_by, "
@@ -718,6 +735,13 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
                                    "previous_version = ?, rollout_id = '', updated_us = ? WHERE "
                                    "name = ?",
                                    {r.candidate_version, r.stable_version, now, r.endpoint})));
+      CommandContext alias_ctx = sys;
+      alias_ctx.causation_id = promoted.id;
+      RETURN_IF_ERROR(
+          MoveChampionIn(registry_, tx, r.model, r.candidate_version,
+                         fmt::format("promoted to full production on endpoint \"{}\" by rollout {}",
+                                     r.endpoint, r.id),
+                         alias_ctx));
     } else {
       bool shadow = r.progress.phase == Phase::kShadow;
       Json pd{{"phase", PhaseName(r.progress.phase)},
@@ -734,17 +758,6 @@ Result<Rollout> Serving::Deploy(const DeployRequest& request, const CommandConte
   });
   if (!done)
     return done.error();
-  if (promote_now) {
-    CommandContext alias_ctx = sys;
-    alias_ctx.causation_id = promoted.id;
-    auto moved = registry_.SetAlias(r.model, std::string(kChampionAlias), r.candidate_version,
-                                    fmt::format("promoted to full production on endpoint \"{}\" "
-                                                "by rollout {}",
-                                                r.endpoint, r.id),
-                                    alias_ctx);
-    if (!moved)
-      core::LogWarn("serving: cannot move the champion alias: " + moved.error().message);
-  }
   {
     std::lock_guard lock(state_->windows_mu);
     state_->windows[r.id].last_evaluated_us = now;
@@ -794,29 +807,27 @@ Status Serving::Finish(const Rollout& rollout, const std::string& transition,
     }
     if (!from_production)
       r.finished_us = now;
-    return UpdateProgress(conn, r, r.state, now);
-  });
-  if (!done)
-    return done.error();
-  CommandContext alias_ctx{.actor = std::string(kServingActor),
-                           .correlation_id = ctx.correlation_id,
-                           .causation_id = appended.id,
-                           .project = r.project};
-  std::optional<int64_t> champion;
-  if (transition == "promote")
-    champion = r.candidate_version;
-  else if (from_production && r.stable_version > 0)
-    champion = r.stable_version;
-  if (champion) {
-    auto moved = registry_.SetAlias(
-        r.model, std::string(kChampionAlias), *champion,
+    RETURN_IF_ERROR(UpdateProgress(conn, r, r.state, now));
+    std::optional<int64_t> champion;
+    if (transition == "promote")
+      champion = r.candidate_version;
+    else if (from_production && r.stable_version > 0)
+      champion = r.stable_version;
+    if (!champion)
+      return core::Ok();
+    CommandContext alias_ctx{.actor = std::string(kServingActor),
+                             .correlation_id = ctx.correlation_id,
+                             .causation_id = appended.id,
+                             .project = r.project};
+    return MoveChampionIn(
+        registry_, tx, r.model, *champion,
         fmt::format("{} on endpoint \"{}\" by rollout {}",
                     transition == "promote" ? "promoted to full production" : "rolled back",
                     r.endpoint, r.id),
         alias_ctx);
-    if (!moved)
-      core::LogWarn("serving: cannot move the champion alias: " + moved.error().message);
-  }
+  });
+  if (!done)
+    return done.error();
   return Publish();
 }
 

@@ -266,6 +266,22 @@ TEST_P(ServingTest, GoodCandidateGoesShadowCanaryFullProductionAndBecomesChampio
   auto model = registry_->GetModel("bc");
   ASSERT_TRUE(model);
   EXPECT_EQ(model->aliases.at("champion"), v2);
+  // The alias moved in the promotion's own command, caused by it: no
+  // reader sees the rollout in full production with the old champion.
+  auto events = log_->Read({.after_seq = 0, .limit = 10000});
+  ASSERT_TRUE(events);
+  const store::Event* promoted = nullptr;
+  const store::Event* moved = nullptr;
+  for (const store::Event& e : *events) {
+    if (e.subject_id == r->id && e.type == "deployment.promoted")
+      promoted = &e;
+    if (e.type == "registered_model.alias_set" && Json::parse(e.data)["version"] == v2)
+      moved = &e;
+  }
+  ASSERT_NE(promoted, nullptr);
+  ASSERT_NE(moved, nullptr);
+  EXPECT_EQ(moved->causation_id, promoted->id);
+  EXPECT_EQ(moved->seq, promoted->seq + 1);
   auto ep = serving_->GetEndpoint("bc");
   ASSERT_TRUE(ep);
   EXPECT_EQ(ep->stable_version, v2);
@@ -273,8 +289,6 @@ TEST_P(ServingTest, GoodCandidateGoesShadowCanaryFullProductionAndBecomesChampio
   EXPECT_EQ(ep->rollout_id, "");
   EXPECT_EQ(Traffic(5), (std::map<int64_t, int>{{v2, 5}}));
   // The shadow phase compared outputs: the same model agrees with itself.
-  auto events = log_->Read({.after_seq = 0, .limit = 10000});
-  ASSERT_TRUE(events);
   bool saw_agreement = false;
   for (const auto& e : *events) {
     Json data = Json::parse(e.data);
