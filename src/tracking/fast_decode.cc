@@ -1,8 +1,8 @@
-// The DOM-free decoder of a log-batch body; see internal.h.
+// The DOM-free decoders of log-batch and log-metric bodies; see internal.h.
 //
-// Contract: it returns a batch only for bodies the DOM route (ArgsFrom +
+// Contract: each returns a result only for bodies the DOM route (ArgsFrom +
 // routes.cc's field readers) would decode to exactly the same run id and
-// batch. Anything else (an unknown or repeated field, a type the readers
+// points. Anything else (an unknown or repeated field, a type the readers
 // would convert, a string where a number goes, params or tags, more points
 // than MLflow allows, malformed JSON) declines, and the DOM route answers
 // it, with its messages. So this file has no error text to keep in step.
@@ -127,19 +127,76 @@ bool EmptyList(od::value v) {
   return !array.is_empty().get(empty) && empty;
 }
 
-}  // namespace
-
-std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body) {
+// Starts iterating `body` as a document, in this thread's parser and
+// padded copy; false when it is too large or simdjson refuses it.
+bool Iterate(std::string_view body, od::document& doc) {
   if (body.empty() || body.size() > kMaxFastBody)
-    return std::nullopt;
+    return false;
   // simdjson reads up to SIMDJSON_PADDING bytes past the end.
   thread_local std::string padded;
   thread_local od::parser parser;
   padded.resize(body.size() + simdjson::SIMDJSON_PADDING);
   std::memcpy(padded.data(), body.data(), body.size());
+  return !parser.iterate(padded.data(), body.size(), padded.size()).get(doc);
+}
 
+// Nothing may follow the top-level object (the DOM parse rejects trailing
+// text).
+bool AtEnd(od::document& doc) {
+  return doc.current_location().error() == simdjson::OUT_OF_BOUNDS;
+}
+
+}  // namespace
+
+std::optional<DecodedLogMetric> DecodeLogMetricFast(std::string_view body) {
   od::document doc;
-  if (parser.iterate(padded.data(), body.size(), padded.size()).get(doc))
+  if (!Iterate(body, doc))
+    return std::nullopt;
+  od::object top;
+  if (doc.get_object().get(top))
+    return std::nullopt;
+  DecodedLogMetric out;
+  MetricPoint& m = out.metric;
+  bool run_id = false, key = false, value = false, timestamp = false, step = false;
+  for (auto field : top) {
+    od::raw_json_string name;
+    if (field.key().get(name))
+      return std::nullopt;
+    od::value v;
+    if (field.value().get(v))
+      return std::nullopt;
+    bool* seen = nullptr;
+    bool ok = false;
+    if (name == "run_id") {
+      seen = &run_id;
+      ok = ReadString(v, out.run_id) && !out.run_id.empty();
+    } else if (name == "key") {
+      seen = &key;
+      ok = ReadString(v, m.key) && !m.key.empty();
+    } else if (name == "value") {
+      seen = &value;
+      ok = ReadDouble(v, m.value);
+    } else if (name == "timestamp") {
+      seen = &timestamp;
+      ok = ReadInt64(v, m.timestamp);
+    } else if (name == "step") {
+      seen = &step;
+      ok = ReadInt64(v, m.step);
+    }
+    if (!ok || *seen)
+      return std::nullopt;
+    *seen = true;
+  }
+  if (!step)
+    m.step = 0;
+  if (!run_id || !key || !value || !timestamp || !AtEnd(doc))
+    return std::nullopt;
+  return out;
+}
+
+std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body) {
+  od::document doc;
+  if (!Iterate(body, doc))
     return std::nullopt;
   od::object top;
   if (doc.get_object().get(top))
@@ -180,8 +237,7 @@ std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body) {
       return std::nullopt;
     }
   }
-  // Nothing may follow the object (the DOM parse rejects trailing text).
-  if (!run_id || doc.current_location().error() != simdjson::OUT_OF_BOUNDS)
+  if (!run_id || !AtEnd(doc))
     return std::nullopt;
   return out;
 }

@@ -32,6 +32,23 @@ Result<DecodedLogBatch> DecodeLogBatch(const Json& args);
 // answer with MLflow's messages.
 std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body);
 
+// A log-metric request's run id and point, as the route decodes them.
+struct DecodedLogMetric {
+  std::string run_id;
+  MetricPoint metric;
+};
+// From the request's arguments (mlflow::Args), with MLflow's messages
+// (routes.cc).
+Result<DecodedLogMetric> DecodeLogMetric(const Json& args);
+// The same without a DOM (fast_decode.cc): the DOM parse was half of the
+// log-metric start's CPU. Returns nullopt unless `body` is a JSON object
+// of exactly "run_id" (a non-empty string), "key" (a non-empty string),
+// "value" (a number), "timestamp" (an integer) and optionally "step" (an
+// integer), each at most once and no other field; those bodies decode
+// exactly as DecodeLogMetric(Args(body)) does, every other one is
+// declined for the DOM route to answer.
+std::optional<DecodedLogMetric> DecodeLogMetricFast(std::string_view body);
+
 // Columns selected for a run, in RunFromRow's order.
 inline constexpr std::string_view kRunColumns =
     "run_pk, run_uuid, experiment_id, name, user_id, status, start_time, end_time, "

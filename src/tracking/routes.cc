@@ -282,31 +282,36 @@ class Api {
   }
 
   Result<Json> LogMetric(const Request& req, const Json& args) {
-    ASSIGN_OR_RETURN(std::string run_id, RunIdArg(args));
-    ASSIGN_OR_RETURN(MetricPoint m, MetricFrom(args, ""));
-    RETURN_IF_ERROR(AuthorizeRun(req, run_id, "tracking.write"));
-    RETURN_IF_ERROR(tracking_.LogMetric(run_id, m));
+    ASSIGN_OR_RETURN(internal::DecodedLogMetric d, internal::DecodeLogMetric(args));
+    RETURN_IF_ERROR(AuthorizeRun(req, d.run_id, "tracking.write"));
+    RETURN_IF_ERROR(tracking_.LogMetric(d.run_id, d.metric));
     return Json::object();
   }
 
   // LogMetric's start on the I/O thread (mlflow::Start): the same checks in
   // the same order; it declines when the run is not cached.
   bool StartLogMetric(const Request& req, const mlflow::Done& done) {
-    Result<Json> args = mlflow::Args(req);
-    if (!args)
-      return Answer(done, args.error());
-    Result<std::string> run_id = RunIdArg(*args);
-    if (!run_id)
-      return Answer(done, run_id.error());
-    Result<MetricPoint> m = MetricFrom(*args, "");
-    if (!m)
-      return Answer(done, m.error());
-    std::optional<Status> allowed = AuthorizeCachedRun(req, *run_id);
+    std::optional<internal::DecodedLogMetric> fast;
+    if (!req.body.empty() && mlflow::ContentTypeIsJson(req))
+      fast = internal::DecodeLogMetricFast(req.body);
+    internal::DecodedLogMetric d;
+    if (fast) {
+      d = std::move(*fast);
+    } else {
+      Result<Json> args = mlflow::Args(req);
+      if (!args)
+        return Answer(done, args.error());
+      Result<internal::DecodedLogMetric> decoded = internal::DecodeLogMetric(*args);
+      if (!decoded)
+        return Answer(done, decoded.error());
+      d = std::move(*decoded);
+    }
+    std::optional<Status> allowed = AuthorizeCachedRun(req, d.run_id);
     if (!allowed)
       return false;
     if (!*allowed)
       return Answer(done, allowed->error());
-    return tracking_.LogMetricAsync(*run_id, *m, Written(done));
+    return tracking_.LogMetricAsync(d.run_id, d.metric, Written(done));
   }
 
   Result<Json> LogParam(const Request& req, const Json& args) {
@@ -811,6 +816,13 @@ ArtifactAuthorizer MakeArtifactAuthorizer(Tracking& tracking, const auth::Auth& 
 }
 
 namespace internal {
+
+Result<DecodedLogMetric> DecodeLogMetric(const Json& args) {
+  DecodedLogMetric out;
+  ASSIGN_OR_RETURN(out.run_id, RunIdArg(args));
+  ASSIGN_OR_RETURN(out.metric, MetricFrom(args, ""));
+  return out;
+}
 
 Result<DecodedLogBatch> DecodeLogBatch(const Json& args) {
   DecodedLogBatch out;

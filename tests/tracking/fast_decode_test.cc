@@ -1,5 +1,6 @@
-// The DOM-free log-batch decoder (DecodeLogBatchFast) against the DOM route
-// it stands in for (mlflow::Args + DecodeLogBatch): the common bodies take
+// The DOM-free log-batch and log-metric decoders (DecodeLogBatchFast,
+// DecodeLogMetricFast) against the DOM routes they stand in for
+// (mlflow::Args + DecodeLogBatch / DecodeLogMetric): the common bodies take
 // the fast path, and whenever it decodes a body the DOM route decodes it to
 // exactly the same run id and points (doubles compared bit for bit), over
 // hand-picked edge cases and many random mutations of valid bodies.
@@ -199,6 +200,105 @@ TEST(FastDecodeTest, AgreesWithTheDomRouteOnRandomMutations) {
   }
   // Some mutations keep the shape (a digit for a digit): the fast path must
   // still take those, or this test checks nothing.
+  EXPECT_GT(taken, 1000);
+}
+
+// The log-metric decoder against its DOM route (mlflow::Args +
+// DecodeLogMetric), as above. Returns whether the fast path took `body`.
+bool FastMetricAgreesWithDom(const std::string& body) {
+  std::optional<DecodedLogMetric> fast = DecodeLogMetricFast(body);
+  if (!fast)
+    return false;
+  http::Request req;
+  req.method = "POST";
+  req.headers.emplace_back("Content-Type", "application/json");
+  req.body = body;
+  auto args = mlflow::Args(req);
+  Result<DecodedLogMetric> dom =
+      args ? DecodeLogMetric(*args) : Result<DecodedLogMetric>(args.error());
+  EXPECT_TRUE(static_cast<bool>(dom)) << "fast path took a body the DOM route rejects: " << body;
+  if (!dom)
+    return true;
+  EXPECT_EQ(fast->run_id, dom->run_id) << body;
+  EXPECT_EQ(fast->metric.key, dom->metric.key) << body;
+  EXPECT_TRUE(SameBits(fast->metric.value, dom->metric.value))
+      << fast->metric.value << " vs " << dom->metric.value << " in " << body;
+  EXPECT_EQ(fast->metric.timestamp, dom->metric.timestamp) << body;
+  EXPECT_EQ(fast->metric.step, dom->metric.step) << body;
+  return true;
+}
+
+TEST(FastDecodeTest, LogMetricDecodesTheCommonShapeAndDeclinesTheRest) {
+  auto d = DecodeLogMetricFast(
+      R"( {"run_id": "r1", "key": "loss", "value": 0.25, "timestamp": 1700000000000, "step": 3} )");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->run_id, "r1");
+  EXPECT_EQ(d->metric.key, "loss");
+  EXPECT_EQ(d->metric.value, 0.25);
+  EXPECT_EQ(d->metric.timestamp, 1700000000000);
+  EXPECT_EQ(d->metric.step, 3);
+  auto no_step = DecodeLogMetricFast(R"({"timestamp":5,"value":7,"key":"n","run_id":"r"})");
+  ASSERT_TRUE(no_step.has_value());
+  EXPECT_EQ(no_step->metric.step, 0);  // absent: 0, as MLflow
+  const std::string declined[] = {
+      "",
+      "[]",
+      R"({"key":"m","value":1,"timestamp":1})",                 // no run id
+      R"({"run_uuid":"r","key":"m","value":1,"timestamp":1})",  // the DOM route's alias
+      R"({"run_id":"r","run_uuid":"r","key":"m","value":1,"timestamp":1})",
+      R"({"run_id":"","key":"m","value":1,"timestamp":1})",
+      R"({"run_id":7,"key":"m","value":1,"timestamp":1})",
+      R"({"run_id":"r","run_id":"s","key":"m","value":1,"timestamp":1})",
+      R"({"run_id":"r","key":"m","value":1,"timestamp":1,"model_id":"x"})",
+      R"({"run_id":"r","key":"m","value":"NaN","timestamp":1})",
+      R"({"run_id":"r","key":"m","value":null,"timestamp":1})",
+      R"({"run_id":"r","key":"m","timestamp":1})",
+      R"({"run_id":"r","key":"m","value":1})",
+      R"({"run_id":"r","key":"","value":1,"timestamp":1})",
+      R"({"run_id":"r","key":"m","value":1,"timestamp":1.5})",
+      R"({"run_id":"r","key":"m","value":1,"timestamp":1,"step":null})",
+      R"({"run_id":"r","key":"m\u0001","value":1,"timestamp":1})",
+      R"({"run_id":"r","key":"m","value":1,"timestamp":1}x)",
+      R"({"run_id":"r","\u006bey":"m","value":1,"timestamp":1})",
+  };
+  for (const std::string& body : declined)
+    EXPECT_FALSE(DecodeLogMetricFast(body).has_value()) << body;
+  for (const std::string& body :
+       {std::string(R"({"run_id":"r","key":"m","value":-0,"timestamp":1})"),
+        std::string(R"({"run_id":"r","key":"m","value":18446744073709551615,"timestamp":-1})"),
+        std::string(R"({"run_id":"r","key":"\u00e9","value":1E+2,"timestamp":1,"step":-4})")})
+    EXPECT_TRUE(FastMetricAgreesWithDom(body)) << "declined: " << body;
+}
+
+TEST(FastDecodeTest, LogMetricAgreesWithTheDomRouteOnRandomMutations) {
+  const std::string base =
+      R"({"run_id":"0123abcd","key":"loss","value":0.125,"timestamp":1700000000000,"step":12})";
+  ASSERT_TRUE(FastMetricAgreesWithDom(base));
+  std::mt19937 rng(20261129);
+  const std::string alphabet = "{}[]:,\"\\0123456789-+.eEnulratfs \t";
+  int taken = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string body = base;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !body.empty(); ++e) {
+      size_t at = rng() % body.size();
+      char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0:
+          body[at] = c;
+          break;
+        case 1:
+          body.insert(body.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        default:
+          body.erase(at, 1);
+          break;
+      }
+    }
+    taken += FastMetricAgreesWithDom(body) ? 1 : 0;
+    if (HasFailure())
+      FAIL() << "mutation " << i << ": " << body;
+  }
   EXPECT_GT(taken, 1000);
 }
 
