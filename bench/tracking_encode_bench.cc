@@ -1,7 +1,8 @@
 // The CPU a log-batch of 1000 metric points costs the server before the
 // metric writer stores it: decoding the body without a DOM
 // (DecodeLogBatchFast) and encoding the points into per-key chunks and one
-// batch text (EncodeChunks, JoinChunks). The body has the shape
+// batch text (EncodeChunks, JoinChunks); and decoding one log-metric body
+// (DecodeLogMetricFast). The body has the shape
 // bench/lua/log_batch.lua sends for (b) in bench/tracking_bench.sh: 100 keys
 // x 10 steps, steps outermost.
 #include <string>
@@ -40,6 +41,20 @@ void BM_DecodeLogBatchFast(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 1000);
 }
 BENCHMARK(BM_DecodeLogBatchFast);
+
+// One log-metric body as bench/lua/log_metric.lua sends it for (a).
+void BM_DecodeLogMetricFast(benchmark::State& state) {
+  const std::string body =
+      R"({"run_id":"0123456789abcdef0123456789abcdef","key":"loss","value":0.000123,)"
+      R"("timestamp":1700000012345,"step":1000012345})";
+  for (auto _ : state) {
+    auto decoded = ti::DecodeLogMetricFast(body);
+    if (!decoded)
+      state.SkipWithError("the body was declined");
+    benchmark::DoNotOptimize(decoded);
+  }
+}
+BENCHMARK(BM_DecodeLogMetricFast);
 
 void BM_EncodeChunks(benchmark::State& state) {
   const auto decoded = ti::DecodeLogBatchFast(LogBatchBody(100, 10));
