@@ -77,40 +77,57 @@ bool ReadDouble(od::value v, double& out) {
   }
 }
 
+// The fields of one metric point, as read so far.
+struct MetricFields {
+  bool key = false, value = false, timestamp = false, step = false;
+  // Sets an absent step to 0, as MLflow does; whether the required fields
+  // were there.
+  bool Finish(MetricPoint& m) const {
+    if (!step)
+      m.step = 0;
+    return key && value && timestamp;
+  }
+};
+
+// Reads the field `name` of a metric point into `m`; false when it is no
+// such field, has the wrong type, or was read already.
+bool ReadMetricField(const od::raw_json_string& name, od::value v, MetricPoint& m,
+                     MetricFields& seen) {
+  bool* flag = nullptr;
+  bool ok = false;
+  if (name == "key") {
+    flag = &seen.key;
+    ok = ReadString(v, m.key) && !m.key.empty();
+  } else if (name == "value") {
+    flag = &seen.value;
+    ok = ReadDouble(v, m.value);
+  } else if (name == "timestamp") {
+    flag = &seen.timestamp;
+    ok = ReadInt64(v, m.timestamp);
+  } else if (name == "step") {
+    flag = &seen.step;
+    ok = ReadInt64(v, m.step);
+  }
+  if (!ok || *flag)
+    return false;
+  *flag = true;
+  return true;
+}
+
 bool ReadMetric(od::value v, MetricPoint& m) {
   od::object object;
   if (v.get_object().get(object))
     return false;
-  bool key = false, value = false, timestamp = false, step = false;
+  MetricFields seen;
   for (auto field : object) {
     od::raw_json_string name;
     if (field.key().get(name))
       return false;
     od::value fv;
-    if (field.value().get(fv))
+    if (field.value().get(fv) || !ReadMetricField(name, fv, m, seen))
       return false;
-    bool* seen = nullptr;
-    bool ok = false;
-    if (name == "key") {
-      seen = &key;
-      ok = ReadString(fv, m.key) && !m.key.empty();
-    } else if (name == "value") {
-      seen = &value;
-      ok = ReadDouble(fv, m.value);
-    } else if (name == "timestamp") {
-      seen = &timestamp;
-      ok = ReadInt64(fv, m.timestamp);
-    } else if (name == "step") {
-      seen = &step;
-      ok = ReadInt64(fv, m.step);
-    }
-    if (!ok || *seen)
-      return false;
-    *seen = true;
   }
-  if (!step)
-    m.step = 0;
-  return key && value && timestamp;
+  return seen.Finish(m);
 }
 
 // An absent, null or empty list is fine; any entry declines.
@@ -156,8 +173,8 @@ std::optional<DecodedLogMetric> DecodeLogMetricFast(std::string_view body) {
   if (doc.get_object().get(top))
     return std::nullopt;
   DecodedLogMetric out;
-  MetricPoint& m = out.metric;
-  bool run_id = false, key = false, value = false, timestamp = false, step = false;
+  bool run_id = false;
+  MetricFields seen;
   for (auto field : top) {
     od::raw_json_string name;
     if (field.key().get(name))
@@ -165,31 +182,15 @@ std::optional<DecodedLogMetric> DecodeLogMetricFast(std::string_view body) {
     od::value v;
     if (field.value().get(v))
       return std::nullopt;
-    bool* seen = nullptr;
-    bool ok = false;
     if (name == "run_id") {
-      seen = &run_id;
-      ok = ReadString(v, out.run_id) && !out.run_id.empty();
-    } else if (name == "key") {
-      seen = &key;
-      ok = ReadString(v, m.key) && !m.key.empty();
-    } else if (name == "value") {
-      seen = &value;
-      ok = ReadDouble(v, m.value);
-    } else if (name == "timestamp") {
-      seen = &timestamp;
-      ok = ReadInt64(v, m.timestamp);
-    } else if (name == "step") {
-      seen = &step;
-      ok = ReadInt64(v, m.step);
-    }
-    if (!ok || *seen)
+      if (run_id || !ReadString(v, out.run_id) || out.run_id.empty())
+        return std::nullopt;
+      run_id = true;
+    } else if (!ReadMetricField(name, v, out.metric, seen)) {
       return std::nullopt;
-    *seen = true;
+    }
   }
-  if (!step)
-    m.step = 0;
-  if (!run_id || !key || !value || !timestamp || !AtEnd(doc))
+  if (!run_id || !seen.Finish(out.metric) || !AtEnd(doc))
     return std::nullopt;
   return out;
 }

@@ -65,6 +65,29 @@ std::string Batch(const std::string& metrics) {
   return R"({"run_id":"0123abcd","metrics":[)" + metrics + "]}";
 }
 
+// One to three random single-byte edits (replace, insert, erase) of `base`.
+std::string Mutate(const std::string& base, std::mt19937& rng) {
+  const std::string alphabet = "{}[]:,\"\\0123456789-+.eEnulratfs \t";
+  std::string body = base;
+  const int edits = 1 + static_cast<int>(rng() % 3);
+  for (int e = 0; e < edits && !body.empty(); ++e) {
+    size_t at = rng() % body.size();
+    char c = alphabet[rng() % alphabet.size()];
+    switch (rng() % 3) {
+      case 0:
+        body[at] = c;
+        break;
+      case 1:
+        body.insert(body.begin() + static_cast<std::ptrdiff_t>(at), c);
+        break;
+      default:
+        body.erase(at, 1);
+        break;
+    }
+  }
+  return body;
+}
+
 TEST(FastDecodeTest, DecodesTheCommonShape) {
   auto d = DecodeLogBatchFast(
       R"( {"run_id": "r1", "metrics": [{"key": "loss", "value": 0.25, "timestamp": 1700000000000, "step": 3},)"
@@ -174,26 +197,9 @@ TEST(FastDecodeTest, AgreesWithTheDomRouteOnRandomMutations) {
             R"({"key":"n","value":42,"timestamp":5})");
   ASSERT_TRUE(FastAgreesWithDom(base));
   std::mt19937 rng(20261128);
-  const std::string alphabet = "{}[]:,\"\\0123456789-+.eEnulratfs \t";
   int taken = 0;
   for (int i = 0; i < 20000; ++i) {
-    std::string body = base;
-    const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !body.empty(); ++e) {
-      size_t at = rng() % body.size();
-      char c = alphabet[rng() % alphabet.size()];
-      switch (rng() % 3) {
-        case 0:
-          body[at] = c;
-          break;
-        case 1:
-          body.insert(body.begin() + static_cast<std::ptrdiff_t>(at), c);
-          break;
-        default:
-          body.erase(at, 1);
-          break;
-      }
-    }
+    const std::string body = Mutate(base, rng);
     taken += FastAgreesWithDom(body) ? 1 : 0;
     if (HasFailure())
       FAIL() << "mutation " << i << ": " << body;
@@ -275,26 +281,9 @@ TEST(FastDecodeTest, LogMetricAgreesWithTheDomRouteOnRandomMutations) {
       R"({"run_id":"0123abcd","key":"loss","value":0.125,"timestamp":1700000000000,"step":12})";
   ASSERT_TRUE(FastMetricAgreesWithDom(base));
   std::mt19937 rng(20261129);
-  const std::string alphabet = "{}[]:,\"\\0123456789-+.eEnulratfs \t";
   int taken = 0;
   for (int i = 0; i < 20000; ++i) {
-    std::string body = base;
-    const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !body.empty(); ++e) {
-      size_t at = rng() % body.size();
-      char c = alphabet[rng() % alphabet.size()];
-      switch (rng() % 3) {
-        case 0:
-          body[at] = c;
-          break;
-        case 1:
-          body.insert(body.begin() + static_cast<std::ptrdiff_t>(at), c);
-          break;
-        default:
-          body.erase(at, 1);
-          break;
-      }
-    }
+    const std::string body = Mutate(base, rng);
     taken += FastMetricAgreesWithDom(body) ? 1 : 0;
     if (HasFailure())
       FAIL() << "mutation " << i << ": " << body;
