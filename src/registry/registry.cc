@@ -785,10 +785,7 @@ Result<ModelVersion> Registry::Transition(const std::string& model, int64_t vers
 Result<AliasChange> Registry::SetAlias(const std::string& model, const std::string& alias,
                                        int64_t version, const std::string& reason,
                                        const store::CommandContext& ctx) {
-  RETURN_IF_ERROR(ValidateAliasName(alias));
-  if (core::IsBlankReason(reason))
-    return core::InvalidArgument("field \"reason\": moving an alias needs a reason", "reason");
-  AliasChange change;
+  AliasChange change;  // SetAliasIn validates the alias and the reason
   RETURN_IF_ERROR(log_.Execute([&](CommandTx& tx) -> Status {
     ASSIGN_OR_RETURN(change, SetAliasIn(tx, model, alias, version, reason, ctx));
     return core::Ok();
