@@ -76,6 +76,12 @@ Result<Rows> Connection::ReceiveRows() {
   return rows;
 }
 
+Result<bool> Connection::WaitForAnswer(int /*wake_fd*/) {
+  if (sent_.empty())
+    return core::Internal("WaitForAnswer: no statement was sent");
+  return true;
+}
+
 Result<std::optional<PooledConnection>> Database::TryAcquire() {
   std::unique_lock lock(mu_);
   if (idle_.empty() && out_ >= pool_size_)

@@ -83,6 +83,14 @@ class Connection {
   // (SQLite) runs the statement in SendQuery.
   virtual Status SendQuery(std::string_view sql, const std::vector<Value>& params);
   virtual Result<Rows> ReceiveRows();
+  // Waits until ReceiveRows would return without waiting for the server
+  // (true; also when the connection failed, which ReceiveRows then
+  // reports), or until the file descriptor `wake_fd` (an eventfd, a pipe)
+  // is readable (false; the caller drains it). For a caller that sends its
+  // next statement when work arrives or the previous answer does, whichever
+  // comes first. Call it only with a statement sent and not received. The
+  // default (SQLite, whose SendQuery ran the statement) returns true.
+  virtual Result<bool> WaitForAnswer(int wake_fd);
 
   // Transactions. Begin() takes the write lock where the backend has one
   // (SQLite: BEGIN IMMEDIATE) so a transaction never fails half-way on a

@@ -4,10 +4,13 @@
 #include "store/postgres.h"
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -18,6 +21,8 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include <poll.h>
 
 #include <libpq-fe.h>
 
@@ -448,6 +453,30 @@ class PostgresConnection final : public Connection {
     if (pending_.empty() && (pipeline_broken_ || PQexitPipelineMode(conn_) != 1))
       ResetAfterPipeline();
     return rows;
+  }
+
+  Result<bool> WaitForAnswer(int wake_fd) override {
+    if (pending_.empty())
+      return core::Internal("postgres: WaitForAnswer: no statement was sent");
+    if (pipeline_broken_)
+      return true;
+    for (;;) {
+      // PQisBusy: would PQgetResult wait? It reads nothing itself, so the
+      // answer already buffered by PQconsumeInput is seen here.
+      if (PQisBusy(conn_) == 0)
+        return true;
+      std::array<pollfd, 2> fds{{{.fd = PQsocket(conn_), .events = POLLIN, .revents = 0},
+                                 {.fd = wake_fd, .events = POLLIN, .revents = 0}}};
+      if (poll(fds.data(), fds.size(), -1) < 0) {
+        if (errno == EINTR)
+          continue;
+        return core::Internal(std::string("postgres: poll: ") + std::strerror(errno));
+      }
+      if (fds[0].revents != 0 && PQconsumeInput(conn_) != 1)
+        return true;  // the connection failed: ReceiveRows reports it
+      if (fds[1].revents != 0)
+        return false;
+    }
   }
 
   Status ExecScript(std::string_view sql) override {

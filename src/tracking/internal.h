@@ -164,6 +164,13 @@ Status UpdateLatest(store::Connection& conn, const std::vector<const PointChunk*
 Result<std::map<int64_t, std::string>> StoreForActiveRuns(
     store::Connection& conn, const std::vector<BatchRow>& rows,
     const std::vector<const PointChunk*>& chunks);
+// StoreForActiveRuns in two halves, for a pipelined caller: SendStore
+// sends the statement (Connection::SendQuery) and ReceiveStore returns its
+// answer (Connection::ReceiveRows). `rows` and `chunks` are read only
+// while SendStore runs.
+Status SendStore(store::Connection& conn, const std::vector<BatchRow>& rows,
+                 const std::vector<const PointChunk*>& chunks);
+Result<std::map<int64_t, std::string>> ReceiveStore(store::Connection& conn);
 // When the metric writer compacts a run's batches (either bound).
 inline constexpr int64_t kCompactAfterRows = 256;
 inline constexpr int64_t kCompactAfterPoints = 65536;

@@ -352,9 +352,12 @@ Status UpdateLatest(Connection& conn, const std::vector<const PointChunk*>& chun
                       });
 }
 
-Result<std::map<int64_t, std::string>> StoreForActiveRuns(
-    Connection& conn, const std::vector<BatchRow>& rows,
-    const std::vector<const PointChunk*>& chunks) {
+namespace {
+
+// The statement of StoreForActiveRuns for `rows` and its parameters.
+const std::string& StoreStatement(const std::vector<BatchRow>& rows,
+                                  const std::vector<const PointChunk*>& chunks,
+                                  std::vector<Value>& params) {
   // The batch texts are parameters of their own, in an ARRAY[...]
   // constructor padded with NULLs to a power of two (few distinct
   // statements to prepare): as elements of one TEXT[] literal they were
@@ -366,7 +369,7 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
     slots *= 2;
   std::string pks = PgIntArray(rows.size(), [&](size_t i) { return rows[i].run_pk; });
   std::string ns = PgIntArray(rows.size(), [&](size_t i) { return rows[i].n; });
-  std::vector<Value> params;
+  params.clear();
   params.reserve(slots + 9);
   params.emplace_back(pks);  // the runs whose stage is read
   params.emplace_back(std::move(pks));
@@ -403,11 +406,36 @@ Result<std::map<int64_t, std::string>> StoreForActiveRuns(
         "SELECT run_pk, lifecycle_stage FROM stages",
         texts, kActive, kLatestFromArrays, kActive, kLatestOnConflict);
   }
+  return sql;
+}
+
+}  // namespace
+
+Result<std::map<int64_t, std::string>> StoreForActiveRuns(
+    Connection& conn, const std::vector<BatchRow>& rows,
+    const std::vector<const PointChunk*>& chunks) {
+  std::vector<Value> params;
+  const std::string& sql = StoreStatement(rows, chunks, params);
   std::map<int64_t, std::string> stages;
   RETURN_IF_ERROR(conn.QueryEach(sql, params, [&](const store::Row& r) -> Status {
     stages[r.Int(0)] = r.Text(1);
     return core::Ok();
   }));
+  return stages;
+}
+
+Status SendStore(Connection& conn, const std::vector<BatchRow>& rows,
+                 const std::vector<const PointChunk*>& chunks) {
+  std::vector<Value> params;
+  const std::string& sql = StoreStatement(rows, chunks, params);
+  return conn.SendQuery(sql, params);
+}
+
+Result<std::map<int64_t, std::string>> ReceiveStore(Connection& conn) {
+  ASSIGN_OR_RETURN(store::Rows rows, conn.ReceiveRows());
+  std::map<int64_t, std::string> stages;
+  for (const store::Row& r : rows)
+    stages[r.Int(0)] = r.Text(1);
   return stages;
 }
 

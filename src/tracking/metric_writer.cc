@@ -1,9 +1,13 @@
 // The group-commit writer for metric points; see metric_writer.h.
 #include "tracking/metric_writer.h"
 
+#include <cerrno>
 #include <map>
 #include <string_view>
 #include <utility>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -20,6 +24,8 @@ using store::Value;
 MetricWriter::MetricWriter(store::Database& db, size_t max_group_points)
     : db_(db),
       max_group_points_(max_group_points),
+      wake_fd_(db.dialect() == store::Dialect::kPostgres ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+                                                         : -1),
       compactor_(db.dialect() == store::Dialect::kPostgres ? std::thread([this] { CompactLoop(); })
                                                            : std::thread()),
       thread_([this] { Loop(); }) {}
@@ -39,6 +45,8 @@ MetricWriter::~MetricWriter() {
     compact_cv_.notify_one();
     compactor_.join();
   }
+  if (wake_fd_ >= 0)
+    close(wake_fd_);
 }
 
 void MetricWriter::WaitForCompactions() {
@@ -116,7 +124,7 @@ Status MetricWriter::Write(int64_t run_pk, const std::string& run_id,
   Prepare(p);
   std::unique_lock lk(mu_);
   queue_.push_back(&p);
-  queued_cv_.notify_one();
+  Enqueued();
   p.done_cv.wait(lk, [&] { return p.done; });
   return p.result;
 }
@@ -134,7 +142,17 @@ void MetricWriter::WriteAsync(int64_t run_pk, std::string run_id, std::vector<Po
   Prepare(p);
   std::lock_guard lk(mu_);
   queue_.push_back(&p);
+  Enqueued();
+}
+
+void MetricWriter::Enqueued() {
   queued_cv_.notify_one();
+  if (queue_.size() >= wake_at_) {
+    wake_at_ = kNoWake;
+    const uint64_t one = 1;
+    // Cannot fail but for an overflowing counter, which still wakes.
+    (void)!write(wake_fd_, &one, sizeof one);
+  }
 }
 
 MetricWriter::Stats MetricWriter::stats() const {
@@ -143,66 +161,190 @@ MetricWriter::Stats MetricWriter::stats() const {
 }
 
 void MetricWriter::Loop() {
+  if (wake_fd_ >= 0)
+    PipelinedLoop();
+  else
+    SerialLoop();
+}
+
+std::vector<MetricWriter::Pending*> MetricWriter::TakeGroup() {
+  std::vector<Pending*> group;
+  size_t points = 0;
+  while (!queue_.empty() &&
+         (group.empty() || points + queue_.front()->points <= max_group_points_)) {
+    points += queue_.front()->points;
+    group.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  return group;
+}
+
+void MetricWriter::SerialLoop() {
   std::unique_lock lk(mu_);
   for (;;) {
     queued_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty())
       return;  // stopping, nothing left
-    std::vector<Pending*> group;
-    size_t points = 0;
-    while (!queue_.empty() &&
-           (group.empty() || points + queue_.front()->points <= max_group_points_)) {
-      points += queue_.front()->points;
-      group.push_back(queue_.front());
-      queue_.pop_front();
-    }
+    std::vector<Pending*> group = TakeGroup();
     lk.unlock();
-    uint64_t commits = 0;
-    if (Status s = WriteGroup(group); s) {
-      ++commits;
-    } else if (group.size() == 1) {
-      group[0]->result = s;
-    } else {
-      // Something in the group broke the transaction: give each request its
-      // own, so only the culprit fails.
-      for (Pending* p : group) {
-        std::vector<Pending*> one{p};
-        if (Status alone = WriteGroup(one); alone)
-          ++commits;
-        else
-          p->result = alone;
-      }
-    }
+    const uint64_t commits = WriteOrRetryAlone(group);
     lk.lock();
     stats_.commits += commits;
-    std::vector<std::unique_ptr<AsyncPending>> answered;
-    for (Pending* p : group) {
-      if (p->result) {
-        ++stats_.requests;
-        stats_.points += p->points;
-      }
-      if (p->async != nullptr) {
-        answered.emplace_back(p->async);
+    Answer(group, lk);
+  }
+}
+
+uint64_t MetricWriter::WriteOrRetryAlone(std::vector<Pending*>& group) {
+  Status s = WriteGroup(group);
+  if (s)
+    return 1;
+  if (group.size() == 1) {
+    group[0]->result = s;
+    return 0;
+  }
+  // Something in the group broke the transaction: give each request its
+  // own, so only the culprit fails.
+  return WriteEachAlone(group);
+}
+
+uint64_t MetricWriter::WriteEachAlone(std::vector<Pending*>& requests) {
+  uint64_t commits = 0;
+  for (Pending* p : requests) {
+    std::vector<Pending*> one{p};
+    if (Status alone = WriteGroup(one); alone)
+      ++commits;
+    else
+      p->result = alone;
+  }
+  return commits;
+}
+
+void MetricWriter::PipelinedLoop() {
+  // Groups sent and not yet answered, oldest first: at most two, the one
+  // PostgreSQL runs and the one it runs next. A second group is sent as
+  // soon as as many requests are queued as the running group holds, so
+  // the server starts it the moment the first commits instead of after
+  // the first's answer has travelled back, woken this thread and been
+  // answered; until then the writer waits for whichever comes first.
+  // Sending fewer would split groups (more statements, each with its
+  // commit's fsync); waiting for more would leave the server idle.
+  std::deque<InFlight> in_flight;
+  std::vector<Pending*> failed;  // groups whose statement failed, to retry alone
+  std::unique_lock lk(mu_);
+  for (;;) {
+    if (in_flight.empty()) {
+      if (!failed.empty()) {
+        // Nothing in flight: the connection takes plain statements again.
+        lk.unlock();
+        const uint64_t commits = WriteEachAlone(failed);
+        lk.lock();
+        stats_.commits += commits;
+        Answer(failed, lk);
+        failed.clear();
         continue;
       }
-      p->done = true;
-      p->done_cv.notify_one();  // with mu_ held: see Pending::done_cv
+      queued_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty())
+        return;  // stopping, nothing left
     }
-    if (answered.empty())
+    if (failed.empty() && !queue_.empty() &&
+        (in_flight.empty() ||
+         (in_flight.size() == 1 && queue_.size() >= in_flight.front().group.size()))) {
+      stats_.pipelined += !in_flight.empty();
+      InFlight sent{.group = TakeGroup()};
+      lk.unlock();
+      Send(sent);
+      lk.lock();
+      in_flight.push_back(std::move(sent));
       continue;
-    lk.unlock();  // `done` posts the answer: no need to hold the queue up
-    for (const std::unique_ptr<AsyncPending>& a : answered) {
-      try {
-        a->done(std::move(a->pending.result));
-      } catch (const std::exception& e) {  // `done` must not throw; the writer goes on
-        core::LogError(
-            "metric writer: an answer callback threw",
-            {{"event.action", "tracking.writer_callback_failed"}, {"error.message", e.what()}});
-      }
     }
-    answered.clear();
+    if (in_flight.size() == 1 && in_flight.front().sent && failed.empty() && !stopping_) {
+      wake_at_ = in_flight.front().group.size();
+      lk.unlock();
+      Result<bool> answered = conn_->WaitForAnswer(wake_fd_);
+      uint64_t count = 0;
+      (void)!read(wake_fd_, &count, sizeof count);  // drains it (non-blocking)
+      lk.lock();
+      wake_at_ = kNoWake;
+      if (answered && !*answered)
+        continue;  // requests came first: send them
+    }
+    InFlight done = std::move(in_flight.front());
+    in_flight.pop_front();
+    lk.unlock();
+    Status received = Receive(done);
     lk.lock();
+    if (received) {
+      ++stats_.commits;
+      Answer(done.group, lk);
+    } else if (done.group.size() == 1) {
+      done.group[0]->result = received;
+      Answer(done.group, lk);
+    } else {
+      failed.insert(failed.end(), done.group.begin(), done.group.end());
+    }
   }
+}
+
+void MetricWriter::Send(InFlight& sent) {
+  if (!conn_) {
+    auto opened = db_.OpenDedicated();
+    if (!opened) {
+      sent.send_error = opened.error();
+      return;
+    }
+    conn_ = std::move(*opened);
+  }
+  Classify(sent.group, nullptr, sent.classified);
+  if (Status s = SendStore(*conn_, sent.classified.rows, sent.classified.chunks); !s)
+    sent.send_error = s.error();
+  else
+    sent.sent = true;
+}
+
+Status MetricWriter::Receive(InFlight& sent) {
+  if (!sent.sent)
+    return sent.send_error.value_or(core::Internal("metric writer: a group was not sent"));
+  auto stages = ReceiveStore(*conn_);
+  if (!stages) {
+    uncompacted_.clear();  // may count rows that were not written
+    return stages.error();
+  }
+  Classify(sent.group, &*stages, sent.classified);
+  ScheduleCompactions(sent.classified.rows);
+  for (size_t i = 0; i < sent.group.size(); ++i)
+    sent.group[i]->result = std::move(sent.classified.results[i]);
+  return core::Ok();
+}
+
+void MetricWriter::Answer(std::vector<Pending*>& group, std::unique_lock<std::mutex>& lk) {
+  std::vector<std::unique_ptr<AsyncPending>> answered;
+  for (Pending* p : group) {
+    if (p->result) {
+      ++stats_.requests;
+      stats_.points += p->points;
+    }
+    if (p->async != nullptr) {
+      answered.emplace_back(p->async);
+      continue;
+    }
+    p->done = true;
+    p->done_cv.notify_one();  // with mu_ held: see Pending::done_cv
+  }
+  if (answered.empty())
+    return;
+  lk.unlock();  // `done` posts the answer: no need to hold the queue up
+  for (const std::unique_ptr<AsyncPending>& a : answered) {
+    try {
+      a->done(std::move(a->pending.result));
+    } catch (const std::exception& e) {  // `done` must not throw; the writer goes on
+      core::LogError(
+          "metric writer: an answer callback threw",
+          {{"event.action", "tracking.writer_callback_failed"}, {"error.message", e.what()}});
+    }
+  }
+  answered.clear();
+  lk.lock();
 }
 
 Status MetricWriter::Fail(core::Error error) {
@@ -318,19 +460,7 @@ Status MetricWriter::WriteInOneStatement(std::vector<Pending*>& group, Classifie
   if (!stages)
     return Fail(stages.error());
   Classify(group, &*stages, classified);
-  // The points are durable now: the compaction thread moves them later.
-  auto due = DueForCompaction(conn, classified.rows);
-  if (!due) {
-    (void)Fail(due.error());
-    return core::Ok();
-  }
-  if (!due->empty()) {
-    {
-      std::lock_guard lk(mu_);
-      to_compact_.insert(due->begin(), due->end());
-    }
-    compact_cv_.notify_one();
-  }
+  ScheduleCompactions(classified.rows);  // durable now: moved later
   return core::Ok();
 }
 
@@ -372,6 +502,33 @@ Result<std::vector<int64_t>> MetricWriter::DueForCompaction(Connection& conn,
     }
   }
   return due;
+}
+
+void MetricWriter::ScheduleCompactions(const std::vector<BatchRow>& rows) {
+  // Runs seen for the first time are counted on a connection of their own:
+  // the writer's may have the next group's statement in flight.
+  if (!count_conn_) {
+    auto opened = db_.OpenDedicated();
+    if (!opened) {
+      uncompacted_.clear();  // counted again from the table later
+      return;
+    }
+    count_conn_ = std::move(*opened);
+  }
+  auto due = DueForCompaction(*count_conn_, rows);
+  if (!due) {
+    uncompacted_.clear();
+    if (due.error().code == core::ErrorCode::kUnavailable)
+      count_conn_.reset();
+    return;
+  }
+  if (due->empty())
+    return;
+  {
+    std::lock_guard lk(mu_);
+    to_compact_.insert(due->begin(), due->end());
+  }
+  compact_cv_.notify_one();
 }
 
 }  // namespace kervan::tracking::internal

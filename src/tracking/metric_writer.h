@@ -14,6 +14,11 @@
 // own, so the writer's connection (the bound on write throughput: one
 // backend, one commit at a time) only stores. Compaction only moves points
 // that are already durable and takes no lock the writer waits for.
+//
+// On PostgreSQL the writer's connection is pipelined: while one group's
+// statement runs, the next group's is sent as soon as as many requests are
+// queued, so the backend goes from one commit to the next without waiting
+// for the answer to travel back and be handed out (PipelinedLoop).
 #pragma once
 
 #include <condition_variable>
@@ -23,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -65,6 +71,7 @@ class MetricWriter {
     uint64_t requests = 0;     // requests answered OK
     uint64_t points = 0;       // points committed
     uint64_t compactions = 0;  // runs whose batches were compacted into chunks
+    uint64_t pipelined = 0;    // groups sent while another group's statement ran
   };
   Stats stats() const;
 
@@ -109,7 +116,36 @@ class MetricWriter {
 
   // Counts the request's points and joins its chunks into its batch text.
   static void Prepare(Pending& p);
+  // The writer thread: PipelinedLoop on PostgreSQL, SerialLoop on SQLite.
   void Loop();
+  // Takes the queue's oldest requests, up to max_group_points_ (mu_ held).
+  std::vector<Pending*> TakeGroup();
+  // One group at a time: written, then answered.
+  void SerialLoop();
+  // WriteGroup, and when the group's transaction fails, each request in a
+  // transaction of its own; returns the commits.
+  uint64_t WriteOrRetryAlone(std::vector<Pending*>& group);
+  // Each of `requests` in a transaction of its own; returns the commits.
+  uint64_t WriteEachAlone(std::vector<Pending*>& requests);
+  // PostgreSQL: up to two groups' statements in flight on one pipelined
+  // connection (see the function).
+  void PipelinedLoop();
+  // A group sent (SendStore) and not yet answered.
+  struct InFlight {
+    std::vector<Pending*> group;
+    Classified classified;
+    bool sent = false;
+    std::optional<core::Error> send_error;  // when not sent
+  };
+  void Send(InFlight& sent);
+  // The answer to `sent`: sets each request's result, or returns the
+  // statement's error (nothing of the group written).
+  Status Receive(InFlight& sent);
+  // Sets stats and answers every request of `group` (mu_ held by `lk`;
+  // released while WriteAsync callbacks run).
+  void Answer(std::vector<Pending*>& group, std::unique_lock<std::mutex>& lk);
+  // After a request joins the queue (mu_ held): wakes the writer.
+  void Enqueued();
   // PostgreSQL: the compaction thread. Takes the runs scheduled for
   // compaction, compacts up to kMaxRunsPerCompaction of them in one
   // transaction on compact_conn_, until stopping and nothing is left.
@@ -136,8 +172,12 @@ class MetricWriter {
   // Adds the group's batch rows (committed, or in the caller's
   // transaction) to each run's count and returns the runs that reach
   // kCompactAfterRows or kCompactAfterPoints, counting them as compacted.
+  // A run seen for the first time is counted from the table on `conn`.
   Result<std::vector<int64_t>> DueForCompaction(store::Connection& conn,
                                                 const std::vector<BatchRow>& rows);
+  // PostgreSQL: DueForCompaction on count_conn_ for committed `rows`; the
+  // due runs go to the compaction thread.
+  void ScheduleCompactions(const std::vector<BatchRow>& rows);
 
   static constexpr size_t kMaxTrackedRuns = 100000;
   static constexpr size_t kMaxRunsPerCompaction = 16;
@@ -154,6 +194,7 @@ class MetricWriter {
   };
   std::map<int64_t, Uncompacted> uncompacted_;
   std::unique_ptr<store::Connection> compact_conn_;  // the compaction thread's only
+  std::unique_ptr<store::Connection> count_conn_;    // the writer thread's, PostgreSQL
 
   mutable std::mutex mu_;
   std::condition_variable queued_cv_;  // the writer waits for work
@@ -169,7 +210,12 @@ class MetricWriter {
   std::set<int64_t> recount_;             // GUARDED_BY(mu_)
   std::condition_variable compact_cv_;    // the compaction thread waits for work
   std::condition_variable compacted_cv_;  // WaitForCompactions waits for idle
-  std::thread compactor_;                 // PostgreSQL only; started before thread_
+  // PostgreSQL: PipelinedLoop waits for its answer or for wake_at_
+  // queued requests, whichever comes first; Enqueued signals this eventfd.
+  static constexpr size_t kNoWake = static_cast<size_t>(-1);
+  const int wake_fd_;         // -1 on SQLite
+  size_t wake_at_ = kNoWake;  // GUARDED_BY(mu_)
+  std::thread compactor_;     // PostgreSQL only; started before thread_
   std::thread thread_;
 };
 

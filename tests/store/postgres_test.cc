@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -624,6 +625,33 @@ TEST_F(PostgresServer, ConnectionLostInAPipelineFailsWhatIsPendingThenReconnects
   auto again = conn().ReceiveRows();
   ASSERT_TRUE(again) << again.error().ToString();
   EXPECT_EQ((*again)[0].Int(0), 7);
+}
+
+// WaitForAnswer returns false when the wake descriptor is signalled first
+// (the statement still runs), true once the answer is in, and the answer
+// is then received as usual.
+TEST_F(PostgresServer, WaitForAnswerReturnsOnTheWakeDescriptorOrTheAnswer) {
+  const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(wake, 0);
+  ASSERT_TRUE(conn().SendQuery("SELECT CAST(? AS BIGINT) FROM pg_sleep(0.3)", {int64_t{5}}));
+  const uint64_t one = 1;
+  ASSERT_EQ(write(wake, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  auto woken = conn().WaitForAnswer(wake);
+  ASSERT_TRUE(woken) << woken.error().ToString();
+  EXPECT_FALSE(*woken);
+  uint64_t drained = 0;
+  ASSERT_EQ(read(wake, &drained, sizeof drained), static_cast<ssize_t>(sizeof drained));
+  auto answered = conn().WaitForAnswer(wake);  // nothing signals now: waits for the answer
+  ASSERT_TRUE(answered) << answered.error().ToString();
+  EXPECT_TRUE(*answered);
+  auto rows = conn().ReceiveRows();
+  ASSERT_TRUE(rows) << rows.error().ToString();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].Int(0), 5);
+  auto none = conn().WaitForAnswer(wake);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kInternal);
+  close(wake);
 }
 
 TEST_F(PostgresServer, PoolHandsOutIndependentSessions) {

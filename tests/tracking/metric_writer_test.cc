@@ -474,6 +474,138 @@ TEST_P(MetricWriterTest, OneStatementStoresGroupsOfEverySize) {
   EXPECT_EQ((*deleted)[0].Int(0), 0);
 }
 
+// PostgreSQL: the writer's connection is pipelined. Its first group waits
+// in PostgreSQL (on a row lock another session holds) while the next
+// request arrives; that one is sent behind it at once, without waiting for
+// the first answer, and both are answered once their statements commit.
+// A pipelined group that fails fails alone, as any other.
+class PipelinedWriterTest : public MetricWriterTest {
+ protected:
+  void SetUp() override {
+    MetricWriterTest::SetUp();
+    if (IsSkipped() || HasFatalFailure())
+      return;
+    if (GetParam() != store::Dialect::kPostgres)
+      GTEST_SKIP() << "PostgreSQL only: SQLite's writer runs one group at a time";
+    auto conn = db_->Acquire();
+    ASSERT_TRUE(conn);
+    ASSERT_TRUE(
+        (*conn)->Exec("INSERT INTO latest_metrics (run_pk, key, value, is_nan, ts, step) VALUES "
+                      "(1, 'held', 0, 0, 0, -1)"));
+    ASSERT_TRUE((*conn)->Exec(
+        "ALTER TABLE metric_batches ADD CONSTRAINT poison CHECK (points NOT LIKE '%poison%')"));
+    auto blocker = db_->OpenDedicated();
+    ASSERT_TRUE(blocker);
+    blocker_ = std::move(*blocker);
+  }
+
+  // Holds the lock the first group's upsert of key "held" waits for.
+  void Hold() {
+    ASSERT_TRUE(blocker_->Begin());
+    ASSERT_TRUE(
+        blocker_->Query("SELECT 1 FROM latest_metrics WHERE run_pk = 1 AND key = 'held' FOR "
+                        "UPDATE"));
+  }
+  void Release() { ASSERT_TRUE(blocker_->Rollback()); }
+
+  // Waits until a statement of another session waits for the held lock;
+  // returns that backend's pid.
+  int64_t WaitForBlockedStatement() {
+    auto conn = db_->Acquire();
+    EXPECT_TRUE(conn);
+    for (int i = 0; i < 1000; ++i) {
+      auto waiting = (*conn)->Query("SELECT pid FROM pg_locks WHERE NOT granted LIMIT 1");
+      EXPECT_TRUE(waiting);
+      if (waiting && !waiting->empty())
+        return (*waiting)[0].Int(0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "no statement waited for the lock";
+    return 0;
+  }
+
+  struct Answer {
+    std::atomic<int> calls{0};
+    Status result = core::Ok();
+  };
+  void WriteAsync(MetricWriter& writer, const std::string& key, Answer& a) {
+    std::vector<MetricPoint> one{{.key = key, .value = 1, .timestamp = 1, .step = 0}};
+    writer.WriteAsync(1, "run1", EncodeChunks(1, one), [&a](Status s) {
+      a.result = std::move(s);
+      ++a.calls;
+    });
+  }
+  static void WaitForAnswer(const Answer& a) {
+    for (int i = 0; i < 1000 && a.calls.load() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  std::unique_ptr<store::Connection> blocker_;
+};
+
+TEST_P(PipelinedWriterTest, TheNextGroupIsSentWhileOneRunsAndEachIsAnsweredAfterItsCommit) {
+  MetricWriter writer(*db_);
+  Hold();
+  Answer held, poison, after;
+  WriteAsync(writer, "held", held);
+  WaitForBlockedStatement();
+  WriteAsync(writer, "poison", poison);
+  // Sent behind the blocked group: the writer takes nothing else meanwhile.
+  for (int i = 0; i < 1000 && writer.stats().pipelined == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(writer.stats().pipelined, 1u);
+  WriteAsync(writer, "after", after);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Nothing is answered before the first statement commits.
+  EXPECT_EQ(held.calls.load() + poison.calls.load() + after.calls.load(), 0);
+  EXPECT_EQ(Count(), 0);
+  Release();
+  for (const Answer* a : {&held, &poison, &after})
+    WaitForAnswer(*a);
+  EXPECT_EQ(held.calls.load(), 1);
+  EXPECT_TRUE(held.result) << held.result.error().ToString();
+  EXPECT_EQ(poison.calls.load(), 1);
+  ASSERT_FALSE(poison.result);
+  EXPECT_EQ(after.calls.load(), 1);
+  EXPECT_TRUE(after.result) << after.result.error().ToString();
+  EXPECT_EQ(Count("held"), 1);
+  EXPECT_EQ(Count("poison"), 0);
+  EXPECT_EQ(Count("after"), 1);
+  EXPECT_EQ(writer.stats().requests, 2u);
+}
+
+// A connection lost with two groups in flight fails both (their outcome is
+// unknown to the writer); the writer reconnects for the next.
+TEST_P(PipelinedWriterTest, AConnectionLostWithGroupsInFlightFailsThemAndTheNextReconnects) {
+  MetricWriter writer(*db_);
+  Hold();
+  Answer held, second;
+  WriteAsync(writer, "held", held);
+  const int64_t writer_pid = WaitForBlockedStatement();
+  WriteAsync(writer, "second", second);
+  for (int i = 0; i < 1000 && writer.stats().pipelined == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(writer.stats().pipelined, 1u);
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE((*conn)->Query("SELECT pg_terminate_backend(?)", {writer_pid}));
+  for (const Answer* a : {&held, &second})
+    WaitForAnswer(*a);
+  Release();
+  ASSERT_EQ(held.calls.load(), 1);
+  ASSERT_FALSE(held.result);
+  EXPECT_EQ(held.result.error().code, core::ErrorCode::kUnavailable)
+      << held.result.error().ToString();
+  ASSERT_EQ(second.calls.load(), 1);
+  ASSERT_FALSE(second.result);
+  EXPECT_EQ(second.result.error().code, core::ErrorCode::kUnavailable)
+      << second.result.error().ToString();
+  EXPECT_EQ(Count(), 0);
+  std::vector<MetricPoint> one{{.key = "next", .value = 1, .timestamp = 1, .step = 0}};
+  EXPECT_TRUE(writer.Write(1, "run1", EncodeChunks(1, one)));
+  EXPECT_EQ(Count("next"), 1);
+}
+
 // PostgreSQL: compaction runs on its own connection, so writes go on while
 // a compaction waits (here on row locks another session holds).
 TEST_P(MetricWriterTest, WritesDoNotWaitForCompaction) {
@@ -671,6 +803,7 @@ TEST(MetricChunks, StepsAndTimestampsAreRelativeWhereShorter) {
 }
 
 KERVAN_INSTANTIATE_BACKENDS(MetricWriterTest);
+KERVAN_INSTANTIATE_BACKENDS(PipelinedWriterTest);
 
 }  // namespace
 }  // namespace kervan::tracking::internal
