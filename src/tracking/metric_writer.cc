@@ -306,10 +306,8 @@ Status MetricWriter::Receive(InFlight& sent) {
   if (!sent.sent)
     return sent.send_error.value_or(core::Internal("metric writer: a group was not sent"));
   auto stages = ReceiveStore(*conn_);
-  if (!stages) {
-    uncompacted_.clear();  // may count rows that were not written
-    return stages.error();
-  }
+  if (!stages)
+    return stages.error();  // failed, or unknown (a lost connection)
   Classify(sent.group, &*stages, sent.classified);
   ScheduleCompactions(sent.classified.rows);
   for (size_t i = 0; i < sent.group.size(); ++i)
