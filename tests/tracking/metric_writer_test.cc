@@ -633,6 +633,42 @@ TEST_P(MetricWriterTest, WritesDoNotWaitForCompaction) {
   EXPECT_LE(Rows().first, 50);
 }
 
+// PostgreSQL (migration 0018): a 1000-point write's text is stored
+// compressed with lz4 in the row, not in TOAST chunks, and reads back.
+TEST_P(MetricWriterTest, PostgresKeepsABatchTextCompressedInTheRow) {
+  if (GetParam() != store::Dialect::kPostgres)
+    GTEST_SKIP() << "PostgreSQL only";
+  MetricWriter writer(*db_);
+  std::vector<MetricPoint> points;
+  for (int step = 0; step < 10; ++step) {
+    for (int k = 0; k < 100; ++k) {
+      points.push_back({.key = "m" + std::to_string(k),
+                        .value = (k + 1) / (step + 1.0),
+                        .timestamp = 1700000000000 + step,
+                        .step = step});
+    }
+  }
+  ASSERT_TRUE(writer.Write(1, "run1", EncodeChunks(1, points)));
+  auto conn = db_->Acquire();
+  ASSERT_TRUE(conn);
+  auto stored = (*conn)->Query(
+      "SELECT pg_column_compression(points), pg_column_size(points), octet_length(points) FROM "
+      "metric_batches");
+  ASSERT_TRUE(stored) << stored.error().ToString();
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].Text(0), "lz4");
+  EXPECT_GT((*stored)[0].Int(2), 8192);                     // would not fit a page as it is
+  EXPECT_LT((*stored)[0].Int(1), (*stored)[0].Int(2) / 2);  // compressed
+  auto toast = (*conn)->Query(
+      "SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 'metric_batches'");
+  ASSERT_TRUE(toast && toast->size() == 1u);
+  auto chunks = (*conn)->Query("SELECT count(*) FROM " + (*toast)[0].Text(0));
+  ASSERT_TRUE(chunks) << chunks.error().ToString();
+  EXPECT_EQ((*chunks)[0].Int(0), 0);  // nothing out of line
+  EXPECT_EQ(Count(), 1000);
+  EXPECT_EQ(Count("m7"), 10);
+}
+
 // PostgreSQL: a failed compaction fails no write; its rows stay readable
 // in metric_batches, and the run is counted again from the table, so the
 // next write compacts it.
