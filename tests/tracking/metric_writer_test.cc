@@ -509,12 +509,15 @@ class PipelinedWriterTest : public MetricWriterTest {
   void Release() { ASSERT_TRUE(blocker_->Rollback()); }
 
   // Waits until a statement of another session waits for the held lock;
-  // returns that backend's pid.
+  // returns that backend's pid. Only this test's database counts: other
+  // tests share the cluster (and pg_locks) when ctest runs them at once.
   int64_t WaitForBlockedStatement() {
     auto conn = db_->Acquire();
     EXPECT_TRUE(conn);
     for (int i = 0; i < 1000; ++i) {
-      auto waiting = (*conn)->Query("SELECT pid FROM pg_locks WHERE NOT granted LIMIT 1");
+      auto waiting = (*conn)->Query(
+          "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT "
+          "l.granted AND a.datname = current_database() LIMIT 1");
       EXPECT_TRUE(waiting);
       if (waiting && !waiting->empty())
         return (*waiting)[0].Int(0);
