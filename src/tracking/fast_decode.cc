@@ -163,82 +163,77 @@ bool AtEnd(od::document& doc) {
   return doc.current_location().error() == simdjson::OUT_OF_BOUNDS;
 }
 
+// Calls `field(name, value)` for each field of the body's top-level object,
+// in order; true when every call did and nothing follows the object.
+template <typename Field>
+bool ForEachTopField(std::string_view body, Field field) {
+  od::document doc;
+  od::object top;
+  if (!Iterate(body, doc) || doc.get_object().get(top))
+    return false;
+  for (auto f : top) {
+    od::raw_json_string name;
+    od::value v;
+    if (f.key().get(name) || f.value().get(v) || !field(name, v))
+      return false;
+  }
+  return AtEnd(doc);
+}
+
+// The "run_id" field, once and not empty.
+bool ReadRunId(od::value v, std::string& out, bool& seen) {
+  if (seen || !ReadString(v, out) || out.empty())
+    return false;
+  seen = true;
+  return true;
+}
+
 }  // namespace
 
 std::optional<DecodedLogMetric> DecodeLogMetricFast(std::string_view body) {
-  od::document doc;
-  if (!Iterate(body, doc))
-    return std::nullopt;
-  od::object top;
-  if (doc.get_object().get(top))
-    return std::nullopt;
   DecodedLogMetric out;
   bool run_id = false;
   MetricFields seen;
-  for (auto field : top) {
-    od::raw_json_string name;
-    if (field.key().get(name))
-      return std::nullopt;
-    od::value v;
-    if (field.value().get(v))
-      return std::nullopt;
-    if (name == "run_id") {
-      if (run_id || !ReadString(v, out.run_id) || out.run_id.empty())
-        return std::nullopt;
-      run_id = true;
-    } else if (!ReadMetricField(name, v, out.metric, seen)) {
-      return std::nullopt;
-    }
-  }
-  if (!run_id || !seen.Finish(out.metric) || !AtEnd(doc))
+  const bool read = ForEachTopField(body, [&](const od::raw_json_string& name, od::value v) {
+    return name == "run_id" ? ReadRunId(v, out.run_id, run_id)
+                            : ReadMetricField(name, v, out.metric, seen);
+  });
+  if (!read || !run_id || !seen.Finish(out.metric))
     return std::nullopt;
   return out;
 }
 
 std::optional<DecodedLogBatch> DecodeLogBatchFast(std::string_view body) {
-  od::document doc;
-  if (!Iterate(body, doc))
-    return std::nullopt;
-  od::object top;
-  if (doc.get_object().get(top))
-    return std::nullopt;
   DecodedLogBatch out;
   bool run_id = false, metrics = false, params = false, tags = false;
-  for (auto field : top) {
-    od::raw_json_string name;
-    if (field.key().get(name))
-      return std::nullopt;
-    od::value v;
-    if (field.value().get(v))
-      return std::nullopt;
-    if (name == "run_id") {
-      if (run_id || !ReadString(v, out.run_id) || out.run_id.empty())
-        return std::nullopt;
-      run_id = true;
-    } else if (name == "metrics") {
+  const bool read = ForEachTopField(body, [&](const od::raw_json_string& name, od::value v) {
+    if (name == "run_id")
+      return ReadRunId(v, out.run_id, run_id);
+    if (name == "metrics") {
       od::array array;
       if (metrics || v.get_array().get(array))
-        return std::nullopt;
+        return false;
       metrics = true;
       out.batch.metrics.reserve(kMaxFastMetrics);
       for (auto item : array) {
         od::value iv;
         if (out.batch.metrics.size() == kMaxFastMetrics || item.get(iv))
-          return std::nullopt;
-        MetricPoint& m = out.batch.metrics.emplace_back();
-        if (!ReadMetric(iv, m))
-          return std::nullopt;
+          return false;
+        if (!ReadMetric(iv, out.batch.metrics.emplace_back()))
+          return false;
       }
-    } else if (name == "params" || name == "tags") {
+      return true;
+    }
+    if (name == "params" || name == "tags") {
       bool& seen = name == "params" ? params : tags;
       if (seen || !EmptyList(v))
-        return std::nullopt;
+        return false;
       seen = true;
-    } else {
-      return std::nullopt;
+      return true;
     }
-  }
-  if (!run_id || !AtEnd(doc))
+    return false;
+  });
+  if (!read || !run_id)
     return std::nullopt;
   return out;
 }
