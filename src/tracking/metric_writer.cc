@@ -258,7 +258,7 @@ void MetricWriter::PipelinedLoop() {
       in_flight.push_back(std::move(sent));
       continue;
     }
-    if (in_flight.size() == 1 && in_flight.front().sent && failed.empty() && !stopping_) {
+    if (in_flight.size() == 1 && !in_flight.front().send_error && failed.empty() && !stopping_) {
       wake_at_ = in_flight.front().group.size();
       lk.unlock();
       Result<bool> answered = conn_->WaitForAnswer(wake_fd_);
@@ -298,13 +298,11 @@ void MetricWriter::Send(InFlight& sent) {
   Classify(sent.group, nullptr, sent.classified);
   if (Status s = SendStore(*conn_, sent.classified.rows, sent.classified.chunks); !s)
     sent.send_error = s.error();
-  else
-    sent.sent = true;
 }
 
 Status MetricWriter::Receive(InFlight& sent) {
-  if (!sent.sent)
-    return sent.send_error.value_or(core::Internal("metric writer: a group was not sent"));
+  if (sent.send_error)
+    return *sent.send_error;
   auto stages = ReceiveStore(*conn_);
   if (!stages)
     return stages.error();  // failed, or unknown (a lost connection)

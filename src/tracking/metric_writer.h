@@ -134,8 +134,7 @@ class MetricWriter {
   struct InFlight {
     std::vector<Pending*> group;
     Classified classified;
-    bool sent = false;
-    std::optional<core::Error> send_error;  // when not sent
+    std::optional<core::Error> send_error;  // set when it could not be sent
   };
   void Send(InFlight& sent);
   // The answer to `sent`: sets each request's result, or returns the
