@@ -1,7 +1,6 @@
 // The group-commit writer for metric points; see metric_writer.h.
 #include "tracking/metric_writer.h"
 
-#include <cerrno>
 #include <map>
 #include <string_view>
 #include <utility>

@@ -211,8 +211,9 @@ class MetricWriter {
   std::condition_variable compacted_cv_;  // WaitForCompactions waits for idle
   // PostgreSQL: PipelinedLoop waits for its answer or for wake_at_
   // queued requests, whichever comes first; Enqueued signals this eventfd.
+  // -1 on SQLite, or when no eventfd could be made: then SerialLoop.
   static constexpr size_t kNoWake = static_cast<size_t>(-1);
-  const int wake_fd_;         // -1 on SQLite
+  const int wake_fd_;
   size_t wake_at_ = kNoWake;  // GUARDED_BY(mu_)
   std::thread compactor_;     // PostgreSQL only; started before thread_
   std::thread thread_;
